@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make test` and `make demo`. Both create .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test lint demo bench vectors clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench tools
+	$(VENV)/bin/ruff format --check src tests bench tools
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) -m handover.demo
+
+bench: $(STAMP)
+	$(PY) bench/run.py $(ARGS)
+
+vectors: $(STAMP)
+	$(PY) tools/make_vectors.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist

@@ -1,0 +1,177 @@
+"""Canonical JSON (CJ), strict unpadded base64url, and strict wire objects.
+
+PROTOCOL.md section 1. Everything signed or hashed is CJ bytes; every CJ
+input is parsed with :func:`cj_loads`, which refuses anything whose CJ
+re-serialisation differs from the bytes received.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from handover.errors import EncodingError
+
+MAX_DEPTH = 32
+MAX_INT = 2**53 - 1
+
+
+def _reject_constant(name: str) -> Any:
+    raise EncodingError(f"non-finite number {name} is not allowed")
+
+
+def _reject_float(_text: str) -> Any:
+    raise EncodingError("floats are not allowed")
+
+
+def _pairs_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise EncodingError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+_STRICT_DECODER = json.JSONDecoder(
+    object_pairs_hook=_pairs_no_duplicates,
+    parse_float=_reject_float,
+    parse_constant=_reject_constant,
+)
+
+
+def _check_string(s: str) -> None:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EncodingError("unpaired surrogate in string") from exc
+
+
+def check_value(value: object, depth: int = 0) -> None:
+    """Raise EncodingError unless `value` is representable in CJ.
+
+    Depth counts containers: the outermost object or array is depth 1.
+    """
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if -MAX_INT <= value <= MAX_INT:
+            return
+        raise EncodingError("integer out of range")
+    if isinstance(value, str):
+        _check_string(value)
+        return
+    if isinstance(value, dict):
+        if depth + 1 > MAX_DEPTH:
+            raise EncodingError(f"nesting deeper than {MAX_DEPTH}")
+        for key, item in value.items():
+            if not isinstance(key, str) or not key or not key.isascii():
+                raise EncodingError("object keys must be non-empty ASCII strings")
+            check_value(item, depth + 1)
+        return
+    if isinstance(value, list):
+        if depth + 1 > MAX_DEPTH:
+            raise EncodingError(f"nesting deeper than {MAX_DEPTH}")
+        for item in value:
+            check_value(item, depth + 1)
+        return
+    if value is None:
+        raise EncodingError("null is not allowed")
+    if isinstance(value, float):
+        raise EncodingError("floats are not allowed")
+    raise EncodingError(f"type {type(value).__name__} is not allowed")
+
+
+def cj_dumps(value: object) -> bytes:
+    """Encode `value` as canonical JSON bytes.
+
+    Raises:
+        EncodingError: the value holds something CJ cannot represent.
+    """
+    check_value(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
+def strict_json_loads(data: bytes | str) -> Any:
+    """Parse JSON refusing duplicate keys, floats and non-finite numbers.
+
+    Raises:
+        EncodingError: invalid UTF-8, invalid JSON, duplicates, floats, or too deep.
+    """
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EncodingError("input is not valid UTF-8") from exc
+    else:
+        text = data
+    try:
+        return _STRICT_DECODER.decode(text)
+    except EncodingError:
+        raise
+    except RecursionError as exc:
+        raise EncodingError(f"nesting deeper than {MAX_DEPTH}") from exc
+    except ValueError as exc:
+        raise EncodingError(f"invalid JSON at position {getattr(exc, 'pos', '?')}") from exc
+
+
+def cj_loads(data: bytes) -> Any:
+    """Parse canonical JSON strictly: anything not byte-identical to its CJ form is refused.
+
+    Raises:
+        EncodingError: with a message naming the rule broken (never the data).
+    """
+    value = strict_json_loads(data)
+    if cj_dumps(value) != data:
+        raise EncodingError("input is not canonical JSON")
+    return value
+
+
+def b64u_encode(data: bytes) -> str:
+    """Unpadded base64url."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64u_decode(text: str, length: int | None = None) -> bytes:
+    """Strict unpadded base64url: decode, re-encode and compare.
+
+    Raises:
+        EncodingError: padding, other alphabets, non-zero trailing bits, or wrong length.
+    """
+    if not isinstance(text, str) or not text.isascii():
+        raise EncodingError("base64url value must be an ASCII string")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise EncodingError("invalid base64url") from exc
+    if b64u_encode(raw) != text:
+        raise EncodingError("base64url is not strict unpadded form")
+    if length is not None and len(raw) != length:
+        raise EncodingError(f"base64url value must decode to {length} bytes")
+    return raw
+
+
+def parse_wire_object(data: bytes | str, members: Iterable[str]) -> dict[str, str]:
+    """Parse an outer wire object: exactly `members`, each a string value.
+
+    Raises:
+        EncodingError: not a JSON object, duplicate keys, missing or extra members.
+    """
+    value = strict_json_loads(data)
+    wanted = set(members)
+    if not isinstance(value, dict) or set(value) != wanted:
+        raise EncodingError(f"wire object must have exactly the members {sorted(wanted)}")
+    for key in wanted:
+        if not isinstance(value[key], str):
+            raise EncodingError(f"wire member {key!r} must be a string")
+    return value
+
+
+def dump_wire_object(obj: dict[str, str]) -> bytes:
+    """Serialise an outer wire object (canonical form, for determinism)."""
+    return cj_dumps(obj)

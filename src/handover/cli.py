@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from handover import keystore
+from handover import keystore, nodecli
 from handover.canonical import b64u_decode, b64u_encode, strict_json_loads
 from handover.errors import HandoverError, InvalidKeyset, InvalidPacket
 from handover.keyset import Keyset, accept_keyset, parse_keyset
@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", required=True, help="node id, e.g. prison.example")
     p.add_argument("--dir", required=True, help="directory to create")
     p.set_defaults(func=cmd_keys_init)
+    nodecli.register_keys_rotate(keys)
 
     pkt = sub.add_parser("packet", help="offline packet tools").add_subparsers(
         dest="packet_cmd", required=True
@@ -226,13 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("packet", help="PACKET.json")
     p.set_defaults(func=cmd_packet_verify)
 
-    for extend in EXTENSIONS:
-        extend(sub)
+    nodecli.register(sub)
     return parser
-
-
-# Node commands (init, serve, peers, ...) register themselves here.
-EXTENSIONS: list[Callable[[Any], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

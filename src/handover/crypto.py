@@ -201,3 +201,17 @@ def secretbox_open(ciphertext: bytes, nonce: bytes, key: bytes) -> bytes:
     except (nacl.exceptions.CryptoError, ValueError) as exc:
         raise CryptoFailure("decryption failed") from exc
     return plain
+
+
+# --- at rest -------------------------------------------------------------------
+
+
+def seal_at_rest(key: bytes, plaintext: bytes) -> bytes:
+    """Encrypt data for the node's own database: nonce (24) || secretbox."""
+    nonce = random_bytes(24)
+    return nonce + secretbox_seal(plaintext, nonce, key)
+
+
+def open_at_rest(key: bytes, boxed: bytes) -> bytes:
+    """Raises CryptoFailure if the data or the key is wrong."""
+    return secretbox_open(boxed[24:], boxed[:24], key)

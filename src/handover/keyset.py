@@ -34,7 +34,9 @@ SubKeyType = Literal["ed25519-sig", "x25519-box"]
 
 
 def is_node_id(value: object) -> bool:
-    return isinstance(value, str) and len(value) <= MAX_NODE_ID and bool(NODE_ID_RE.match(value))
+    return (
+        isinstance(value, str) and len(value) <= MAX_NODE_ID and bool(NODE_ID_RE.fullmatch(value))
+    )
 
 
 def is_int(value: object) -> bool:

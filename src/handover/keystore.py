@@ -34,6 +34,7 @@ from handover.packet import Identity, OwnBoxKey, ReceiverKeys
 
 KEYSET_FILE = "keyset.json"
 ROOT_FILE = "root.key"
+STORAGE_FILE = "storage.key"
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -231,3 +232,14 @@ def destroy_expired(keys: NodeKeys, now: int) -> list[str]:
                 path.unlink()
                 destroyed.append(entry.kid)
     return destroyed
+
+
+def storage_key(directory: Path) -> bytes:
+    """The key that encrypts bodies at rest in this node's database (created once).
+
+    Back it up with the database: without it, stored bodies cannot be read.
+    """
+    path = directory / STORAGE_FILE
+    if not path.exists():
+        write_private(path, b64u_encode(crypto.random_bytes(32)).encode() + b"\n")
+    return _read_secret(path)

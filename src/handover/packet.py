@@ -124,6 +124,11 @@ class SealedPacket:
     to: tuple[str, ...]
 
 
+def new_pid() -> str:
+    """A fresh packet id: b64u of 16 random bytes."""
+    return b64u_encode(crypto.random_bytes(16))
+
+
 def packet_digest(hb: bytes, sig: bytes) -> bytes:
     """pd = H64(PAE("hp1/packet-digest/v1", HB, SIG))."""
     return crypto.h64(crypto.pae(DIGEST_LABEL, hb, sig))
@@ -167,11 +172,13 @@ def seal(
     now: int | None = None,
     rand: Rand | None = None,
     validator: BodyValidator | None = None,
+    pid: str | None = None,
 ) -> SealedPacket:
     """Validate `body` against `schema_id` and seal it to 1..64 recipients.
 
     `log` is the sender's audit position after the disclosure entry (the
-    genesis position for sealers without a log). `now` and `rand` are
+    genesis position for sealers without a log). `pid` may be chosen by the
+    caller (see :func:`new_pid`) so the disclosure entry can name it first. `now` and `rand` are
     injectable so known-answer vectors are reproducible.
 
     Raises:
@@ -189,6 +196,7 @@ def seal(
         body,
         log or LogPosition.genesis(),
         ttl_ms,
+        pid=pid,
     )
 
 
@@ -201,6 +209,8 @@ def _seal_at(
     body: dict[str, Any],
     log: LogPosition,
     ttl_ms: int,
+    *,
+    pid: str | None = None,
 ) -> SealedPacket:
     if not 1 <= len(recipients) <= MAX_RECIPIENTS:
         raise SealError(f"a packet has 1 to {MAX_RECIPIENTS} recipients")
@@ -217,7 +227,8 @@ def _seal_at(
     content_key = rand(32)
     ephemeral = crypto.BoxKey.from_secret(rand(32))
     nonce = rand(24)
-    pid = b64u_encode(rand(16))
+    if pid is None:
+        pid = b64u_encode(rand(16))
 
     ck = _derive(content_key, CONTENT_KEY_LABEL, identity.node, identity.kid, pid)
     kc = _derive(content_key, COMMITMENT_LABEL, identity.node, identity.kid, pid)

@@ -1,0 +1,50 @@
+"""structlog set-up: JSON in production, readable in a terminal.
+
+Log events carry identifiers (pid, node, request id, field names), never
+personal data values: bodies are never passed to a logger, and a processor
+drops any key named like a body as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_FORBIDDEN_KEYS = frozenset({"body", "payload", "plaintext", "content", "corrected_body"})
+
+
+def _drop_bodies(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key in _FORBIDDEN_KEYS & event.keys():
+        event[key] = "[withheld]"
+    return event
+
+
+def configure(fmt: str = "auto", level: str = "info") -> None:
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _drop_bodies,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    # aiohttp's access log would print URLs (with query strings such as
+    # justifications); keep it off, our middleware logs requests itself.
+    logging.getLogger("aiohttp.access").disabled = True

@@ -1,0 +1,400 @@
+"""`handover` commands that set up, run and operate a node.
+
+init, serve, peers add|list, operators add|list, keys rotate,
+audit verify, send, status, inbox
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from handover import keystore
+from handover.canonical import b64u_encode, strict_json_loads
+from handover.config import AGENCY_KINDS, load_config, write_config
+from handover.crypto import random_bytes
+from handover.errors import ConfigError, HandoverError, InvalidKeyset, TransportError
+from handover.timeutil import now_ms
+
+T = TypeVar("T")
+
+
+def _run(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def _dir(args: argparse.Namespace) -> Path:
+    return Path(args.dir).resolve()
+
+
+async def _with_node_db(directory: Path, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Open the node's database (attaching to a running embedded server) for a CLI command."""
+    from handover.node import Node
+
+    node = await Node.open(directory)
+    try:
+        return await work(node)
+    finally:
+        await node.close()
+
+
+# --- init / serve ------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    directory = _dir(args)
+    directory.mkdir(parents=True, exist_ok=True)
+    keys_dir = directory / "keys"
+    if (directory / "handover.toml").exists() or (keys_dir / keystore.ROOT_FILE).exists():
+        raise ConfigError(f"{directory} already holds a node; refusing to overwrite it")
+    settings: dict[str, object] = {
+        "node": args.node,
+        "kind": args.kind,
+        "listen": args.listen,
+        "public_url": args.public_url or "",
+        "dsn": args.dsn or "",
+    }
+    keys = keystore.init_keys(keys_dir, args.node, now_ms())
+    keystore.storage_key(keys_dir)
+    write_config(directory, settings)
+    config = load_config(directory)
+    _emit(
+        {
+            "node": keys.node,
+            "kind": config.kind,
+            "fingerprint": keys.fingerprint,
+            "keyset_url": config.url + "/.well-known/handover/keyset",
+            "config": str(directory / "handover.toml"),
+        }
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from handover import logging as hlog
+    from handover.node import serve
+
+    config = load_config(_dir(args))
+    hlog.configure(config.log_format, config.log_level)
+    _run(serve(_dir(args)))
+    return 0
+
+
+# --- peers ---------------------------------------------------------------------------
+
+
+def cmd_peers_add(args: argparse.Namespace) -> int:
+    async def work(node: Any) -> dict[str, Any]:
+        try:
+            keyset = await node.directory.pin(args.url, args.fingerprint, args.kind)
+        except TransportError as exc:
+            raise ConfigError(f"cannot fetch the keyset from {args.url}: {exc}") from exc
+        except InvalidKeyset as exc:
+            raise ConfigError(f"the keyset at {args.url} was refused: {exc}") from exc
+
+        async def log_pin(conn: Any, appender: Any) -> None:
+            appender.append(
+                "key",
+                action="peer_pinned",
+                counterpart=keyset.node,
+                fingerprint=keyset.fingerprint,
+                serial=keyset.serial,
+                org=node.config.node,
+            )
+
+        await node.writer.run(log_pin)
+        return {
+            "node": keyset.node,
+            "url": args.url.rstrip("/"),
+            "fingerprint": keyset.fingerprint,
+            "kind": args.kind,
+            "serial": keyset.serial,
+        }
+
+    _emit(_run(_with_node_db(_dir(args), work)))
+    return 0
+
+
+def cmd_peers_list(args: argparse.Namespace) -> int:
+    async def work(node: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "node": p.node,
+                "url": p.url,
+                "fingerprint": p.fingerprint,
+                "kind": p.kind,
+                "serial": None if p.keyset is None else p.keyset.serial,
+                "keyset_exp": None if p.keyset is None else p.keyset.exp,
+                "last_error": p.last_error,
+            }
+            for p in node.directory.peers.values()
+        ]
+
+    _emit(_run(_with_node_db(_dir(args), work)))
+    return 0
+
+
+# --- operators -------------------------------------------------------------------------
+
+
+def cmd_operators_add(args: argparse.Namespace) -> int:
+    from handover.node import token_hash
+    from handover.store import operators as operator_store
+
+    token = "hov_" + b64u_encode(random_bytes(32))
+
+    async def work(node: Any) -> None:
+        async def job(conn: Any, appender: Any) -> None:
+            await operator_store.add(conn, args.name, args.role, token_hash(token), now_ms())
+            appender.append(
+                "key",
+                action="operator_added",
+                operator=args.name,
+                role=args.role,
+                org=node.config.node,
+            )
+
+        await node.writer.run(job)
+
+    _run(_with_node_db(_dir(args), work))
+    sys.stdout.write(
+        f"operator {args.name} ({args.role}) added; the bearer token below is shown only once:\n"
+    )
+    sys.stdout.write(token + "\n")
+    return 0
+
+
+def cmd_operators_list(args: argparse.Namespace) -> int:
+    from handover.store import operators as operator_store
+
+    async def work(node: Any) -> list[dict[str, Any]]:
+        async with node.db.connection() as conn:
+            return await operator_store.all_operators(conn)
+
+    _emit(_run(_with_node_db(_dir(args), work)))
+    return 0
+
+
+# --- keys rotate ------------------------------------------------------------------------
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    directory = _dir(args)
+    config = load_config(directory)
+    old = keystore.load_keys(config.keys_dir)
+    new = keystore.rotate(old, now_ms())
+
+    async def work(node: Any) -> None:
+        async def job(conn: Any, appender: Any) -> None:
+            appender.append(
+                "key",
+                action="rotated",
+                serial=new.keyset.serial,
+                retired=[k.kid for k in old.keyset.keys if k.status == "active"],
+                active=[k.kid for k in new.keyset.keys if k.status == "active"],
+                org=config.node,
+            )
+            await conn.execute("NOTIFY handover_keys")
+
+        await node.writer.run(job)
+
+    _run(_with_node_db(directory, work))
+    _emit(
+        {
+            "node": new.node,
+            "serial": new.keyset.serial,
+            "active": [k.kid for k in new.keyset.keys if k.status == "active"],
+            "retired": [k.kid for k in new.keyset.keys if k.status == "retired"],
+        }
+    )
+    return 0
+
+
+# --- audit verify ------------------------------------------------------------------------
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    async def work(node: Any) -> dict[str, Any]:
+        report: dict[str, Any] = await node.verify_audit(peers=args.peers)
+        return report
+
+    report = _run(_with_node_db(_dir(args), work))
+    _emit(report)
+    if report["ok"]:
+        return 0
+    chain = report["chain"]
+    if not chain["ok"]:
+        sys.stderr.write(
+            f"handover: audit chain broken at entry {chain['bad_seq']}: {chain['problem']}\n"
+        )
+    for peer in report.get("peers", []):
+        if not peer["ok"]:
+            sys.stderr.write(f"handover: peer {peer['node']}: {peer['problem']}\n")
+            for statement in peer.get("conflict", []):
+                sys.stderr.write(
+                    f"  signed {statement['kind']} seq={statement['seq']}"
+                    f" head={statement['head']}: {statement['signed']}\n"
+                )
+    return 1
+
+
+# --- local API client commands --------------------------------------------------------------
+
+
+def _api(args: argparse.Namespace) -> tuple[str, str]:
+    token = args.token or os.environ.get("HANDOVER_TOKEN", "")
+    if not token:
+        raise ConfigError("give --token or set HANDOVER_TOKEN (from `handover operators add`)")
+    base = args.api or load_config(_dir(args)).url
+    return base.rstrip("/"), token
+
+
+def _call(method: str, url: str, token: str, payload: object = None) -> tuple[int, Any]:
+    import aiohttp
+
+    async def go() -> tuple[int, Any]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                method, url, json=payload, headers={"Authorization": f"Bearer {token}"}
+            ) as resp,
+        ):
+            text = await resp.text()
+            try:
+                return resp.status, json.loads(text)
+            except ValueError:
+                return resp.status, {"error": text[:200]}
+
+    try:
+        return _run(go())
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ConfigError(f"cannot reach the node's API at {url}: {exc}") from exc
+
+
+def _answer(status: int, data: Any) -> int:
+    _emit(data)
+    if status >= 400:
+        message = data.get("message", data.get("error")) if isinstance(data, dict) else data
+        sys.stderr.write(f"handover: the node answered {status}: {message}\n")
+        return 1
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    base, token = _api(args)
+    try:
+        body = strict_json_loads(Path(args.body).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {args.body}: {exc.strerror}") from exc
+    except HandoverError as exc:
+        raise ConfigError(f"{args.body} is not valid JSON: {exc}") from exc
+    payload = {
+        "to": args.to,
+        "schema": args.schema,
+        "body": body,
+        "justification": args.justification,
+    }
+    return _answer(*_call("POST", f"{base}/api/v1/packets", token, payload))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    base, token = _api(args)
+    return _answer(*_call("GET", f"{base}/api/v1/packets/{args.pid}", token))
+
+
+def cmd_inbox(args: argparse.Namespace) -> int:
+    base, token = _api(args)
+    if args.pid is None:
+        return _answer(*_call("GET", f"{base}/api/v1/inbox", token))
+    from urllib.parse import quote
+
+    url = f"{base}/api/v1/inbox/{args.pid}?justification={quote(args.justification or '')}"
+    return _answer(*_call("GET", url, token))
+
+
+# --- parser ------------------------------------------------------------------------------
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("init", help="set up a node directory: settings and keys")
+    p.add_argument("--node", required=True, help="node id, e.g. prison.example")
+    p.add_argument("--dir", required=True, help="node directory to create")
+    p.add_argument("--kind", required=True, choices=AGENCY_KINDS, help="this agency's kind")
+    p.add_argument("--listen", default="127.0.0.1:8480", help="HOST:PORT (default 127.0.0.1:8480)")
+    p.add_argument("--public-url", help="URL peers use to reach this node")
+    p.add_argument("--dsn", help="PostgreSQL DSN (default: embedded PostgreSQL under DIR)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("serve", help="run the node")
+    p.add_argument("--dir", required=True)
+    p.set_defaults(func=cmd_serve)
+
+    peers = sub.add_parser("peers", help="pinned peers").add_subparsers(
+        dest="peers_cmd", required=True
+    )
+    p = peers.add_parser("add", help="fetch a peer's keyset, check its fingerprint, pin it")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--url", required=True, help="the peer's base URL")
+    p.add_argument("--fingerprint", required=True, help="root fingerprint, compared out of band")
+    p.add_argument("--kind", choices=AGENCY_KINDS, help="the peer agency's kind")
+    p.set_defaults(func=cmd_peers_add)
+    p = peers.add_parser("list", help="pinned peers and their keysets")
+    p.add_argument("--dir", required=True)
+    p.set_defaults(func=cmd_peers_list)
+
+    ops = sub.add_parser("operators", help="local API users").add_subparsers(
+        dest="operators_cmd", required=True
+    )
+    p = ops.add_parser("add", help="add an operator; prints its bearer token once, last")
+    p.add_argument("--dir", required=True)
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=("admin", "caseworker", "auditor"))
+    p.set_defaults(func=cmd_operators_add)
+    p = ops.add_parser("list", help="operators and roles")
+    p.add_argument("--dir", required=True)
+    p.set_defaults(func=cmd_operators_list)
+
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(
+        dest="audit_cmd", required=True
+    )
+    p = audit.add_parser("verify", help="recompute the hash chain; --peers checks peers' logs")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--peers", action="store_true", help="also witness every peer's log")
+    p.set_defaults(func=cmd_audit_verify)
+
+    for name, func, helptext in (
+        ("send", cmd_send, "submit a packet through the node's local API"),
+        ("status", cmd_status, "delivery status of a sent packet"),
+        ("inbox", cmd_inbox, "list received packets, or read one (needs --justification)"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--dir", default=".", help="node directory (for the API URL)")
+        p.add_argument("--api", help="local API base URL (default: from the node's settings)")
+        p.add_argument("--token", help="bearer token (default: $HANDOVER_TOKEN)")
+        if name == "send":
+            p.add_argument("--to", required=True, action="append", help="recipient node id")
+            p.add_argument("--schema", required=True)
+            p.add_argument("--body", required=True, help="BODY.json")
+            p.add_argument("--justification", required=True, help="purpose and case reference")
+        elif name == "status":
+            p.add_argument("pid")
+        else:
+            p.add_argument("pid", nargs="?")
+            p.add_argument("--justification")
+        p.set_defaults(func=func)
+
+
+def register_keys_rotate(keys_sub: Any) -> None:
+    p = keys_sub.add_parser("rotate", help="new signing and encryption keys; old ones retired")
+    p.add_argument("--dir", required=True, help="node directory")
+    p.set_defaults(func=cmd_keys_rotate)

@@ -1,0 +1,463 @@
+"""Submit, receive and read: the orchestration between API, policy, crypto and store.
+
+Handlers in `web/` authenticate and parse, then call one method here. Every
+write that must be logged runs as a job through the :class:`AuditWriter`, so
+the audit entry and the data it describes commit together.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from handover import crypto
+from handover.audit import Appender, AuditWriter
+from handover.canonical import b64u_encode, cj_dumps, cj_loads
+from handover.config import NodeConfig
+from handover.directory import Directory
+from handover.errors import (
+    ApiError,
+    InvalidPacket,
+    Reason,
+    SchemaInvalid,
+    SealError,
+    UnknownSchema,
+)
+from handover.keyset import is_node_id
+from handover.metrics import Metrics
+from handover.packet import (
+    Opened,
+    Recipient,
+    StoredReplay,
+    UnverifiedPacket,
+    check_replay,
+    make_receipt,
+    new_pid,
+    open_parsed,
+    parse_packet,
+    parse_receipt,
+    seal,
+)
+from handover.schemas import SchemaRegistry
+from handover.store import outbox as outbox_store
+from handover.store import received as received_store
+from handover.store import timeline as timeline_store
+from handover.store.db import Connection, Database
+from handover.timeutil import DAY_MS, Clock
+
+log = structlog.get_logger(__name__)
+
+INVALID_PACKET_BODY = b'{"error":"invalid_packet"}'
+MAX_JUSTIFICATION = 1000
+ROLES = ("admin", "caseworker", "auditor")
+
+
+@dataclass(frozen=True)
+class Operator:
+    """An authenticated local API user (verified at the edge, passed inward)."""
+
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class ReceiveResult:
+    status: int
+    body: bytes
+
+
+class _NoRevalidation:
+    """The body was validated once at submission; sealing does not repeat it."""
+
+    def validate(self, schema_id: str, body: object) -> None:
+        return None
+
+
+def case_ref_of(body: dict[str, Any]) -> str | None:
+    value = body.get("case_ref")
+    return value if isinstance(value, str) and 0 < len(value) <= 64 else None
+
+
+def require_justification(justification: object) -> str:
+    if not isinstance(justification, str) or not justification.strip():
+        raise ApiError(400, "justification_required", "a justification is required")
+    if len(justification) > MAX_JUSTIFICATION:
+        raise ApiError(400, "justification_too_long", "the justification is over 1000 characters")
+    return justification.strip()
+
+
+class Service:
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        db: Database,
+        writer: AuditWriter,
+        directory: Directory,
+        registry: SchemaRegistry,
+        metrics: Metrics,
+        clock: Clock,
+        storage_key: bytes,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.writer = writer
+        self.directory = directory
+        self.registry = registry
+        self.metrics = metrics
+        self.clock = clock
+        self.storage_key = storage_key
+
+    @property
+    def node(self) -> str:
+        return self.config.node
+
+    # --- sending ------------------------------------------------------------------
+
+    async def submit(
+        self,
+        operator: Operator,
+        *,
+        to: object,
+        schema_id: object,
+        body: object,
+        justification: object,
+    ) -> list[dict[str, Any]]:
+        """Validate, log the disclosure, seal and queue a packet.
+
+        Raises:
+            ApiError: 400 for a malformed request, 422 for an unknown schema, an
+                invalid body or a recipient that cannot be sealed to.
+        """
+        started = time.perf_counter()
+        why = require_justification(justification)
+        if not isinstance(to, list) or not to or not all(isinstance(n, str) for n in to):
+            raise ApiError(400, "bad_request", "'to' must be a non-empty list of node ids")
+        if len(set(to)) != len(to):
+            raise ApiError(400, "bad_request", "'to' lists a node twice")
+        if not isinstance(schema_id, str):
+            raise ApiError(400, "bad_request", "'schema' must be a schema id string")
+        if not isinstance(body, dict):
+            raise ApiError(400, "bad_request", "'body' must be a JSON object")
+        try:
+            self.registry.validate(schema_id, body)
+        except UnknownSchema as exc:
+            raise ApiError(422, "unknown_schema", str(exc)) from exc
+        except SchemaInvalid as exc:
+            raise ApiError(422, "schema_invalid", str(exc)) from exc
+        now = self.clock()
+        recipients = []
+        for node in to:
+            keyset = self.directory.keyset(node) if is_node_id(node) else None
+            if keyset is None:
+                raise ApiError(
+                    422, "unknown_recipient", f"{node} is not a pinned peer with a valid keyset"
+                )
+            try:
+                recipients.append(Recipient.from_keyset(keyset, now))
+            except SealError as exc:
+                raise ApiError(422, "unknown_recipient", str(exc)) from exc
+        pid = new_pid()
+        case_ref = case_ref_of(body)
+        fields = sorted(body)
+        identity = self.directory.keys.identity()
+        ttl_ms = self.config.ttl_days * DAY_MS
+
+        async def job(conn: Connection, appender: Appender) -> list[str]:
+            position = appender.append(
+                "disclosure",
+                pid=pid,
+                case_ref=case_ref,
+                schema=schema_id,
+                to=list(to),
+                fields=fields,
+                operator=operator.name,
+                org=self.node,
+                justification=why,
+            )
+            sealed = seal(
+                identity,
+                recipients,
+                schema_id,
+                body,
+                log=position,
+                ttl_ms=ttl_ms,
+                now=now,
+                pid=pid,
+                validator=_NoRevalidation(),
+            )
+            await outbox_store.insert(
+                conn,
+                pid=pid,
+                schema_id=schema_id,
+                case_ref=case_ref,
+                wire=sealed.wire,
+                pd=sealed.pd,
+                iat=sealed.iat,
+                exp=sealed.exp,
+                operator=operator.name,
+                log_seq=position.seq,
+                recipients=sealed.to,
+                now=now,
+            )
+            if case_ref is not None:
+                for node in sealed.to:
+                    await timeline_store.add(
+                        conn,
+                        case_ref=case_ref,
+                        at=now,
+                        direction="sent",
+                        pid=pid,
+                        schema_id=schema_id,
+                        counterpart=node,
+                        event="queued",
+                    )
+            await outbox_store.notify(conn)
+            return list(sealed.to)
+
+        sent_to = await self.writer.run(job)
+        self.metrics.sent.inc(schema=schema_id)
+        self.metrics.submit_seconds.observe(time.perf_counter() - started)
+        log.info("packet_queued", pid=pid, schema=schema_id, to=sent_to, operator=operator.name)
+        return [{"pid": pid, "to": sent_to}]
+
+    async def packet_status(self, pid: str) -> dict[str, Any]:
+        async with self.db.connection() as conn:
+            row = await outbox_store.packet(conn, pid)
+        if row is None:
+            raise ApiError(404, "not_found", "no sent packet with that pid")
+        return {
+            "pid": row["pid"],
+            "schema": row["schema_id"],
+            "case_ref": row["case_ref"],
+            "iat": row["iat"],
+            "exp": row["exp"],
+            "deliveries": [
+                {
+                    "node": d["node"],
+                    "status": d["status"],
+                    "attempts": d["attempts"],
+                    "receipt": None if d["receipt"] is None else json.loads(d["receipt"]),
+                    "reason": d["reason"],
+                    "last_error": d["last_error"],
+                }
+                for d in row["deliveries"]
+            ],
+        }
+
+    # --- receiving -----------------------------------------------------------------
+
+    async def receive(self, wire: bytes) -> ReceiveResult:
+        """Every receive check of PROTOCOL.md section 3, then one transaction that
+        stores the packet, replay record, timeline entry, audit entry and receipt."""
+        started = time.perf_counter()
+        unverified: UnverifiedPacket | None = None
+        try:
+            unverified = parse_packet(wire)
+            async with self.db.connection() as conn:
+                stored = await received_store.replay_record(conn, unverified.sender, unverified.pid)
+            replayed = check_replay(unverified, None if stored is None else StoredReplay(*stored))
+            if replayed is not None:
+                return self._answer_stored(replayed)
+            keyset = await self.directory.keyset_for_kid(
+                unverified.sender, unverified.unverified_header["from"]["kid"]
+            )
+            opened = open_parsed(
+                unverified,
+                receiver=self.directory.keys.receiver_keys(),
+                sender_keyset=keyset,
+                now=self.clock(),
+                validator=self.registry,
+            )
+        except InvalidPacket as exc:
+            await self._record_invalid(exc, unverified)
+            return ReceiveResult(400, INVALID_PACKET_BODY)
+        result = await self.writer.run(lambda conn, app: self._store_received(conn, app, opened))
+        assert isinstance(result, ReceiveResult)
+        self.metrics.receive_seconds.observe(time.perf_counter() - started)
+        return result
+
+    @staticmethod
+    def _answer_stored(receipt: bytes) -> ReceiveResult:
+        """A stored receipt is returned unchanged, with the HTTP status it had first."""
+        stored, _sig = parse_receipt(receipt)
+        return ReceiveResult(422 if stored.status == "rejected" else 200, receipt)
+
+    async def _store_received(
+        self, conn: Connection, appender: Appender, opened: Opened
+    ) -> ReceiveResult:
+        again = await received_store.replay_record(conn, opened.sender, opened.pid)
+        if again is not None:  # a concurrent copy of this packet committed first
+            stored_pd, stored_receipt = again
+            if crypto.constant_time_equal(stored_pd, opened.pd):
+                return self._answer_stored(stored_receipt)
+            self.metrics.invalid.inc(reason=Reason.REPLAY_CONFLICT.value)
+            log.warning("packet_invalid", reason=Reason.REPLAY_CONFLICT.value, pid=opened.pid)
+            return ReceiveResult(400, INVALID_PACKET_BODY)
+        now = self.clock()
+        accepted = opened.rejection is None
+        case_ref = case_ref_of(opened.body) if accepted else None
+        position = appender.append(
+            "collection" if accepted else "rejection",
+            pid=opened.pid,
+            case_ref=case_ref,
+            pd=b64u_encode(opened.pd),
+            counterpart=opened.sender,
+            schema=opened.schema,
+            fields=sorted(opened.body) if accepted else None,
+            reason=None if accepted else opened.rejection.code.value,  # type: ignore[union-attr]
+            org=self.node,
+            sender_log=opened.log.to_json(),
+        )
+        reason = None if opened.rejection is None else opened.rejection.code
+        receipt = make_receipt(
+            self.directory.keys.identity(),
+            pid=opened.pid,
+            pd=opened.pd,
+            to=opened.sender,
+            status="accepted" if accepted else "rejected",
+            reason=reason,
+            log=position,
+            now=now,
+        )
+        await received_store.insert(
+            conn,
+            sender=opened.sender,
+            pid=opened.pid,
+            pd=opened.pd,
+            status="accepted" if accepted else "rejected",
+            reason=None if reason is None else reason.value,
+            receipt=receipt,
+            schema_id=opened.schema if accepted else None,
+            case_ref=case_ref,
+            iat=opened.iat,
+            exp=opened.exp,
+            received_at=now,
+            log_seq=position.seq,
+            sender_seq=opened.log.seq,
+            sender_head=opened.log.head,
+            keyset_serial=opened.keyset.serial,
+            wire=opened.wire if accepted else None,
+            body_box=(
+                crypto.seal_at_rest(self.storage_key, cj_dumps(opened.body)) if accepted else None
+            ),
+        )
+        if case_ref is not None:
+            await timeline_store.add(
+                conn,
+                case_ref=case_ref,
+                at=now,
+                direction="received",
+                pid=opened.pid,
+                schema_id=opened.schema,
+                counterpart=opened.sender,
+                event="accepted",
+            )
+        self.metrics.received.inc(status="accepted" if accepted else "rejected")
+        log.info(
+            "packet_received",
+            pid=opened.pid,
+            sender=opened.sender,
+            schema=opened.schema,
+            status="accepted" if accepted else "rejected",
+            reason=None if reason is None else reason.value,
+        )
+        return ReceiveResult(200 if accepted else 422, receipt)
+
+    async def _record_invalid(self, exc: InvalidPacket, packet: UnverifiedPacket | None) -> None:
+        """A precise local audit entry for a refused packet; the peer only sees
+        `invalid_packet`. Claimed identifiers are marked unverified."""
+        self.metrics.invalid.inc(reason=exc.reason.value)
+        claimed_sender = packet.sender if packet is not None else None
+        claimed_pid = packet.pid if packet is not None else None
+        log.warning(
+            "packet_invalid",
+            reason=exc.reason.value,
+            detail=exc.detail,
+            claimed_sender=claimed_sender,
+            claimed_pid=claimed_pid,
+        )
+
+        async def job(conn: Connection, appender: Appender) -> None:
+            appender.append(
+                "rejection",
+                reason=exc.reason.value,
+                detail=exc.detail[:200],
+                unverified_sender=claimed_sender,
+                unverified_pid=claimed_pid,
+                pd=None if packet is None else b64u_encode(packet.pd),
+                org=self.node,
+            )
+
+        await self.writer.run(job)
+
+    # --- reading -------------------------------------------------------------------
+
+    async def inbox(
+        self, *, limit: int, before: int | None, case_ref: str | None
+    ) -> list[dict[str, Any]]:
+        async with self.db.connection() as conn:
+            rows = await received_store.inbox(conn, limit=limit, before=before, case_ref=case_ref)
+        return [
+            {
+                "pid": r["pid"],
+                "sender": r["sender"],
+                "schema": r["schema_id"],
+                "case_ref": r["case_ref"],
+                "iat": r["iat"],
+                "exp": r["exp"],
+                "received_at": r["received_at"],
+                "erased": not r["has_body"],
+            }
+            for r in rows
+        ]
+
+    async def read_inbox(
+        self, operator: Operator, pid: str, justification: object
+    ) -> dict[str, Any]:
+        """Open a received body for an operator; logs a `consultation` entry first.
+
+        Raises:
+            ApiError: 400 without a justification, 404 unknown pid, 410 erased.
+        """
+        why = require_justification(justification)
+        async with self.db.connection() as conn:
+            row = await received_store.get(conn, pid)
+        if row is None:
+            raise ApiError(404, "not_found", "no received packet with that pid")
+        if row["body_box"] is None:
+            raise ApiError(410, "erased", "the content of this packet has been erased")
+        try:
+            body = cj_loads(crypto.open_at_rest(self.storage_key, bytes(row["body_box"])))
+        except crypto.CryptoFailure as exc:
+            raise ApiError(500, "storage_key", "the stored body cannot be decrypted") from exc
+
+        async def job(conn: Connection, appender: Appender) -> None:
+            appender.append(
+                "consultation",
+                pid=pid,
+                case_ref=row["case_ref"],
+                schema=row["schema_id"],
+                counterpart=row["sender"],
+                fields=sorted(body),
+                operator=operator.name,
+                org=self.node,
+                justification=why,
+            )
+
+        await self.writer.run(job)
+        return {
+            "pid": pid,
+            "schema": row["schema_id"],
+            "body": body,
+            "sender": row["sender"],
+            "case_ref": row["case_ref"],
+            "iat": row["iat"],
+            "exp": row["exp"],
+            "received_at": row["received_at"],
+            "receipt": json.loads(row["receipt"]),
+        }

@@ -1,0 +1,169 @@
+"""Connection pool, embedded PostgreSQL and numbered migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import warnings
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import asyncpg
+import asyncpg.pool
+
+from handover.errors import StoreError
+
+# pg_advisory_xact_lock keys: one writer at a time per node database.
+AUDIT_LOCK = 0x68703161  # "hp1a"
+MIGRATION_LOCK = 0x6870316D  # "hp1m"
+
+Connection: TypeAlias = (
+    "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+)
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every numbered file in store/migrations, in order."""
+    folder = resources.files("handover.store") / "migrations"
+    found = []
+    for item in folder.iterdir():
+        name = item.name
+        if name.endswith(".sql") and name[:3].isdigit():
+            found.append((int(name[:3]), name, item.read_text("utf-8")))
+    return sorted(found)
+
+
+async def migrate(conn: Connection) -> int:
+    """Apply pending migrations in one transaction each; returns the schema version."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+        for version, name, sql in migrations():
+            if version <= current:
+                continue
+            await conn.execute(sql)
+            await conn.execute(
+                "INSERT INTO schema_version (version, name) VALUES ($1, $2)", version, name
+            )
+            current = version
+    return int(current)
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server in `pgdata`, started with the `pgserver` package.
+
+    pgserver shares one server between the processes that use the same data
+    directory and stops it when the last one leaves; it does not forget
+    processes that were killed, so dead ones are pruned from its list first.
+    """
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self._server: Any = None
+
+    def _prune_dead_handles(self) -> None:
+        path = self.pgdata / ".handle_pids.json"
+        try:
+            pids = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(int(pid), 0)
+                alive.append(pid)
+            except (ProcessLookupError, ValueError):
+                continue
+            except PermissionError:
+                alive.append(pid)
+        if alive != pids:
+            path.write_text(json.dumps(alive))
+
+    def start(self) -> str:
+        """Start (or attach to) the server; returns an asyncpg DSN."""
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (services, CI): harmless.
+            warnings.simplefilter("ignore")
+            from pgserver.postgres_server import get_server
+
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        self._prune_dead_handles()
+        try:
+            self._server = get_server(self.pgdata, cleanup_mode="stop")
+        except Exception as exc:  # pgserver raises assorted subprocess errors
+            raise StoreError(f"embedded PostgreSQL in {self.pgdata} did not start: {exc}") from exc
+        uri: str = self._server.get_uri()
+        return uri
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+class Database:
+    """The node's asyncpg pool."""
+
+    def __init__(self, pool: Pool, embedded: EmbeddedPostgres | None) -> None:
+        self.pool = pool
+        self.embedded = embedded
+
+    @classmethod
+    async def open(
+        cls, dsn: str, pgdata: Path, *, min_size: int = 2, max_size: int = 10
+    ) -> Database:
+        """Connect to `dsn`, or start an embedded server in `pgdata` when dsn is empty,
+        then run migrations.
+
+        Raises:
+            StoreError: the server cannot be reached or started.
+        """
+        embedded = None
+        if not dsn:
+            embedded = EmbeddedPostgres(pgdata)
+            dsn = await asyncio.get_running_loop().run_in_executor(None, embedded.start)
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+        except (OSError, asyncpg.PostgresError) as exc:
+            if embedded is not None:
+                embedded.stop()
+            raise StoreError(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
+        db = cls(pool, embedded)
+        async with db.connection() as conn:
+            await migrate(conn)
+        return db
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        try:
+            async with self.pool.acquire() as conn:
+                yield conn
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"database error: {type(exc).__name__}") from exc
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    async def ping(self) -> bool:
+        try:
+            async with self.connection() as conn:
+                return bool(await conn.fetchval("SELECT 1") == 1)
+        except (StoreError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self.pool.close()
+        if self.embedded is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.embedded.stop)

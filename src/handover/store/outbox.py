@@ -1,0 +1,200 @@
+"""Queries for sent packets and their per-recipient deliveries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from handover.store.db import Connection
+
+OUTBOX_CHANNEL = "handover_outbox"
+
+
+async def insert(
+    conn: Connection,
+    *,
+    pid: str,
+    schema_id: str,
+    case_ref: str | None,
+    wire: bytes,
+    pd: bytes,
+    iat: int,
+    exp: int,
+    operator: str | None,
+    log_seq: int,
+    recipients: Sequence[str],
+    now: int,
+) -> None:
+    await conn.execute(
+        "INSERT INTO outbox (pid, schema_id, case_ref, wire, pd, iat, exp, operator, log_seq,"
+        " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        pid,
+        schema_id,
+        case_ref,
+        wire,
+        pd,
+        iat,
+        exp,
+        operator,
+        log_seq,
+        now,
+    )
+    await conn.executemany(
+        "INSERT INTO deliveries (pid, node, next_attempt_at) VALUES ($1, $2, $3)",
+        [(pid, node, now) for node in recipients],
+    )
+
+
+async def notify(conn: Connection) -> None:
+    """Wake delivery workers (delivered by PostgreSQL when the transaction commits)."""
+    await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    pid: str
+    node: str
+    wire: bytes
+    pd: bytes
+    exp: int
+    attempts: int
+    recipients: tuple[str, ...]
+
+
+async def claim_due(conn: Connection, *, now: int, limit: int, lease_ms: int) -> list[Claimed]:
+    """Claim up to `limit` due pending deliveries (not yet expired).
+
+    The rows are leased: `next_attempt_at` moves to now + lease, so no other
+    worker (in this or another process) claims them while this one delivers.
+    `FOR UPDATE SKIP LOCKED` keeps concurrent claimers from blocking each other.
+    """
+    rows = await conn.fetch(
+        "WITH due AS ("
+        "  SELECT d.pid, d.node FROM deliveries d JOIN outbox o USING (pid)"
+        "  WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND o.exp >= $1"
+        "  ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED)"
+        " UPDATE deliveries d SET next_attempt_at = $1 + $3, attempts = d.attempts + 1"
+        " FROM due, outbox o WHERE d.pid = due.pid AND d.node = due.node AND o.pid = d.pid"
+        " RETURNING d.pid, d.node, o.wire, o.pd, o.exp, d.attempts,"
+        " (SELECT array_agg(x.node ORDER BY x.node) FROM deliveries x WHERE x.pid = d.pid)"
+        " AS recipients",
+        now,
+        limit,
+        lease_ms,
+    )
+    return [
+        Claimed(
+            pid=r["pid"],
+            node=r["node"],
+            wire=bytes(r["wire"]),
+            pd=bytes(r["pd"]),
+            exp=r["exp"],
+            attempts=r["attempts"],
+            recipients=tuple(r["recipients"]),
+        )
+        for r in rows
+    ]
+
+
+async def claim_expired(conn: Connection, *, now: int, limit: int) -> list[tuple[str, str]]:
+    """Pending deliveries whose packet expired: lock them for the caller to finish."""
+    rows = await conn.fetch(
+        "SELECT d.pid, d.node FROM deliveries d JOIN outbox o USING (pid)"
+        " WHERE d.status = 'pending' AND o.exp < $1 LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
+        now,
+        limit,
+    )
+    return [(r["pid"], r["node"]) for r in rows]
+
+
+async def finish(
+    conn: Connection,
+    *,
+    pid: str,
+    node: str,
+    status: str,
+    receipt: bytes | None,
+    receipt_serial: int | None,
+    reason: str | None,
+    now: int,
+) -> bool:
+    """Record a final state; False if the delivery was no longer pending."""
+    result: str = await conn.execute(
+        "UPDATE deliveries SET status = $3, receipt = $4, receipt_serial = $5, reason = $6,"
+        " finished_at = $7, last_error = NULL WHERE pid = $1 AND node = $2"
+        " AND status = 'pending'",
+        pid,
+        node,
+        status,
+        receipt,
+        receipt_serial,
+        reason,
+        now,
+    )
+    return result.endswith(" 1")
+
+
+async def reschedule(conn: Connection, *, pid: str, node: str, at: int, error: str) -> None:
+    await conn.execute(
+        "UPDATE deliveries SET next_attempt_at = $3, last_error = $4"
+        " WHERE pid = $1 AND node = $2 AND status = 'pending'",
+        pid,
+        node,
+        at,
+        error,
+    )
+
+
+async def next_due(conn: Connection) -> int | None:
+    value = await conn.fetchval(
+        "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'"
+    )
+    return None if value is None else int(value)
+
+
+async def packet(conn: Connection, pid: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT pid, schema_id, case_ref, iat, exp, created_at, log_seq FROM outbox WHERE pid = $1",
+        pid,
+    )
+    if row is None:
+        return None
+    deliveries = await conn.fetch(
+        "SELECT node, status, attempts, receipt, reason, last_error, finished_at"
+        " FROM deliveries WHERE pid = $1 ORDER BY node",
+        pid,
+    )
+    out = dict(row)
+    out["deliveries"] = [dict(d) for d in deliveries]
+    return out
+
+
+async def packets(
+    conn: Connection, *, status: str | None, limit: int, before: int | None
+) -> list[dict[str, Any]]:
+    """Delivery rows (newest first), optionally only those with `status` (e.g. dead letters)."""
+    rows = await conn.fetch(
+        "SELECT o.pid, o.schema_id, o.case_ref, o.created_at, d.node, d.status, d.attempts,"
+        " d.reason, d.last_error FROM outbox o JOIN deliveries d USING (pid)"
+        " WHERE ($1::text IS NULL OR d.status = $1) AND ($2::bigint IS NULL OR o.created_at < $2)"
+        " ORDER BY o.created_at DESC, o.pid, d.node LIMIT $3",
+        status,
+        before,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def depth(conn: Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM deliveries WHERE status = 'pending'"))
+
+
+async def receipts_from(conn: Connection, node: str) -> list[tuple[str, bytes, int | None]]:
+    """(pid, receipt wire, keyset serial) of every receipt held from `node`."""
+    rows = await conn.fetch(
+        "SELECT pid, receipt, receipt_serial FROM deliveries"
+        " WHERE node = $1 AND receipt IS NOT NULL",
+        node,
+    )
+    return [(r["pid"], bytes(r["receipt"]), r["receipt_serial"]) for r in rows]

@@ -1,0 +1,125 @@
+"""Queries for pinned peers, their keysets and their checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from handover.store.db import Connection
+
+
+@dataclass(frozen=True)
+class PeerRow:
+    node: str
+    url: str
+    fingerprint: str
+    kind: str | None
+    serial: int | None
+    keyset: bytes | None
+    keyset_exp: int | None
+    fetched_at: int | None
+    last_error: str | None
+
+
+def _row(rec: asyncpg.Record) -> PeerRow:
+    return PeerRow(
+        node=rec["node"],
+        url=rec["url"],
+        fingerprint=rec["fingerprint"],
+        kind=rec["kind"],
+        serial=rec["serial"],
+        keyset=None if rec["keyset"] is None else bytes(rec["keyset"]),
+        keyset_exp=rec["keyset_exp"],
+        fetched_at=rec["fetched_at"],
+        last_error=rec["last_error"],
+    )
+
+
+async def all_peers(conn: Connection) -> list[PeerRow]:
+    return [_row(r) for r in await conn.fetch("SELECT * FROM peers ORDER BY node")]
+
+
+async def get(conn: Connection, node: str) -> PeerRow | None:
+    r = await conn.fetchrow("SELECT * FROM peers WHERE node = $1", node)
+    return None if r is None else _row(r)
+
+
+async def upsert_pin(
+    conn: Connection, node: str, url: str, fingerprint: str, kind: str | None, now: int
+) -> None:
+    await conn.execute(
+        "INSERT INTO peers (node, url, fingerprint, kind, added_at) VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (node) DO UPDATE SET url = excluded.url,"
+        " fingerprint = excluded.fingerprint, kind = coalesce(excluded.kind, peers.kind)",
+        node,
+        url,
+        fingerprint,
+        kind,
+        now,
+    )
+
+
+async def store_keyset(
+    conn: Connection, node: str, serial: int, wire: bytes, exp: int, now: int
+) -> None:
+    """Record a newly accepted keyset as the last accepted one, and in the history."""
+    await conn.execute(
+        "UPDATE peers SET serial = $2, keyset = $3, keyset_exp = $4, fetched_at = $5,"
+        " last_error = NULL WHERE node = $1",
+        node,
+        serial,
+        wire,
+        exp,
+        now,
+    )
+    await conn.execute(
+        "INSERT INTO peer_keysets (node, serial, wire, accepted_at) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (node, serial) DO NOTHING",
+        node,
+        serial,
+        wire,
+        now,
+    )
+
+
+async def note_fetch_error(conn: Connection, node: str, error: str, now: int) -> None:
+    await conn.execute(
+        "UPDATE peers SET last_error = $2, fetched_at = $3 WHERE node = $1", node, error, now
+    )
+
+
+async def keyset_history(conn: Connection, node: str) -> dict[int, bytes]:
+    rows = await conn.fetch("SELECT serial, wire FROM peer_keysets WHERE node = $1", node)
+    return {int(r["serial"]): bytes(r["wire"]) for r in rows}
+
+
+async def store_checkpoint(
+    conn: Connection,
+    node: str,
+    seq: int,
+    head: bytes,
+    iat: int,
+    wire: bytes,
+    serial: int,
+    now: int,
+) -> None:
+    await conn.execute(
+        "INSERT INTO peer_checkpoints (node, seq, head, iat, wire, keyset_serial, fetched_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        node,
+        seq,
+        head,
+        iat,
+        wire,
+        serial,
+        now,
+    )
+
+
+async def checkpoints(conn: Connection, node: str) -> list[tuple[int, bytes, bytes]]:
+    """(seq, head, wire) of every checkpoint held from `node`."""
+    rows = await conn.fetch(
+        "SELECT seq, head, wire FROM peer_checkpoints WHERE node = $1 ORDER BY seq", node
+    )
+    return [(int(r["seq"]), bytes(r["head"]), bytes(r["wire"])) for r in rows]

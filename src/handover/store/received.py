@@ -1,0 +1,59 @@
+"""Queries for received packets (the inbox and the replay records)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handover.store.db import Connection
+
+
+async def replay_record(conn: Connection, sender: str, pid: str) -> tuple[bytes, bytes] | None:
+    """(pd, receipt) if (sender, pid) was received before."""
+    row = await conn.fetchrow(
+        "SELECT pd, receipt FROM received WHERE sender = $1 AND pid = $2", sender, pid
+    )
+    return None if row is None else (bytes(row["pd"]), bytes(row["receipt"]))
+
+
+async def insert(conn: Connection, **values: Any) -> None:
+    columns = list(values)
+    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    await conn.execute(
+        f"INSERT INTO received ({', '.join(columns)}) VALUES ({placeholders})",  # noqa: S608
+        *values.values(),
+    )
+
+
+async def inbox(
+    conn: Connection, *, limit: int, before: int | None, case_ref: str | None
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT sender, pid, schema_id, case_ref, iat, exp, received_at, log_seq,"
+        " (body_box IS NOT NULL) AS has_body FROM received"
+        " WHERE status = 'accepted' AND ($1::bigint IS NULL OR received_at < $1)"
+        " AND ($2::text IS NULL OR case_ref = $2)"
+        " ORDER BY received_at DESC, pid LIMIT $3",
+        before,
+        case_ref,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def get(conn: Connection, pid: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT sender, pid, pd, status, reason, receipt, schema_id, case_ref, iat, exp,"
+        " received_at, log_seq, sender_seq, sender_head, keyset_serial, body_box"
+        " FROM received WHERE pid = $1 AND status = 'accepted' ORDER BY received_at LIMIT 1",
+        pid,
+    )
+    return None if row is None else dict(row)
+
+
+async def sender_commitments(conn: Connection, node: str) -> list[tuple[str, int, bytes]]:
+    """(pid, seq, head) of every sender log position held from `node`."""
+    rows = await conn.fetch(
+        "SELECT pid, sender_seq, sender_head FROM received WHERE sender = $1 AND sender_seq > 0",
+        node,
+    )
+    return [(r["pid"], int(r["sender_seq"]), bytes(r["sender_head"])) for r in rows]

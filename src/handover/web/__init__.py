@@ -1,0 +1,1 @@
+"""The node's HTTP surface: federation API, local API, health and metrics."""

@@ -1,0 +1,145 @@
+"""Federation routes between nodes (PROTOCOL.md section 6)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp import web
+
+from handover.canonical import b64u_encode
+from handover.errors import EncodingError
+from handover.packet import MAX_REQUEST_BYTES
+from handover.service import ReceiveResult
+from handover.transport import MAX_BATCH
+from handover.web.app import NODE_KEY, error_response, json_response
+
+MAX_DIGESTS = 10_000
+ACCEPTED_TYPES = ("application/vnd.handover.packet+json", "application/json")
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return None
+    return None if len(body) > limit else body
+
+
+async def post_packet(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    if request.content_type not in ACCEPTED_TYPES:
+        return error_response(415, "unsupported_media_type")
+    wire = await _read_limited(request, MAX_REQUEST_BYTES)
+    if wire is None:
+        return error_response(413, "too_large")
+    result = await node.service.receive(wire)
+    return web.Response(body=result.body, status=result.status, content_type="application/json")
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    """Up to 256 packets, each handled exactly as if posted alone."""
+    node = request.app[NODE_KEY]
+    raw = await _read_limited(request, MAX_REQUEST_BYTES * 4)
+    if raw is None:
+        return error_response(413, "too_large")
+    try:
+        packets = _split_batch(raw)
+    except (ValueError, UnicodeDecodeError, EncodingError):
+        return error_response(400, "invalid_batch")
+    results = await asyncio.gather(
+        *(node.service.receive(p) if len(p) <= MAX_REQUEST_BYTES else _too_large() for p in packets)
+    )
+    out = []
+    for r in results:
+        receipt = json.loads(r.body) if r.status in (200, 422) else None
+        out.append({"status": r.status, "receipt": receipt})
+    return json_response({"results": out})
+
+
+async def _too_large() -> ReceiveResult:
+    return ReceiveResult(413, b"")
+
+
+class _Pairs(list[tuple[str, object]]):
+    """A JSON object kept as its key/value pairs, so duplicate keys stay visible."""
+
+
+_PAIRS_DECODER = json.JSONDecoder(object_pairs_hook=_Pairs)
+# Posted alone, a wire object with duplicate keys is refused as malformed; this
+# stand-in makes the single-packet path refuse it in the same way.
+_DUPLICATE_KEYS = b'{"hp1":"","hp1":""}'
+
+
+def _to_plain(value: object) -> object:
+    if isinstance(value, _Pairs):
+        return {k: _to_plain(v) for k, v in value}
+    if isinstance(value, list):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _has_duplicates(value: object) -> bool:
+    if isinstance(value, _Pairs):
+        keys = [k for k, _ in value]
+        return len(set(keys)) != len(keys) or any(_has_duplicates(v) for _, v in value)
+    if isinstance(value, list):
+        return any(_has_duplicates(v) for v in value)
+    return False
+
+
+def _split_batch(raw: bytes) -> list[bytes]:
+    """The packets of a batch as bytes for the single-packet path. Wire objects
+    allow whitespace and their inner bytes are b64u, so re-serialising compactly
+    changes nothing the receive checks look at."""
+    data = _PAIRS_DECODER.decode(raw.decode("utf-8"))
+    if not isinstance(data, _Pairs) or [k for k, _ in data] != ["packets"]:
+        raise ValueError('batch must be {"packets": [...]}')
+    packets = data[0][1]
+    if not isinstance(packets, list) or not 1 <= len(packets) <= MAX_BATCH:
+        raise ValueError("batch holds 1 to 256 packets")
+    out = []
+    for packet in packets:
+        if _has_duplicates(packet):
+            out.append(_DUPLICATE_KEYS)
+        else:
+            out.append(json.dumps(_to_plain(packet), separators=(",", ":")).encode("utf-8"))
+    return out
+
+
+async def get_keyset(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    return web.Response(
+        body=node.directory.keys.keyset.wire,
+        content_type="application/json",
+        headers={"Cache-Control": "max-age=300"},
+    )
+
+
+async def get_log_head(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    wire = await node.checkpoint()
+    return web.Response(body=wire, content_type="application/json")
+
+
+async def get_digests(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    try:
+        after = int(request.query.get("after", "0"))
+        limit = int(request.query.get("limit", str(MAX_DIGESTS)))
+    except ValueError:
+        return error_response(400, "bad_request", "after and limit must be integers")
+    if after < 0 or not 1 <= limit <= MAX_DIGESTS:
+        return error_response(400, "bad_request", "after >= 0 and 1 <= limit <= 10000")
+    digests = await node.entry_digests(after, limit)
+    return json_response({"after": after, "digests": [b64u_encode(d) for d in digests]})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/federation/v1/packets", post_packet)
+    app.router.add_post("/federation/v1/packets:batch", post_batch)
+    app.router.add_get("/.well-known/handover/keyset", get_keyset)
+    app.router.add_get("/.well-known/handover/log-head", get_log_head)
+    app.router.add_get("/federation/v1/log/digests", get_digests)

@@ -1,0 +1,35 @@
+"""Health, readiness and metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from handover.web.app import NODE_KEY, json_response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    checks = await node.readiness()
+    ok = all(checks.values())
+    return json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    await node.refresh_gauges()
+    return web.Response(
+        text=node.metrics.render(),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)

@@ -1,0 +1,98 @@
+"""Two real nodes (`handover serve`, embedded PostgreSQL, real HTTP) hand over a packet."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from federation import Federation, run_cli
+from handover.canonical import b64u_decode
+from handover.keyset import accept_keyset
+from handover.packet import verify_receipt
+from handover.timeutil import now_ms
+
+PRISON, PROBATION = "prison.example", "probation.example"
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    federation = Federation(
+        tmp_path_factory.mktemp("fed"), [(PRISON, "prison"), (PROBATION, "probation")]
+    )
+    federation.start()
+    yield federation
+    federation.stop()
+
+
+def test_packet_delivered_end_to_end_with_verifiable_receipt(fed: Federation) -> None:
+    prison, probation = fed[PRISON], fed[PROBATION]
+    pid = prison.send([PROBATION])
+    packet = prison.wait_delivered(pid)
+    (delivery,) = packet["deliveries"]
+    assert delivery["node"] == PROBATION and delivery["status"] == "delivered"
+
+    # The receipt verifies with the receiver's keyset, fetched independently.
+    status, keyset_wire = probation.request("GET", "/.well-known/handover/keyset")
+    assert status == 200
+    keyset = accept_keyset(
+        keyset_wire, node=PROBATION, fingerprint=probation.fingerprint, now=now_ms()
+    )
+    (row,) = prison.sql("SELECT pd FROM outbox WHERE pid = $1", pid)
+    receipt = verify_receipt(
+        json.dumps(delivery["receipt"]).encode(),
+        sender=PRISON,
+        pid=pid,
+        pd=bytes(row["pd"]),
+        recipients=[PROBATION],
+        keyset_for={PROBATION: keyset}.get,
+        now=now_ms(),
+    )
+    assert receipt.status == "accepted"
+
+    # Both audit logs show it: a disclosure and a delivery on the sender, a
+    # collection holding the packet digest on the receiver, at the receipt's position.
+    sender_ops = [r["op"] for r in prison.sql("SELECT op FROM audit_log WHERE pid = $1", pid)]
+    assert sender_ops.count("disclosure") == 1 and sender_ops.count("delivery") == 1
+    (collected,) = probation.sql(
+        "SELECT seq, entry, head FROM audit_log WHERE pid = $1 AND op = 'collection'", pid
+    )
+    assert collected["seq"] == receipt.log.seq and bytes(collected["head"]) == receipt.log.head
+    entry = json.loads(collected["entry"])
+    assert b64u_decode(entry["pd"]) == bytes(row["pd"])
+
+    # The receiver's inbox shows it; reading the body needs a justification.
+    status, inbox = probation.api("GET", "/api/v1/inbox")
+    assert status == 200 and pid in [i["pid"] for i in inbox["items"]]
+    status, answer = probation.api("GET", f"/api/v1/inbox/{pid}")
+    assert status == 400 and "justification" in answer["message"]
+    status, opened = probation.api("GET", f"/api/v1/inbox/{pid}?justification=supervision+plan")
+    assert status == 200 and opened["body"]["case_ref"] == entry["case"]
+    assert probation.sql("SELECT op FROM audit_log WHERE pid = $1 AND op = 'consultation'", pid)
+
+    for node in (prison, probation):
+        out = run_cli("audit", "verify", "--dir", str(node.dir), "--peers")
+        assert json.loads(out.stdout)["ok"] is True
+
+
+def test_local_api_requires_a_valid_token_and_role(fed: Federation) -> None:
+    prison = fed[PRISON]
+    assert prison.api("GET", "/api/v1/inbox", token="")[0] == 401
+    assert prison.api("GET", "/api/v1/inbox", token="hov_wrong")[0] == 401
+    status, answer = prison.api(
+        "POST",
+        "/api/v1/packets",
+        {"to": [PROBATION], "schema": "handover/release-notice/1", "body": {}, "justification": "x"},
+        role="auditor",
+    )
+    assert status == 403 and answer["error"] == "forbidden"
+    assert prison.api("GET", "/api/v1/audit", role="auditor")[0] == 200
+    assert prison.api("GET", "/api/v1/audit", role="caseworker")[0] == 403
+
+
+def test_keys_directory_is_private(fed: Federation) -> None:
+    keys = Path(fed[PRISON].dir) / "keys"
+    for path in keys.glob("*.key"):
+        assert path.stat().st_mode & 0o777 == 0o600, path

@@ -84,7 +84,12 @@ def test_local_api_requires_a_valid_token_and_role(fed: Federation) -> None:
     status, answer = prison.api(
         "POST",
         "/api/v1/packets",
-        {"to": [PROBATION], "schema": "handover/release-notice/1", "body": {}, "justification": "x"},
+        {
+            "to": [PROBATION],
+            "schema": "handover/release-notice/1",
+            "body": {},
+            "justification": "x",
+        },
         role="auditor",
     )
     assert status == 403 and answer["error"] == "forbidden"

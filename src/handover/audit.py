@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
@@ -79,6 +79,9 @@ Job = Callable[[Connection, Appender], Awaitable[Any]]
 class _Pending:
     job: Job
     future: asyncio.Future[Any]
+    # The submitter's structlog context (request id, ...), so events a job logs
+    # in the writer task still name the request they belong to.
+    log_context: dict[str, Any] = field(default_factory=dict)
 
 
 class AuditWriter:
@@ -115,7 +118,7 @@ class AuditWriter:
             # No writer loop (CLI tools): run alone in our own transaction.
             return await self.run_alone(job)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(job, future))
+        await self._queue.put(_Pending(job, future, structlog.contextvars.get_contextvars()))
         return await future
 
     async def run_alone(self, job: Job) -> Any:
@@ -144,9 +147,10 @@ class AuditWriter:
                 for pending in batch:
                     mark = appender.mark()
                     try:
-                        async with conn.transaction():  # a savepoint per job
-                            result = await pending.job(conn, appender)
-                            await appender.flush(conn)
+                        with structlog.contextvars.bound_contextvars(**pending.log_context):
+                            async with conn.transaction():  # a savepoint per job
+                                result = await pending.job(conn, appender)
+                                await appender.flush(conn)
                         outcomes.append((pending, result, None))
                     except Exception as exc:  # the job's own failure: others go on
                         appender.reset(mark)

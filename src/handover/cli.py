@@ -144,15 +144,17 @@ def cmd_packet_open(args: argparse.Namespace) -> int:
             now=now,
             replay=replay.lookup,
         )
+        replayed = not isinstance(result, Opened)
+        if replayed:
+            # Identical replay (same HB and SIG): open again to print the same result (no
+            # receipt offline). The ct may still differ, so this can fail like a first open.
+            result = open_packet(
+                wire, receiver=keys.receiver_keys(), peer_keyset={sender.node: sender}.get, now=now
+            )
     except InvalidPacket as exc:
         raise CliError(f"invalid packet: {exc.reason.value} ({exc.detail})") from exc
-    if not isinstance(result, Opened):
-        # Identical replay: open again to print the same result (no receipt offline).
-        result2 = open_packet(
-            wire, receiver=keys.receiver_keys(), peer_keyset={sender.node: sender}.get, now=now
-        )
-        assert isinstance(result2, Opened)
-        result = result2
+    assert isinstance(result, Opened)
+    if replayed:
         warn(f"packet {result.pid} from {result.sender} was opened before (identical replay)")
     else:
         replay.record(result.sender, result.pid, result.pd)

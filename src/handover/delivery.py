@@ -199,7 +199,7 @@ class DeliveryWorker:
         serial = None if keyset is None else keyset.serial
         now = self.clock()
 
-        async def job(conn: Connection, appender: Appender) -> None:
+        async def job(conn: Connection, appender: Appender) -> int | None:
             done = await outbox_store.finish(
                 conn,
                 pid=row.pid,
@@ -211,7 +211,7 @@ class DeliveryWorker:
                 now=now,
             )
             if not done:
-                return
+                return None
             appender.append(
                 "delivery",
                 pid=row.pid,
@@ -237,8 +237,14 @@ class DeliveryWorker:
                     counterpart=row.node,
                     event="delivered" if receipt.status == "accepted" else "rejected",
                 )
+            queued_at: int = await conn.fetchval(
+                "SELECT created_at FROM outbox WHERE pid = $1", row.pid
+            )
+            return queued_at
 
-        await self.writer.run(job)
+        queued_at = await self.writer.run(job)
+        if queued_at is not None:
+            self.metrics.delivery_seconds.observe(max(0, now - queued_at) / 1000)
         self.metrics.deliveries.inc(status=receipt.status)
         log.info(
             "packet_delivered",

@@ -59,7 +59,7 @@ def _free_port() -> int:
 def _example(name: str) -> dict[str, Any]:
     folder = resources.files("handover") / "schemas"
     if not folder.is_dir():
-        folder = Path(__file__).resolve().parents[2] / "schemas"  # type: ignore[assignment]
+        folder = Path(__file__).resolve().parents[2] / "schemas"
     doc = json.loads((folder / f"{name}.v1.json").read_text("utf-8"))
     body: dict[str, Any] = doc["examples"][0]
     return body

@@ -304,12 +304,25 @@ def cmd_send(args: argparse.Namespace) -> int:
         "body": body,
         "justification": args.justification,
     }
-    return _answer(*_call("POST", f"{base}/api/v1/packets", token, payload))
+    status, answer = _call("POST", f"{base}/api/v1/packets", token, payload)
+    if args.pid_only and status == 202:
+        for packet in answer["packets"]:
+            sys.stdout.write(packet["pid"] + "\n")
+        return 0
+    return _answer(status, answer)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import time
+
     base, token = _api(args)
-    return _answer(*_call("GET", f"{base}/api/v1/packets/{args.pid}", token))
+    deadline = time.monotonic() + args.wait
+    while True:
+        status, answer = _call("GET", f"{base}/api/v1/packets/{args.pid}", token)
+        pending = status == 200 and any(d["status"] == "pending" for d in answer["deliveries"])
+        if not pending or time.monotonic() >= deadline:
+            return _answer(status, answer)
+        time.sleep(0.2)
 
 
 def cmd_inbox(args: argparse.Namespace) -> int:
@@ -334,6 +347,8 @@ def register(sub: Any) -> None:
     p.add_argument("--public-url", help="URL peers use to reach this node")
     p.add_argument("--dsn", help="PostgreSQL DSN (default: embedded PostgreSQL under DIR)")
     p.set_defaults(func=cmd_init)
+
+    register_schemas(sub)
 
     p = sub.add_parser("serve", help="run the node")
     p.add_argument("--dir", required=True)
@@ -386,8 +401,16 @@ def register(sub: Any) -> None:
             p.add_argument("--schema", required=True)
             p.add_argument("--body", required=True, help="BODY.json")
             p.add_argument("--justification", required=True, help="purpose and case reference")
+            p.add_argument("--pid-only", action="store_true", help="print only the packet id(s)")
         elif name == "status":
             p.add_argument("pid")
+            p.add_argument(
+                "--wait",
+                type=float,
+                default=0.0,
+                metavar="SECONDS",
+                help="wait up to SECONDS until no delivery is pending",
+            )
         else:
             p.add_argument("pid", nargs="?")
             p.add_argument("--justification")
@@ -398,3 +421,46 @@ def register_keys_rotate(keys_sub: Any) -> None:
     p = keys_sub.add_parser("rotate", help="new signing and encryption keys; old ones retired")
     p.add_argument("--dir", required=True, help="node directory")
     p.set_defaults(func=cmd_keys_rotate)
+    p = keys_sub.add_parser("fingerprint", help="print this node's root fingerprint")
+    p.add_argument("--dir", required=True, help="node directory or key directory")
+    p.set_defaults(func=cmd_keys_fingerprint)
+
+
+def cmd_keys_fingerprint(args: argparse.Namespace) -> int:
+    directory = _dir(args)
+    keys_dir = directory / "keys" if (directory / "keys").is_dir() else directory
+    sys.stdout.write(keystore.load_keys(keys_dir).fingerprint + "\n")
+    return 0
+
+
+def cmd_schemas_list(args: argparse.Namespace) -> int:
+    from handover.schemas import default_registry
+
+    _emit(default_registry().ids())
+    return 0
+
+
+def cmd_schemas_example(args: argparse.Namespace) -> int:
+    from handover.errors import UnknownSchema
+    from handover.schemas import default_registry
+
+    try:
+        examples = default_registry().examples(args.schema)
+    except UnknownSchema as exc:
+        raise ConfigError(str(exc)) from exc
+    if not 0 <= args.index < len(examples):
+        raise ConfigError(f"{args.schema} has {len(examples)} examples (index 0..)")
+    _emit(examples[args.index])
+    return 0
+
+
+def register_schemas(sub: Any) -> None:
+    schemas = sub.add_parser("schemas", help="the packet schemas").add_subparsers(
+        dest="schemas_cmd", required=True
+    )
+    p = schemas.add_parser("list", help="known schema ids")
+    p.set_defaults(func=cmd_schemas_list)
+    p = schemas.add_parser("example", help="print an example body of a schema")
+    p.add_argument("schema", help="schema id, e.g. handover/release-notice/1")
+    p.add_argument("--index", type=int, default=0)
+    p.set_defaults(func=cmd_schemas_example)

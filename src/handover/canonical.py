@@ -43,45 +43,56 @@ _STRICT_DECODER = json.JSONDecoder(
 )
 
 
-def _check_string(s: str) -> None:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise EncodingError("unpaired surrogate in string") from exc
-
-
 def check_value(value: object, depth: int = 0) -> None:
     """Raise EncodingError unless `value` is representable in CJ.
 
-    Depth counts containers: the outermost object or array is depth 1.
+    Depth counts containers: the outermost object or array is depth 1. Strings
+    are not inspected here: an unpaired surrogate fails the UTF-8 encoding in
+    :func:`cj_dumps`, which every caller goes through.
     """
-    if isinstance(value, bool):
+    kind = type(value)
+    if kind is str or kind is bool:
         return
-    if isinstance(value, int):
-        if -MAX_INT <= value <= MAX_INT:
-            return
-        raise EncodingError("integer out of range")
-    if isinstance(value, str):
-        _check_string(value)
+    if kind is int:
+        if not -MAX_INT <= value <= MAX_INT:  # type: ignore[operator]
+            raise EncodingError("integer out of range")
         return
-    if isinstance(value, dict):
-        if depth + 1 > MAX_DEPTH:
+    if kind is dict:
+        if depth >= MAX_DEPTH:
             raise EncodingError(f"nesting deeper than {MAX_DEPTH}")
-        for key, item in value.items():
-            if not isinstance(key, str) or not key or not key.isascii():
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str or not key or not key.isascii():
                 raise EncodingError("object keys must be non-empty ASCII strings")
-            check_value(item, depth + 1)
+            if type(item) is not str:
+                check_value(item, depth + 1)
         return
-    if isinstance(value, list):
-        if depth + 1 > MAX_DEPTH:
+    if kind is list:
+        if depth >= MAX_DEPTH:
             raise EncodingError(f"nesting deeper than {MAX_DEPTH}")
-        for item in value:
-            check_value(item, depth + 1)
+        for item in value:  # type: ignore[attr-defined]
+            if type(item) is not str:
+                check_value(item, depth + 1)
         return
+    _check_other(value, depth)
+
+
+def _check_other(value: object, depth: int) -> None:
+    """Subclasses of the plain types (StrEnum, IntEnum, ...) and what CJ forbids."""
     if value is None:
         raise EncodingError("null is not allowed")
     if isinstance(value, float):
         raise EncodingError("floats are not allowed")
+    if isinstance(value, bool | str):
+        return
+    if isinstance(value, int):
+        check_value(int(value), depth)
+        return
+    if isinstance(value, dict):
+        check_value(dict(value), depth)
+        return
+    if isinstance(value, list):
+        check_value(list(value), depth)
+        return
     raise EncodingError(f"type {type(value).__name__} is not allowed")
 
 
@@ -92,9 +103,11 @@ def cj_dumps(value: object) -> bytes:
         EncodingError: the value holds something CJ cannot represent.
     """
     check_value(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8"
-    )
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EncodingError("unpaired surrogate in string") from exc
 
 
 def strict_json_loads(data: bytes | str) -> Any:

@@ -152,13 +152,10 @@ def unpad(padded: bytes) -> bytes:
     """
     if not padded or len(padded) % PAD_BLOCK:
         raise InvalidPacket(Reason.BAD_PADDING, "padded length is not a multiple of 4096")
-    end = len(padded) - 1
-    stop = max(-1, len(padded) - PAD_BLOCK - 1)
-    while end > stop and padded[end] == 0:
-        end -= 1
-    if end <= stop or padded[end] != 0x80:
+    stripped = padded.rstrip(b"\x00")
+    if len(padded) - len(stripped) >= PAD_BLOCK or not stripped or stripped[-1] != 0x80:
         raise InvalidPacket(Reason.BAD_PADDING, "padding marker missing or padding too long")
-    return padded[:end]
+    return stripped[:-1]
 
 
 def seal(

@@ -133,30 +133,50 @@ class DemoNode:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
 
-    def send(self, to: list[str], schema: str, body: dict[str, Any], why: str) -> str:
+    def send(
+        self, to: list[str], schema: str, body: dict[str, Any], why: str, minimise: bool = False
+    ) -> list[dict[str, Any]]:
         status, answer = self.call(
             "POST",
             "/api/v1/packets",
-            {"to": to, "schema": schema, "body": body, "justification": why},
+            {"to": to, "schema": schema, "body": body, "justification": why, "minimise": minimise},
         )
         if status != 202:
             raise SystemExit(f"demo: {self.node} refused the submission: {answer}")
-        pid: str = answer["packets"][0]["pid"]
-        return pid
+        packets: list[dict[str, Any]] = answer["packets"]
+        return packets
 
-    def wait_delivered(self, pid: str, timeout: float = 60) -> dict[str, Any]:
+    def wait_delivered(
+        self, packets: list[dict[str, Any]], timeout: float = 60
+    ) -> list[dict[str, Any]]:
+        """Wait until no delivery of these packets is pending; returns their status."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status, packet = self.call("GET", f"/api/v1/packets/{pid}")
-            if status == 200 and all(d["status"] != "pending" for d in packet["deliveries"]):
-                result: dict[str, Any] = packet
-                return result
-            time.sleep(0.1)
-        raise SystemExit(f"demo: packet {pid} was not delivered in {timeout:.0f} s")
+        done: list[dict[str, Any]] = []
+        for packet in packets:
+            while True:
+                status, state = self.call("GET", f"/api/v1/packets/{packet['pid']}")
+                if status == 200 and all(d["status"] != "pending" for d in state["deliveries"]):
+                    state["removed"] = packet.get("removed", [])
+                    done.append(state)
+                    break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"demo: packet {packet['pid']} was not delivered in time")
+                time.sleep(0.1)
+        return done
 
 
-def _show(step: str, sender: DemoNode, packet: dict[str, Any]) -> bool:
-    print(f"\n{step}\n  {sender.node} sent {packet['schema']} pid={packet['pid']}")
+def _show(step: str, sender: DemoNode, packets: list[dict[str, Any]]) -> bool:
+    print(f"\n{step}")
+    ok = True
+    for packet in packets:
+        ok = _show_packet(sender, packet) and ok
+    return ok
+
+
+def _show_packet(sender: DemoNode, packet: dict[str, Any]) -> bool:
+    print(f"  {sender.node} sent {packet['schema']} pid={packet['pid']}")
+    if packet.get("removed"):
+        print(f"    fields withheld by the sharing policy: {', '.join(packet['removed'])}")
     ok = True
     for d in packet["deliveries"]:
         line = f"    -> {d['node']:<18} {d['status']:<9} attempts={d['attempts']}"
@@ -211,8 +231,27 @@ def main() -> int:
             "handover/release-notice/1",
             release,
             f"release planning for case {case_ref}",
+            minimise=True,
         )
-        ok = _show("1. release-notice", prison, prison.wait_delivered(pid))
+        ok = _show(
+            "1. release-notice (the exit organisation gets a minimised view)",
+            prison,
+            prison.wait_delivered(pid),
+        )
+
+        consent = dict(
+            _example("consent-record"),
+            case_ref=case_ref,
+            scope="INCLUDE_IN_CONDITIONS",
+            recipients=[probation.node, prison.node],
+        )
+        kpid = exit_org.send(
+            [probation.node, prison.node],
+            "handover/consent-record/1",
+            consent,
+            f"client consents to exit-related licence conditions, case {case_ref}",
+        )
+        ok = _show("2. consent-record", exit_org, exit_org.wait_delivered(kpid)) and ok
 
         conditions = dict(_example("condition-update"), case_ref=case_ref)
         cpid = probation.send(
@@ -220,19 +259,31 @@ def main() -> int:
             "handover/condition-update/1",
             conditions,
             f"licence conditions for case {case_ref}",
+            minimise=True,
         )
-        ok = _show("2. condition-update", probation, probation.wait_delivered(cpid)) and ok
+        ok = (
+            _show(
+                "3. condition-update (exit-related conditions only to the exit organisation)",
+                probation,
+                probation.wait_delivered(cpid),
+            )
+            and ok
+        )
 
-        ack = dict(_example("care-acknowledgement"), case_ref=case_ref, in_reply_to=pid)
+        ack = dict(
+            _example("care-acknowledgement"),
+            case_ref=case_ref,
+            in_reply_to=next(p["pid"] for p in pid if exit_org.node in p["to"]),
+        )
         apid = exit_org.send(
             [prison.node, probation.node],
             "handover/care-acknowledgement/1",
             ack,
             f"continuity of care for case {case_ref}",
         )
-        ok = _show("3. care-acknowledgement", exit_org, exit_org.wait_delivered(apid)) and ok
+        ok = _show("4. care-acknowledgement", exit_org, exit_org.wait_delivered(apid)) and ok
 
-        print("\n4. audit verify --peers on every node")
+        print("\n5. audit verify --peers on every node")
         for n in nodes.values():
             proc = subprocess.run(
                 [

@@ -25,6 +25,7 @@ from handover.delivery import DeliveryWorker
 from handover.directory import Directory
 from handover.errors import ConfigError, HandoverError
 from handover.metrics import Metrics
+from handover.policy import Policy
 from handover.schemas import SchemaRegistry, default_registry
 from handover.service import Operator, Service
 from handover.store import audit as audit_store
@@ -34,6 +35,7 @@ from handover.store.db import Database
 from handover.timeutil import Clock, now_ms
 from handover.transport import HttpTransport
 from handover.web.app import create_app
+from handover.workflow import Workflow
 
 log = structlog.get_logger(__name__)
 CHANNELS = ("handover_outbox", "handover_peers", "handover_keys")
@@ -65,6 +67,16 @@ class Node:
         self.registry = registry
         self.metrics = metrics
         self.clock = clock
+        self.policy = Policy.load(
+            config.directory / config.policy_file if config.policy_file else None, registry.ids()
+        )
+        self.workflow = Workflow(
+            config=config,
+            policy=self.policy,
+            directory=directory,
+            registry=registry,
+            clock=clock,
+        )
         self.service = Service(
             config=config,
             db=db,
@@ -74,6 +86,7 @@ class Node:
             metrics=metrics,
             clock=clock,
             storage_key=keystore.storage_key(config.keys_dir),
+            workflow=self.workflow,
         )
         self.delivery = DeliveryWorker(
             config=config,

@@ -7,6 +7,7 @@ the audit entry and the data it describes commit together.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from handover.store import received as received_store
 from handover.store import timeline as timeline_store
 from handover.store.db import Connection, Database
 from handover.timeutil import DAY_MS, Clock
+from handover.workflow import Workflow
 
 log = structlog.get_logger(__name__)
 
@@ -102,6 +104,7 @@ class Service:
         metrics: Metrics,
         clock: Clock,
         storage_key: bytes,
+        workflow: Workflow,
     ) -> None:
         self.config = config
         self.db = db
@@ -111,6 +114,7 @@ class Service:
         self.metrics = metrics
         self.clock = clock
         self.storage_key = storage_key
+        self.workflow = workflow
 
     @property
     def node(self) -> str:
@@ -126,12 +130,18 @@ class Service:
         schema_id: object,
         body: object,
         justification: object,
+        minimise: object = False,
     ) -> list[dict[str, Any]]:
-        """Validate, log the disclosure, seal and queue a packet.
+        """Validate, apply the sharing policy, log each disclosure, seal and queue.
+
+        A submission becomes one packet per distinct view of the body (the
+        policy may reduce it per recipient kind); each packet gets its own
+        `disclosure` audit entry naming the fields it carries and those removed.
 
         Raises:
-            ApiError: 400 for a malformed request, 422 for an unknown schema, an
-                invalid body or a recipient that cannot be sealed to.
+            ApiError: 400 for a malformed request; 422 for an unknown schema, an
+                invalid body, a recipient that cannot be sealed to, or a policy
+                or consent refusal (naming the field or scope and the recipient).
         """
         started = time.perf_counter()
         why = require_justification(justification)
@@ -143,6 +153,8 @@ class Service:
             raise ApiError(400, "bad_request", "'schema' must be a schema id string")
         if not isinstance(body, dict):
             raise ApiError(400, "bad_request", "'body' must be a JSON object")
+        if not isinstance(minimise, bool):
+            raise ApiError(400, "bad_request", "'minimise' must be true or false")
         try:
             self.registry.validate(schema_id, body)
         except UnknownSchema as exc:
@@ -150,80 +162,108 @@ class Service:
         except SchemaInvalid as exc:
             raise ApiError(422, "schema_invalid", str(exc)) from exc
         now = self.clock()
-        recipients = []
-        for node in to:
-            keyset = self.directory.keyset(node) if is_node_id(node) else None
-            if keyset is None:
-                raise ApiError(
-                    422, "unknown_recipient", f"{node} is not a pinned peer with a valid keyset"
-                )
-            try:
-                recipients.append(Recipient.from_keyset(keyset, now))
-            except SealError as exc:
-                raise ApiError(422, "unknown_recipient", str(exc)) from exc
-        pid = new_pid()
         case_ref = case_ref_of(body)
-        fields = sorted(body)
         identity = self.directory.keys.identity()
         ttl_ms = self.config.ttl_days * DAY_MS
 
-        async def job(conn: Connection, appender: Appender) -> list[str]:
-            position = appender.append(
-                "disclosure",
-                pid=pid,
-                case_ref=case_ref,
-                schema=schema_id,
-                to=list(to),
-                fields=fields,
-                operator=operator.name,
-                org=self.node,
-                justification=why,
+        async def job(conn: Connection, appender: Appender) -> list[dict[str, Any]]:
+            planned = await self.workflow.plan(
+                conn, to=list(to), schema=schema_id, body=body, minimise=minimise
             )
-            sealed = seal(
-                identity,
-                recipients,
-                schema_id,
-                body,
-                log=position,
-                ttl_ms=ttl_ms,
-                now=now,
-                pid=pid,
-                validator=_NoRevalidation(),
-            )
-            await outbox_store.insert(
-                conn,
-                pid=pid,
-                schema_id=schema_id,
-                case_ref=case_ref,
-                wire=sealed.wire,
-                pd=sealed.pd,
-                iat=sealed.iat,
-                exp=sealed.exp,
-                operator=operator.name,
-                log_seq=position.seq,
-                recipients=sealed.to,
-                now=now,
-            )
-            if case_ref is not None:
-                for node in sealed.to:
-                    await timeline_store.add(
-                        conn,
-                        case_ref=case_ref,
-                        at=now,
-                        direction="sent",
-                        pid=pid,
-                        schema_id=schema_id,
-                        counterpart=node,
-                        event="queued",
-                    )
+            results = []
+            for packet in planned:
+                recipients = [self._recipient(node, now) for node in packet.recipients]
+                pid = new_pid()
+                position = appender.append(
+                    "disclosure",
+                    pid=pid,
+                    case_ref=case_ref,
+                    schema=schema_id,
+                    to=packet.recipients,
+                    fields=sorted(packet.body),
+                    removed=packet.removed or None,
+                    consents=packet.consents or None,
+                    operator=operator.name,
+                    org=self.node,
+                    justification=why,
+                )
+                sealed = seal(
+                    identity,
+                    recipients,
+                    schema_id,
+                    packet.body,
+                    log=position,
+                    ttl_ms=ttl_ms,
+                    now=now,
+                    pid=pid,
+                    validator=_NoRevalidation(),
+                )
+                await outbox_store.insert(
+                    conn,
+                    pid=pid,
+                    schema_id=schema_id,
+                    case_ref=case_ref,
+                    wire=sealed.wire,
+                    pd=sealed.pd,
+                    iat=sealed.iat,
+                    exp=sealed.exp,
+                    operator=operator.name,
+                    log_seq=position.seq,
+                    recipients=sealed.to,
+                    now=now,
+                    body_box=crypto.seal_at_rest(self.storage_key, cj_dumps(packet.body)),
+                    fields=sorted(packet.body),
+                    removed=packet.removed,
+                    consents=packet.consents,
+                )
+                if case_ref is not None:
+                    for node in sealed.to:
+                        await timeline_store.add(
+                            conn,
+                            case_ref=case_ref,
+                            at=now,
+                            direction="sent",
+                            pid=pid,
+                            schema_id=schema_id,
+                            counterpart=node,
+                            event="queued",
+                        )
+                await self.workflow.after_send(
+                    conn,
+                    pid=pid,
+                    schema=schema_id,
+                    body=body,
+                    recipients=packet.recipients,
+                    now=now,
+                )
+                results.append({"pid": pid, "to": list(sealed.to), "removed": packet.removed})
             await outbox_store.notify(conn)
-            return list(sealed.to)
+            return results
 
-        sent_to = await self.writer.run(job)
-        self.metrics.sent.inc(schema=schema_id)
+        packets: list[dict[str, Any]] = await self.writer.run(job)
+        self.metrics.sent.inc(len(packets), schema=schema_id)
         self.metrics.submit_seconds.observe(time.perf_counter() - started)
-        log.info("packet_queued", pid=pid, schema=schema_id, to=sent_to, operator=operator.name)
-        return [{"pid": pid, "to": sent_to}]
+        for packet in packets:
+            log.info(
+                "packet_queued",
+                pid=packet["pid"],
+                schema=schema_id,
+                to=packet["to"],
+                removed=packet["removed"],
+                operator=operator.name,
+            )
+        return packets
+
+    def _recipient(self, node: str, now: int) -> Recipient:
+        keyset = self.directory.keyset(node) if is_node_id(node) else None
+        if keyset is None:
+            raise ApiError(
+                422, "unknown_recipient", f"{node} is not a pinned peer with a valid keyset"
+            )
+        try:
+            return Recipient.from_keyset(keyset, now)
+        except SealError as exc:
+            raise ApiError(422, "unknown_recipient", str(exc)) from exc
 
     async def packet_status(self, pid: str) -> dict[str, Any]:
         async with self.db.connection() as conn:
@@ -299,6 +339,12 @@ class Service:
             log.warning("packet_invalid", reason=Reason.REPLAY_CONFLICT.value, pid=opened.pid)
             return ReceiveResult(400, INVALID_PACKET_BODY)
         now = self.clock()
+        if opened.rejection is None:
+            rejection = await self.workflow.check_receive(
+                conn, sender=opened.sender, schema=opened.schema, body=opened.body
+            )
+            if rejection is not None:
+                opened = dataclasses.replace(opened, rejection=rejection)
         accepted = opened.rejection is None
         case_ref = case_ref_of(opened.body) if accepted else None
         position = appender.append(
@@ -356,6 +402,15 @@ class Service:
                 schema_id=opened.schema,
                 counterpart=opened.sender,
                 event="accepted",
+            )
+        if accepted:
+            await self.workflow.after_receive(
+                conn,
+                pid=opened.pid,
+                sender=opened.sender,
+                schema=opened.schema,
+                body=opened.body,
+                now=now,
             )
         self.metrics.received.inc(status="accepted" if accepted else "rejected")
         log.info(

@@ -25,10 +25,15 @@ async def insert(
     log_seq: int,
     recipients: Sequence[str],
     now: int,
+    body_box: bytes | None = None,
+    fields: Sequence[str] = (),
+    removed: Sequence[str] = (),
+    consents: Sequence[str] = (),
 ) -> None:
     await conn.execute(
         "INSERT INTO outbox (pid, schema_id, case_ref, wire, pd, iat, exp, operator, log_seq,"
-        " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        " created_at, body_box, fields, removed, consents)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         pid,
         schema_id,
         case_ref,
@@ -39,6 +44,10 @@ async def insert(
         operator,
         log_seq,
         now,
+        body_box,
+        list(fields),
+        list(removed),
+        list(consents),
     )
     await conn.executemany(
         "INSERT INTO deliveries (pid, node, next_attempt_at) VALUES ($1, $2, $3)",

@@ -88,6 +88,7 @@ async def submit_packet(request: web.Request) -> web.Response:
         schema_id=data.get("schema"),
         body=data.get("body"),
         justification=data.get("justification"),
+        minimise=data.get("minimise", False),
     )
     return json_response({"packets": packets}, status=202)
 

@@ -1,0 +1,353 @@
+"""The handover workflow on top of the secure pipe: sharing policy and
+minimisation, cases, consent, continuity-of-care expectations and
+responsibility agreements.
+
+`Service` calls in at four points, each inside the audit writer's
+transaction so the workflow state and the audit entry commit together:
+
+    plan(...)           before sealing: policy, consent, one view per recipient kind
+    after_send(...)     cases, consent given/withdrawn, expectations, agreements
+    check_receive(...)  the receiver's policy (step 9 of the receive checks)
+    after_receive(...)  the same bookkeeping for what arrived
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from handover.canonical import cj_dumps
+from handover.config import NodeConfig
+from handover.directory import Directory
+from handover.errors import ApiError, RejectCode, Rejected, SchemaInvalid, UnknownSchema
+from handover.policy import Policy
+from handover.schemas import SchemaRegistry
+from handover.store import cases as case_store
+from handover.store.db import Connection
+from handover.timeutil import DAY_MS, Clock
+
+log = structlog.get_logger(__name__)
+
+RELEASE_NOTICE = "handover/release-notice/1"
+CONSENT_RECORD = "handover/consent-record/1"
+AGREEMENT = "handover/responsibility-agreement/1"
+SUPERVISION_END = "handover/supervision-end/1"
+
+
+@dataclass
+class PlannedPacket:
+    """One sealed packet of a submission: a view and the recipients that share it."""
+
+    recipients: list[str]
+    kinds: list[str]
+    body: dict[str, Any]
+    removed: list[str] = field(default_factory=list)
+    consents: list[str] = field(default_factory=list)
+
+
+# Hooks other modules (retention, rectification) register for sent/received packets.
+SentHook = Callable[[Connection, "SentContext"], Awaitable[None]]
+ReceivedHook = Callable[[Connection, "ReceivedContext"], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class SentContext:
+    pid: str
+    schema: str
+    case_ref: str | None
+    body: dict[str, Any]
+    recipients: list[str]
+    now: int
+
+
+@dataclass(frozen=True)
+class ReceivedContext:
+    pid: str
+    schema: str
+    case_ref: str | None
+    body: dict[str, Any]
+    sender: str
+    now: int
+
+
+def date_ms(value: object) -> int | None:
+    """Milliseconds at 00:00 UTC of a YYYY-MM-DD date, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        day = dt.date.fromisoformat(value)
+    except ValueError:
+        return None
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def release_date(body: dict[str, Any]) -> str | None:
+    value = body.get("confirmed_release_date") or body.get("expected_release_date")
+    return value if isinstance(value, str) else None
+
+
+class Workflow:
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        policy: Policy,
+        directory: Directory,
+        registry: SchemaRegistry,
+        clock: Clock,
+    ) -> None:
+        self.config = config
+        self.policy = policy
+        self.directory = directory
+        self.registry = registry
+        self.clock = clock
+        self.sent_hooks: list[SentHook] = []
+        self.received_hooks: list[ReceivedHook] = []
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    def kind_of(self, node: str) -> str | None:
+        return self.directory.kind(node)
+
+    # --- sending ------------------------------------------------------------------------
+
+    async def consents(self, conn: Connection, case_ref: str | None) -> set[str]:
+        if case_ref is None:
+            return set()
+        states = await case_store.consent_states(conn, case_ref)
+        return {scope for scope, row in states.items() if row["state"] == "GIVEN"}
+
+    async def plan(
+        self,
+        conn: Connection,
+        *,
+        to: list[str],
+        schema: str,
+        body: dict[str, Any],
+        minimise: bool,
+    ) -> list[PlannedPacket]:
+        """Apply the sharing policy to a submission: one packet per distinct view.
+
+        Raises:
+            ApiError: 422 `not_permitted` naming the field and recipient (or the
+                schema and recipient kind), 422 `consent_required` naming the scope.
+        """
+        case_ref = body.get("case_ref") if isinstance(body.get("case_ref"), str) else None
+        consents = await self.consents(conn, case_ref)
+        recipients = list(to)
+        if schema == CONSENT_RECORD and body.get("state") == "WITHDRAWN" and case_ref:
+            # Everyone who received data under this consent is told it is withdrawn.
+            earlier = await case_store.recipients_under_consent(conn, case_ref, body["scope"])
+            recipients += [n for n in earlier if n not in recipients and n != self.config.node]
+        views: dict[bytes, PlannedPacket] = {}
+        for node in recipients:
+            kind = self.kind_of(node)
+            if kind is None:
+                raise ApiError(
+                    422,
+                    "not_permitted",
+                    f"the agency kind of {node} is unknown: pin it with"
+                    " `handover peers add --kind`",
+                )
+            if not self.policy.may_send(schema, self.kind, kind):
+                raise ApiError(
+                    422,
+                    "not_permitted",
+                    f"the sharing policy does not let a {self.kind} send {schema}"
+                    f" to a {kind} ({node})",
+                )
+            used: list[str] = []
+            scope = self.policy.packet_consent(schema, kind)
+            if scope is not None:
+                if scope not in consents:
+                    raise ApiError(
+                        422,
+                        "consent_required",
+                        f"sending {schema} to {node} ({kind}) needs {scope} consent for case"
+                        f" {case_ref}, and none is in force",
+                    )
+                used.append(scope)
+            view = self.policy.view(schema, kind, body, consents)
+            if view.removed and not minimise:
+                missing = (
+                    f" (needs {view.consent_missing[0]} consent)" if view.consent_missing else ""
+                )
+                raise ApiError(
+                    422,
+                    "not_permitted",
+                    f"field {view.removed[0]} may not be sent to {node} ({kind}){missing};"
+                    ' remove it or submit with "minimise": true',
+                )
+            used += sorted(
+                {s for f, s in self._field_consents(schema, kind).items() if f in view.body}
+            )
+            if view.removed:
+                try:
+                    self.registry.validate(schema, view.body)
+                except (SchemaInvalid, UnknownSchema) as exc:
+                    raise ApiError(
+                        422,
+                        "not_permitted",
+                        f"the view of this {schema} for {node} ({kind}) would not be valid: {exc}",
+                    ) from exc
+            key = cj_dumps(view.body)
+            planned = views.get(key)
+            if planned is None:
+                views[key] = PlannedPacket(
+                    [node], [kind], view.body, list(view.removed), sorted(set(used))
+                )
+            else:
+                planned.recipients.append(node)
+                planned.kinds.append(kind)
+                planned.consents = sorted(set(planned.consents) | set(used))
+        return list(views.values())
+
+    def _field_consents(self, schema: str, kind: str) -> dict[str, str]:
+        rule = self.policy.doc.views.get(schema, {}).get(kind)  # type: ignore[call-overload]
+        return {} if rule is None else dict(rule.consent)
+
+    async def after_send(
+        self,
+        conn: Connection,
+        *,
+        pid: str,
+        schema: str,
+        body: dict[str, Any],
+        recipients: list[str],
+        now: int,
+    ) -> None:
+        case_ref = body.get("case_ref") if isinstance(body.get("case_ref"), str) else None
+        if case_ref is None:
+            return
+        await self._record(conn, case_ref, pid, schema, body, author=self.config.node, now=now)
+        if schema in self.policy.doc.continuity.expect:
+            due = date_ms(release_date(body))
+            if due is not None:
+                deadline = due - self.policy.deadline_days * DAY_MS
+                for node in recipients:
+                    kind = self.kind_of(node)
+                    expected = self.policy.expectations(schema, kind) if kind else []
+                    if expected:
+                        await case_store.expect(
+                            conn,
+                            pid=pid,
+                            node=node,
+                            case_ref=case_ref,
+                            schemas=expected,
+                            deadline=deadline,
+                            now=now,
+                        )
+        context = SentContext(pid, schema, case_ref, body, recipients, now)
+        for hook in self.sent_hooks:
+            await hook(conn, context)
+
+    # --- receiving ----------------------------------------------------------------------
+
+    async def check_receive(
+        self, conn: Connection, *, sender: str, schema: str, body: dict[str, Any]
+    ) -> Rejected | None:
+        """The receiver's policy: step 9 of the receive checks (a signed rejection)."""
+        sender_kind = self.kind_of(sender)
+        if sender_kind is None or not self.policy.may_send(schema, sender_kind, self.kind):
+            return Rejected(RejectCode.NOT_PERMITTED, f"{sender_kind} may not send {schema}")
+        case_ref = body.get("case_ref") if isinstance(body.get("case_ref"), str) else None
+        consents = await self.consents(conn, case_ref)
+        scope = self.policy.packet_consent(schema, self.kind)
+        if scope is not None and scope not in consents:
+            return Rejected(RejectCode.CONSENT_REQUIRED, f"{scope} consent not in force")
+        view = self.policy.view(schema, self.kind, body, consents)
+        if view.removed:
+            if len(view.consent_missing) == len(view.removed):
+                return Rejected(RejectCode.CONSENT_REQUIRED, f"fields {view.removed} need consent")
+            return Rejected(RejectCode.NOT_PERMITTED, f"fields {view.removed} not permitted")
+        return None
+
+    async def after_receive(
+        self,
+        conn: Connection,
+        *,
+        pid: str,
+        sender: str,
+        schema: str,
+        body: dict[str, Any],
+        now: int,
+    ) -> None:
+        case_ref = body.get("case_ref") if isinstance(body.get("case_ref"), str) else None
+        if case_ref is None:
+            return
+        await self._record(conn, case_ref, pid, schema, body, author=sender, now=now)
+        satisfied = await case_store.satisfy(
+            conn, case_ref=case_ref, node=sender, schema=schema, pid=pid, now=now
+        )
+        if satisfied:
+            log.info("expectation_satisfied", case=case_ref, by=pid, expectations=satisfied)
+        context = ReceivedContext(pid, schema, case_ref, body, sender, now)
+        for hook in self.received_hooks:
+            await hook(conn, context)
+
+    # --- shared bookkeeping -------------------------------------------------------------
+
+    async def _record(
+        self,
+        conn: Connection,
+        case_ref: str,
+        pid: str,
+        schema: str,
+        body: dict[str, Any],
+        *,
+        author: str,
+        now: int,
+    ) -> None:
+        await case_store.touch(
+            conn,
+            case_ref=case_ref,
+            pid=pid,
+            now=now,
+            release_date=release_date(body) if schema == RELEASE_NOTICE else None,
+            supervision_end=body.get("end_date") if schema == SUPERVISION_END else None,
+        )
+        if schema == CONSENT_RECORD:
+            await case_store.add_consent(
+                conn,
+                case_ref=case_ref,
+                scope=body["scope"],
+                state=body["state"],
+                consent_id=body["consent_id"],
+                basis=body["basis"],
+                pid=pid,
+                author=author,
+                now=now,
+            )
+        elif schema == AGREEMENT:
+            await case_store.record_agreement(
+                conn,
+                case_ref=case_ref,
+                agreement_id=body["agreement_id"],
+                revision=body["revision"],
+                pid=pid,
+                author=author,
+                parties=[p["node"] for p in body["parties"]],
+                valid_from=body["valid_from"],
+                valid_to=body.get("valid_to"),
+                now=now,
+            )
+            stamp = dt.datetime.fromtimestamp(now / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            acks = [(author, stamp)] + [
+                (a["node"], a["acknowledged_at"]) for a in body.get("acknowledgements", [])
+            ]
+            for node, at in acks:
+                await case_store.acknowledge_agreement(
+                    conn,
+                    case_ref=case_ref,
+                    agreement_id=body["agreement_id"],
+                    revision=body["revision"],
+                    node=node,
+                    acknowledged_at=at,
+                    pid=pid,
+                )

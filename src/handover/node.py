@@ -20,6 +20,7 @@ from aiohttp import web
 from handover import auditchain, keystore, witness
 from handover.audit import AuditWriter, verify_chain
 from handover.canonical import b64u_encode, cj_loads
+from handover.cases import Cases
 from handover.config import NodeConfig, load_config
 from handover.delivery import DeliveryWorker
 from handover.directory import Directory
@@ -29,6 +30,7 @@ from handover.policy import Policy
 from handover.schemas import SchemaRegistry, default_registry
 from handover.service import Operator, Service
 from handover.store import audit as audit_store
+from handover.store import cases as case_store
 from handover.store import operators as operator_store
 from handover.store import outbox as outbox_store
 from handover.store.db import Database
@@ -88,6 +90,7 @@ class Node:
             storage_key=keystore.storage_key(config.keys_dir),
             workflow=self.workflow,
         )
+        self.cases = Cases(db, self.service, clock)
         self.delivery = DeliveryWorker(
             config=config,
             db=db,
@@ -260,6 +263,7 @@ class Node:
         with contextlib.suppress(HandoverError):
             async with self.db.connection() as conn:
                 self.metrics.outbox_depth.set(await outbox_store.depth(conn))
+                self.metrics.overdue.set(await case_store.overdue_count(conn, self.clock()))
 
 
 async def serve(directory: Path) -> None:

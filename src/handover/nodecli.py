@@ -335,6 +335,26 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     return _answer(*_call("GET", url, token))
 
 
+def cmd_cases(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    base, token = _api(args)
+    if args.cases_cmd == "list":
+        return _answer(*_call("GET", f"{base}/api/v1/cases", token))
+    if args.cases_cmd == "show":
+        return _answer(*_call("GET", f"{base}/api/v1/cases/{quote(args.ref, safe='')}", token))
+    if args.cases_cmd == "overdue":
+        return _answer(*_call("GET", f"{base}/api/v1/overdue", token))
+    url = f"{base}/api/v1/cases/{quote(args.ref, safe='')}/local-id"
+    return _answer(*_call("PUT", url, token, {"local_id": args.local_id}))
+
+
+def _api_options(p: Any) -> None:
+    p.add_argument("--dir", default=".", help="node directory (for the API URL)")
+    p.add_argument("--api", help="local API base URL (default: from the node's settings)")
+    p.add_argument("--token", help="bearer token (default: $HANDOVER_TOKEN)")
+
+
 # --- parser ------------------------------------------------------------------------------
 
 
@@ -387,15 +407,28 @@ def register(sub: Any) -> None:
     p.add_argument("--peers", action="store_true", help="also witness every peer's log")
     p.set_defaults(func=cmd_audit_verify)
 
+    cases = sub.add_parser("cases", help="cases: timelines, overdue items, local ids")
+    cases_sub = cases.add_subparsers(dest="cases_cmd", required=True)
+    p = cases_sub.add_parser("list", help="cases this node holds")
+    _api_options(p)
+    p = cases_sub.add_parser("show", help="a case's timeline, consent, expectations, agreement")
+    _api_options(p)
+    p.add_argument("ref", help="shared case reference or local id")
+    p = cases_sub.add_parser("overdue", help="continuity-of-care answers past their deadline")
+    _api_options(p)
+    p = cases_sub.add_parser("local-id", help="map a shared case reference to a local id")
+    _api_options(p)
+    p.add_argument("ref")
+    p.add_argument("local_id")
+    cases.set_defaults(func=cmd_cases)
+
     for name, func, helptext in (
         ("send", cmd_send, "submit a packet through the node's local API"),
         ("status", cmd_status, "delivery status of a sent packet"),
         ("inbox", cmd_inbox, "list received packets, or read one (needs --justification)"),
     ):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--dir", default=".", help="node directory (for the API URL)")
-        p.add_argument("--api", help="local API base URL (default: from the node's settings)")
-        p.add_argument("--token", help="bearer token (default: $HANDOVER_TOKEN)")
+        _api_options(p)
         if name == "send":
             p.add_argument("--to", required=True, action="append", help="recipient node id")
             p.add_argument("--schema", required=True)

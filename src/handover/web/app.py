@@ -77,7 +77,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
 
 
 def create_app(node: Node) -> web.Application:
-    from handover.web import api, federation, ops
+    from handover.web import api, cases, federation, ops
 
     app = web.Application(
         middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES + 64 * 1024
@@ -85,5 +85,6 @@ def create_app(node: Node) -> web.Application:
     app[NODE_KEY] = node
     federation.add_routes(app)
     api.add_routes(app)
+    cases.add_routes(app)
     ops.add_routes(app)
     return app

@@ -1,0 +1,242 @@
+"""The load: one aiohttp client at a fixed concurrency, and the receipt watcher.
+
+`submit_all` POSTs the same request bytes N times through `concurrency`
+workers sharing one ClientSession, and records when each answer arrived
+(wall clock, ms since the epoch, the clock the nodes use too).
+
+`watch_receipts` follows the sender's audit log. Every stored receipt is
+recorded by the node as a `delivery` entry in the same transaction as the
+receipt itself, and the chain's sequence numbers commit in order (one writer
+holds the audit lock until its commit), so `seq > last` polling sees every
+stored receipt exactly once, when it has committed. A receipt counts as
+stored at the poll that first sees it (`seen_ms`, within the poll interval of
+the commit); the entry's own timestamp (`at`, taken inside the transaction,
+before the commit) is kept as the node-stamped figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import asyncpg
+from procs import BenchFailure
+
+POLL_S = 0.02
+STALL_S = 120.0  # no receipt stored for this long: give up
+
+
+def now_ms() -> float:
+    return time.time() * 1000
+
+
+@dataclass
+class Submitted:
+    started_ms: float = 0.0  # first request sent
+    finished_ms: float = 0.0  # last answer received
+    accepted: dict[str, float] = field(default_factory=dict)  # pid -> answer time (handover)
+    latencies_ms: list[float] = field(default_factory=list)  # request -> answer (baseline)
+
+
+async def submit_all(
+    url: str,
+    payload: bytes,
+    count: int,
+    concurrency: int,
+    *,
+    token: str | None,
+    expect: int,
+    pid_of: Callable[[Any], str] | None,
+    out: Submitted,
+) -> Submitted:
+    """POST `payload` `count` times with `concurrency` requests in flight.
+
+    Raises:
+        BenchFailure: an answer other than `expect`.
+    """
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=300)
+    remaining = count
+
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                sent = now_ms()
+                async with session.post(url, data=payload, headers=headers) as resp:
+                    body = await resp.read()
+                    answered = now_ms()
+                    if resp.status != expect:
+                        raise BenchFailure(
+                            f"POST {url} answered {resp.status}, not {expect}: "
+                            f"{body[:500].decode('utf-8', 'replace')}"
+                        )
+                if pid_of is not None:
+                    out.accepted[pid_of(json.loads(body))] = answered
+                out.latencies_ms.append(answered - sent)
+
+        out.started_ms = now_ms()
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
+        out.finished_ms = now_ms()
+    return out
+
+
+@dataclass
+class Receipts:
+    seen_ms: dict[str, float] = field(default_factory=dict)  # pid -> first poll that saw it
+    at_ms: dict[str, int] = field(default_factory=dict)  # pid -> the entry's own time
+    polls: int = 0
+
+
+async def audit_head(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM audit_log"))
+    finally:
+        await conn.close()
+
+
+async def watch_receipts(
+    dsn: str, after_seq: int, submitted: Submitted, done_submitting: asyncio.Event
+) -> Receipts:
+    """Poll the sender's audit log until every accepted pid has a stored receipt.
+
+    Raises:
+        BenchFailure: no progress for STALL_S seconds.
+    """
+    out = Receipts()
+    conn = await asyncpg.connect(dsn)
+    last = after_seq
+    progress_at = time.monotonic()
+    try:
+        while True:
+            rows = await conn.fetch(
+                "SELECT seq, op, pid, at FROM audit_log WHERE seq > $1 ORDER BY seq", last
+            )
+            seen = now_ms()
+            out.polls += 1
+            for row in rows:
+                last = row["seq"]
+                if row["op"] == "delivery" and row["pid"] is not None:
+                    out.seen_ms.setdefault(row["pid"], seen)
+                    out.at_ms.setdefault(row["pid"], row["at"])
+            if rows:
+                progress_at = time.monotonic()
+            if (
+                done_submitting.is_set()
+                and len(out.seen_ms) >= len(submitted.accepted)
+                and all(p in out.seen_ms for p in submitted.accepted)
+            ):
+                return out
+            if time.monotonic() - progress_at > STALL_S:
+                pending = [p for p in submitted.accepted if p not in out.seen_ms]
+                detail = await conn.fetch(
+                    "SELECT status, attempts, last_error FROM deliveries"
+                    " WHERE pid = ANY($1::text[]) LIMIT 5",
+                    pending,
+                )
+                raise BenchFailure(
+                    f"{len(pending)} receipts not stored after {STALL_S:.0f} s without progress;"
+                    f" e.g. {[dict(r) for r in detail]}"
+                )
+            await asyncio.sleep(POLL_S)
+    finally:
+        await conn.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+# --- verification ------------------------------------------------------------------------------
+
+
+async def verify_handover(
+    sender_dsn: str, receiver_dsn: str, sender: str, pids: list[str]
+) -> dict[str, int]:
+    """Every packet delivered with a stored receipt and logged on both sides.
+
+    Raises:
+        BenchFailure: naming what is missing.
+    """
+    n = len(pids)
+    problems = []
+    s = await asyncpg.connect(sender_dsn)
+    try:
+        statuses = {
+            f"{status}/{reason}" if reason else status: count
+            for status, reason, count in await s.fetch(
+                "SELECT status, reason, count(*) FROM deliveries WHERE pid = ANY($1::text[])"
+                " AND (status <> 'delivered' OR receipt IS NOT NULL) GROUP BY status, reason",
+                pids,
+            )
+        }
+        outbox = await s.fetchval("SELECT count(*) FROM outbox WHERE pid = ANY($1::text[])", pids)
+        sender_ops = dict(
+            await s.fetch(
+                "SELECT op, count(*) FROM audit_log WHERE pid = ANY($1::text[]) GROUP BY op", pids
+            )
+        )
+    finally:
+        await s.close()
+    r = await asyncpg.connect(receiver_dsn)
+    try:
+        received = await r.fetchval(
+            "SELECT count(*) FROM received WHERE sender = $1 AND pid = ANY($2::text[])"
+            " AND status = 'accepted' AND body_box IS NOT NULL",
+            sender,
+            pids,
+        )
+        receiver_ops = dict(
+            await r.fetch(
+                "SELECT op, count(*) FROM audit_log WHERE pid = ANY($1::text[]) GROUP BY op", pids
+            )
+        )
+    finally:
+        await r.close()
+    if outbox != n:
+        problems.append(f"sender outbox holds {outbox} of {n} packets")
+    if statuses.get("delivered", 0) != n:
+        problems.append(f"sender deliveries with a stored receipt: {statuses} (want {n})")
+    for op in ("disclosure", "delivery"):
+        if sender_ops.get(op, 0) != n:
+            problems.append(f"sender audit log has {sender_ops.get(op, 0)} {op} entries, not {n}")
+    if received != n:
+        problems.append(f"receiver holds {received} accepted packets, not {n}")
+    if receiver_ops.get("collection", 0) != n:
+        problems.append(
+            f"receiver audit log has {receiver_ops.get('collection', 0)} collection entries,"
+            f" not {n}"
+        )
+    if statuses.get("rejected/too_large"):
+        problems.append(
+            "deliveries rejected as too_large were refused as a whole batch (the sender's"
+            " delivery batch exceeded the receiver's request size limit), not one by one;"
+            " see bench/README.md"
+        )
+    if problems:
+        raise BenchFailure("; ".join(problems))
+    return {"delivered": n, "received": received}
+
+
+async def baseline_rows(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM ingest"))
+    finally:
+        await conn.close()

@@ -1,0 +1,359 @@
+"""The benchmark's processes: two handover nodes and the baseline server.
+
+Nodes are set up exactly as an operator would, with the real CLI
+(`handover init`, `serve`, `peers add`, `operators add`), each in its own
+directory with its own embedded PostgreSQL, default settings. Every process
+is started in its own session (so a Ctrl-C reaches only the benchmark, which
+then stops them in order) and remembered; `Processes.stop_all` ends them with
+SIGTERM, then SIGKILL, and stops any PostgreSQL left behind, by its pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+SRC = ROOT / "src"
+
+
+class BenchFailure(Exception):
+    """The run cannot go on or its result is wrong; the message says why."""
+
+
+def env() -> dict[str, str]:
+    out = dict(os.environ)
+    out["PYTHONPATH"] = str(SRC) + os.pathsep + out.get("PYTHONPATH", "")
+    out["HANDOVER_LOG_FORMAT"] = "json"
+    out.pop("HANDOVER_DSN", None)  # each node gets its own embedded PostgreSQL
+    out.pop("HANDOVER_LISTEN", None)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(*args: str, timeout: float = 180) -> str:
+    """Run `handover ARGS`; returns stdout, raises BenchFailure on a non-zero exit."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "handover.cli", *args],
+            capture_output=True,
+            text=True,
+            env=env(),
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchFailure(f"handover {' '.join(args[:2])} took over {timeout:.0f} s") from exc
+    if proc.returncode != 0:
+        raise BenchFailure(
+            f"handover {' '.join(args)} exited {proc.returncode}:\n{proc.stderr.strip()[-2000:]}"
+        )
+    return proc.stdout
+
+
+def http_get(url: str, timeout: float = 5) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+# --- memory --------------------------------------------------------------------------------
+
+
+def _status_kb(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM: the process's peak resident set so far."""
+    return _status_kb(pid, "VmHWM") / 1024
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def postgres_pss_mb(pgdata: Path) -> float:
+    """Proportional set size of a PostgreSQL server now (postmaster and its
+    backends; shared buffers counted once)."""
+    pid = postmaster_pid(pgdata)
+    if pid is None:
+        return 0.0
+    return sum(_pss_kb(p) for p in [pid, *_children(pid)]) / 1024
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """User + system CPU time of a process (and of its children it has waited for)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / _TICKS
+
+
+def postgres_cpu_seconds(pgdata: Path) -> float:
+    """CPU time of a PostgreSQL server: postmaster, live backends, exited backends."""
+    pid = postmaster_pid(pgdata)
+    if pid is None:
+        return 0.0
+    return cpu_seconds(pid, reaped_children=True) + sum(cpu_seconds(c) for c in _children(pid))
+
+
+# --- PostgreSQL left behind ---------------------------------------------------------------------
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def postgres_dsn(pgdata: Path) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
+        from pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    if info is None or not info.is_running():
+        raise BenchFailure(f"the PostgreSQL in {pgdata} is not running")
+    uri: str = info.get_uri()
+    return uri
+
+
+def stop_postgres(pgdata: Path, timeout: float = 20) -> None:
+    """Fast shutdown (SIGINT) of a server its owner did not stop; SIGKILL if it hangs."""
+    pid = postmaster_pid(pgdata)
+    if pid is None:
+        return
+    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if postmaster_pid(pgdata) != pid:
+                return
+            time.sleep(0.1)
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    directory: Path
+    port: int
+    log_path: Path
+    pgdata: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text("utf-8", "replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def wait_ready(self, path: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise BenchFailure(f"{self.name} exited at start:\n{self.log_tail()}")
+            try:
+                if http_get(self.url + path) == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise BenchFailure(f"{self.name} was not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def peak_rss_mb(self) -> float:
+        return 0.0 if self.proc is None else peak_rss_mb(self.proc.pid)
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(this server's process, its PostgreSQL) CPU seconds so far."""
+        own = 0.0 if self.proc is None else cpu_seconds(self.proc.pid)
+        return own, postgres_cpu_seconds(self.pgdata)
+
+    def postgres_mb(self) -> float:
+        return postgres_pss_mb(self.pgdata)
+
+    def dsn(self) -> str:
+        return postgres_dsn(self.pgdata)
+
+
+@dataclass
+class Node(Server):
+    node: str = ""
+    kind: str = ""
+    fingerprint: str = ""
+    tokens: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Processes:
+    base: Path
+    servers: list[Server] = field(default_factory=list)
+    profile: bool = False  # run nodes under cProfile, writing BASE/NODE.prof at exit
+
+    def _launch(self, server: Server, argv: list[str]) -> None:
+        self.servers.append(server)
+        with open(server.log_path, "ab") as log:
+            server.proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env(),
+                start_new_session=True,  # Ctrl-C reaches the bench only; it stops us in order
+            )
+
+    def node(self, name: str, kind: str, settings: dict[str, int] | None = None) -> Node:
+        """`handover init` a node directory and start `handover serve` on it.
+
+        `settings` are appended to its handover.toml, as an operator would edit it
+        (none by default: the benchmark runs nodes with their default settings)."""
+        directory = self.base / name
+        port = free_port()
+        info = json.loads(
+            cli(
+                "init",
+                "--node",
+                name,
+                "--dir",
+                str(directory),
+                "--kind",
+                kind,
+                "--listen",
+                f"127.0.0.1:{port}",
+            )
+        )
+        if settings:
+            with open(directory / "handover.toml", "a", encoding="utf-8") as config:
+                config.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        node = Node(
+            name=name,
+            directory=directory,
+            port=port,
+            log_path=self.base / f"{name}.log",
+            pgdata=directory / "pgdata",
+            node=name,
+            kind=kind,
+            fingerprint=info["fingerprint"],
+        )
+        argv = [sys.executable, "-m", "handover.cli", "serve", "--dir", str(directory)]
+        if self.profile:
+            argv[1:1] = ["-m", "cProfile", "-o", str(self.base / f"{name}.prof")]
+        self._launch(node, argv)
+        return node
+
+    def baseline(self) -> Server:
+        directory = self.base / "baseline"
+        server = Server(
+            name="baseline",
+            directory=directory,
+            port=free_port(),
+            log_path=self.base / "baseline.log",
+            pgdata=directory / "pgdata",
+        )
+        argv = [sys.executable, str(BENCH_DIR / "baseline_server.py")]
+        self._launch(server, [*argv, "--dir", str(directory), "--port", str(server.port)])
+        return server
+
+    def stop(self, server: Server, timeout: float = 30) -> None:
+        proc = server.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        server.proc = None
+        stop_postgres(server.pgdata)
+
+    def stop_all(self) -> None:
+        for server in reversed(self.servers):
+            try:
+                self.stop(server)
+            except (OSError, subprocess.SubprocessError) as exc:
+                print(f"bench: could not stop {server.name}: {exc}", file=sys.stderr)
+        self.servers.clear()
+
+
+def pin_and_authorise(sender: Node, receiver: Node) -> None:
+    """Pin the nodes to each other and give each a caseworker operator."""
+    for node, other in ((sender, receiver), (receiver, sender)):
+        cli(
+            "peers",
+            "add",
+            "--dir",
+            str(node.directory),
+            "--url",
+            other.url,
+            f"--fingerprint={other.fingerprint}",
+            "--kind",
+            other.kind,
+        )
+        out = cli(
+            "operators", "add", "--dir", str(node.directory), "bench-1", "--role", "caseworker"
+        )
+        node.tokens["caseworker"] = out.strip().splitlines()[-1]

@@ -17,6 +17,8 @@ from handover.errors import TransportError
 from handover.packet import MEDIA_TYPE
 
 MAX_BATCH = 256
+# A receiver takes 22.5 MiB per request; keep batches well below it.
+MAX_BATCH_BYTES = 16 * 1024 * 1024
 KEYSET_PATH = "/.well-known/handover/keyset"
 LOG_HEAD_PATH = "/.well-known/handover/log-head"
 DIGESTS_PATH = "/federation/v1/log/digests"
@@ -100,8 +102,17 @@ class HttpTransport:
             raise TransportError(f"POST {url} failed: {type(exc).__name__}") from exc
 
     async def post_batch(self, base_url: str, wires: Sequence[bytes]) -> list[PostResult]:
-        """POST up to 256 packets at once; falls back to single POSTs for peers
-        that do not offer the batch endpoint."""
+        """POST packets in batches of at most 256 and at most ~16 MiB per request.
+
+        Falls back to single POSTs for peers that do not offer the batch endpoint,
+        and for a batch the peer refuses as too large (each packet alone may fit).
+        """
+        results: list[PostResult] = []
+        for chunk in _chunks(wires):
+            results += await self._post_chunk(base_url, chunk)
+        return results
+
+    async def _post_chunk(self, base_url: str, wires: Sequence[bytes]) -> list[PostResult]:
         if len(wires) == 1 or base_url in self._no_batch:
             return [await self.post_packet(base_url, w) for w in wires]
         url = base_url.rstrip("/") + BATCH_PATH
@@ -113,6 +124,8 @@ class HttpTransport:
                 body = await resp.read()
                 if resp.status in (404, 405):
                     self._no_batch.add(base_url)
+                    return [await self.post_packet(base_url, w) for w in wires]
+                if resp.status == 413:
                     return [await self.post_packet(base_url, w) for w in wires]
                 if resp.status != 200:
                     return [PostResult(resp.status, None) for _ in wires]
@@ -136,3 +149,17 @@ class HttpTransport:
             return out
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise TransportError("batch answer does not have the protocol's shape") from exc
+
+
+def _chunks(wires: Sequence[bytes]) -> list[Sequence[bytes]]:
+    """Split into request-sized batches: at most MAX_BATCH packets, ~MAX_BATCH_BYTES each."""
+    chunks: list[Sequence[bytes]] = []
+    start, size = 0, 0
+    for i, wire in enumerate(wires):
+        if i > start and (i - start >= MAX_BATCH or size + len(wire) > MAX_BATCH_BYTES):
+            chunks.append(wires[start:i])
+            start, size = i, 0
+        size += len(wire) + 1
+    if start < len(wires):
+        chunks.append(wires[start:])
+    return chunks

@@ -567,7 +567,7 @@ def test_health_readiness_and_metrics_follow_traffic(fed: Federation) -> None:
     for name, labels in (
         ("handover_packets_sent_total", {"schema": RELEASE_NOTICE}),
         ("handover_delivery_attempts_total", {"outcome": "accepted"}),
-        ("handover_deliveries_finished_total", {"status": "accepted"}),
+        ("handover_deliveries_finished_total", {"status": "delivered"}),
         ("handover_submit_seconds_count", {}),
         ("handover_delivery_seconds_count", {}),
     ):

@@ -23,7 +23,7 @@ from handover.auditchain import LogPosition
 from handover.canonical import b64u_encode, cj_loads
 from handover.errors import EncodingError, HandoverError
 from handover.store import audit as audit_store
-from handover.store.db import AUDIT_LOCK, Connection, Database
+from handover.store.db import AUDIT_LOCK, Connection, Database, Deferred
 from handover.timeutil import Clock
 
 log = structlog.get_logger(__name__)
@@ -31,13 +31,15 @@ T = TypeVar("T")
 
 
 class Appender:
-    """Appends entries inside a transaction that holds the audit lock."""
+    """Appends entries inside a transaction that holds the audit lock, and
+    collects the deferred writes of the jobs in the same group commit."""
 
     def __init__(self, seq: int, head: bytes, clock: Clock) -> None:
         self.seq = seq
         self.head = head
         self.clock = clock
         self.rows: list[audit_store.AuditRow] = []
+        self.deferred = Deferred()
 
     def append(
         self, op: str, *, pid: str | None = None, case_ref: str | None = None, **fields: Any
@@ -59,14 +61,16 @@ class Appender:
         self.rows.append((self.seq, at, op, entry, self.head, pid, case_ref))
         return LogPosition(self.seq, self.head)
 
-    def mark(self) -> tuple[int, bytes, int]:
-        return self.seq, self.head, len(self.rows)
+    def mark(self) -> tuple[int, bytes, int, dict[str, int]]:
+        return self.seq, self.head, len(self.rows), self.deferred.mark()
 
-    def reset(self, mark: tuple[int, bytes, int]) -> None:
-        self.seq, self.head, n = mark
+    def reset(self, mark: tuple[int, bytes, int, dict[str, int]]) -> None:
+        self.seq, self.head, n, deferred = mark
         del self.rows[n:]
+        self.deferred.reset(deferred)
 
     async def flush(self, conn: Connection) -> None:
+        await self.deferred.flush(conn)
         if self.rows:
             await audit_store.insert(conn, self.rows)
             self.rows = []
@@ -84,10 +88,22 @@ class _Pending:
     log_context: dict[str, Any] = field(default_factory=dict)
 
 
-class AuditWriter:
-    """Serialises audit appends and batches them into group commits."""
+class _Retry(Exception):
+    """The fast path failed: roll back and run the batch again, job by job."""
 
-    def __init__(self, db: Database, clock: Clock, max_batch: int = 256) -> None:
+
+class AuditWriter:
+    """Serialises audit appends and batches them into group commits.
+
+    Fast path: all jobs of a batch run in one transaction, their deferred writes
+    and audit rows flushed once at the end. If any job or the flush fails, the
+    transaction is rolled back and the batch runs again on the safe path, each
+    job in its own savepoint and flushed on its own, so one failing job cannot
+    harm the others. Jobs must therefore be safe to run twice until they commit:
+    no side effects outside the transaction (log and count after `run` returns).
+    """
+
+    def __init__(self, db: Database, clock: Clock, max_batch: int = 512) -> None:
         self.db = db
         self.clock = clock
         self.max_batch = max_batch
@@ -95,6 +111,7 @@ class AuditWriter:
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.jobs = 0
+        self.retries = 0
 
     def start(self) -> None:
         if self._task is None:
@@ -138,28 +155,17 @@ class AuditWriter:
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
         try:
-            async with self.db.transaction() as conn:
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_LOCK)
-                seq, head = await audit_store.last_head(conn)
-                appender = Appender(seq, head, self.clock)
-                for pending in batch:
-                    mark = appender.mark()
-                    try:
-                        with structlog.contextvars.bound_contextvars(**pending.log_context):
-                            async with conn.transaction():  # a savepoint per job
-                                result = await pending.job(conn, appender)
-                                await appender.flush(conn)
-                        outcomes.append((pending, result, None))
-                    except Exception as exc:  # the job's own failure: others go on
-                        appender.reset(mark)
-                        outcomes.append((pending, None, exc))
+            outcomes = await self._attempt(batch, safe=len(batch) == 1)
+        except _Retry:
+            self.retries += 1
+            try:
+                outcomes = await self._attempt(batch, safe=True)
+            except Exception as exc:
+                self._fail(batch, exc)
+                return
         except Exception as exc:
-            log.error("audit_commit_failed", error=type(exc).__name__, jobs=len(batch))
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
+            self._fail(batch, exc)
             return
         self.batches += 1
         self.jobs += len(batch)
@@ -170,6 +176,45 @@ class AuditWriter:
                 pending.future.set_exception(error)
             else:
                 pending.future.set_result(result)
+
+    def _fail(self, batch: list[_Pending], exc: Exception) -> None:
+        log.error("audit_commit_failed", error=type(exc).__name__, jobs=len(batch))
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+
+    async def _attempt(
+        self, batch: list[_Pending], *, safe: bool
+    ) -> list[tuple[_Pending, Any, BaseException | None]]:
+        outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
+        async with self.db.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_LOCK)
+            seq, head = await audit_store.last_head(conn)
+            appender = Appender(seq, head, self.clock)
+            for pending in batch:
+                with structlog.contextvars.bound_contextvars(**pending.log_context):
+                    if not safe:
+                        try:
+                            result = await pending.job(conn, appender)
+                        except Exception as exc:
+                            raise _Retry from exc
+                        outcomes.append((pending, result, None))
+                        continue
+                    mark = appender.mark()
+                    try:
+                        async with conn.transaction():  # a savepoint per job
+                            result = await pending.job(conn, appender)
+                            await appender.flush(conn)
+                        outcomes.append((pending, result, None))
+                    except Exception as exc:  # the job's own failure: others go on
+                        appender.reset(mark)
+                        outcomes.append((pending, None, exc))
+            if not safe:
+                try:
+                    await appender.flush(conn)
+                except Exception as exc:
+                    raise _Retry from exc
+        return outcomes
 
 
 # --- verification --------------------------------------------------------------

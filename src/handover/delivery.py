@@ -2,10 +2,12 @@
 
 Rows are claimed in batches with `FOR UPDATE SKIP LOCKED` and leased for
 longer than a request can take, so several processes sharing one database
-never deliver a row at the same time. Network errors and 5xx answers are
-retried with exponential backoff and full jitter until the packet expires;
-a signed rejection receipt ends a delivery as `rejected`; a packet that
-expires undelivered becomes a dead letter (`expired`).
+never deliver a row at the same time. Up to `delivery_concurrency` batches
+are in flight at once; the receipts of one batch are verified and stored in
+one audit-writer job. Network errors and 5xx answers are retried with
+exponential backoff and jitter until the packet expires; a signed rejection
+receipt ends a delivery as `rejected`; a packet that expires undelivered
+becomes a dead letter (`expired`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import random
 from collections import defaultdict
+from dataclasses import dataclass
 
 import structlog
 
@@ -32,6 +35,17 @@ from handover.transport import HttpTransport, PostResult
 
 log = structlog.get_logger(__name__)
 POLL_S = 1.0
+EXPIRY_CHECK_MS = 5_000
+
+
+@dataclass(frozen=True)
+class _Final:
+    """A delivery's final state, ready to store."""
+
+    row: outbox_store.Claimed
+    status: str  # delivered | rejected
+    receipt: Receipt | None
+    reason: str | None
 
 
 class DeliveryWorker:
@@ -55,53 +69,70 @@ class DeliveryWorker:
         self.clock = clock
         self.wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
         # Lease longer than any request can take (timeout + margin).
         self.lease_ms = int((config.delivery_timeout_s + 30) * 1000)
-        self._slots = asyncio.Semaphore(config.delivery_concurrency)
+        self._last_expiry = 0
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="delivery")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [t for t in (self._task, *self._inflight) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._task = None
+        self._inflight.clear()
 
     async def _loop(self) -> None:
         while True:
+            self.wake.clear()
+            claimed = False
             try:
-                worked = await self.run_once()
+                claimed = await self.run_once()
             except Exception as exc:  # keep the worker alive; the rows stay pending
                 log.error("delivery_round_failed", error=type(exc).__name__, detail=str(exc))
-                worked = False
-            if worked:
-                continue
-            self.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), POLL_S)
+            if claimed and len(self._inflight) < self.config.delivery_concurrency:
+                continue  # more may be due
+            waker = asyncio.ensure_future(self.wake.wait())
+            try:
+                await asyncio.wait(
+                    {waker, *self._inflight}, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                waker.cancel()
 
     async def run_once(self) -> bool:
-        """One round: expire dead letters, claim a batch, deliver it. True if it did work."""
+        """Expire dead letters (every few seconds), then claim batches until the
+        in-flight limit is reached. True if anything was claimed."""
         now = self.clock()
-        expired = await self._expire(now)
-        async with self.db.transaction() as conn:
-            claimed = await outbox_store.claim_due(
-                conn, now=now, limit=self.config.delivery_batch * 4, lease_ms=self.lease_ms
-            )
-        if not claimed:
-            return expired > 0
-        by_node: dict[str, list[outbox_store.Claimed]] = defaultdict(list)
-        for row in claimed:
-            by_node[row.node].append(row)
-        tasks = []
-        for node, rows in by_node.items():
-            for i in range(0, len(rows), self.config.delivery_batch):
-                tasks.append(self._deliver(node, rows[i : i + self.config.delivery_batch]))
-        await asyncio.gather(*tasks)
-        return True
+        if now - self._last_expiry >= EXPIRY_CHECK_MS:
+            self._last_expiry = now
+            await self._expire(now)
+        claimed_any = False
+        while len(self._inflight) < self.config.delivery_concurrency:
+            async with self.db.transaction() as conn:
+                claimed = await outbox_store.claim_due(
+                    conn,
+                    now=self.clock(),
+                    limit=self.config.delivery_batch,
+                    lease_ms=self.lease_ms,
+                )
+            if not claimed:
+                break
+            claimed_any = True
+            by_node: dict[str, list[outbox_store.Claimed]] = defaultdict(list)
+            for row in claimed:
+                by_node[row.node].append(row)
+            for node, rows in by_node.items():
+                task = asyncio.create_task(self._deliver(node, rows), name=f"deliver-{node}")
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+        return claimed_any
 
     async def _expire(self, now: int) -> int:
         async def job(conn: Connection, appender: Appender) -> int:
@@ -122,6 +153,9 @@ class DeliveryWorker:
                 )
             return len(rows)
 
+        async with self.db.connection() as conn:
+            if not await outbox_store.any_expired(conn, now):
+                return 0
         count: int = await self.writer.run(job)
         if count:
             self.metrics.deliveries.inc(count, status="expired")
@@ -129,41 +163,56 @@ class DeliveryWorker:
         return count
 
     async def _deliver(self, node: str, rows: list[outbox_store.Claimed]) -> None:
-        async with self._slots:
+        try:
             url = self.directory.url(node)
             if url is None:
-                await self._retry_all(rows, "recipient is no longer a pinned peer")
+                await self._retry(rows, "recipient is no longer a pinned peer")
                 return
             try:
                 results = await self.transport.post_batch(url, [r.wire for r in rows])
             except TransportError as exc:
                 self.metrics.attempts.inc(len(rows), outcome="network_error")
-                await self._retry_all(rows, str(exc))
+                await self._retry(rows, str(exc))
                 return
+            finals: list[_Final] = []
+            retries: dict[str, list[outbox_store.Claimed]] = defaultdict(list)
             for row, result in zip(rows, results, strict=True):
-                await self._handle(row, result)
+                outcome = await self._classify(row, result)
+                if isinstance(outcome, _Final):
+                    finals.append(outcome)
+                else:
+                    retries[outcome].append(row)
+            if finals:
+                await self._finish(finals)
+            for error, again in retries.items():
+                await self._retry(again, error)
+        except Exception as exc:  # the lease expires and the rows are claimed again
+            log.error("delivery_failed", peer=node, error=type(exc).__name__, detail=str(exc))
 
-    async def _handle(self, row: outbox_store.Claimed, result: PostResult) -> None:
+    async def _classify(self, row: outbox_store.Claimed, result: PostResult) -> _Final | str:
+        """A final state for this delivery, or the error text to retry with."""
         if result.status in (200, 422) and result.receipt is not None:
             receipt = await self._verify(row, result.receipt)
             if receipt is None:
                 self.metrics.attempts.inc(outcome="bad_receipt")
-                await self._retry_all([row], "the receipt did not verify")
-                return
+                return "the receipt did not verify"
             expected = "accepted" if result.status == 200 else "rejected"
             if receipt.status != expected:
                 self.metrics.attempts.inc(outcome="bad_receipt")
-                await self._retry_all([row], "receipt status does not match the HTTP status")
-                return
+                return "receipt status does not match the HTTP status"
             self.metrics.attempts.inc(outcome=receipt.status)
-            await self._finish(row, receipt)
-        elif result.status == 413:
+            return _Final(
+                row,
+                "delivered" if receipt.status == "accepted" else "rejected",
+                receipt,
+                None if receipt.reason is None else receipt.reason.value,
+            )
+        if result.status == 413:
             self.metrics.attempts.inc(outcome="too_large")
-            await self._finish_unsigned(row, "rejected", "too_large")
-        else:
-            outcome = "invalid_packet" if result.status == 400 else f"http_{result.status}"
-            self.metrics.attempts.inc(outcome=outcome)
-            await self._retry_all([row], f"peer answered {result.status}")
+            return _Final(row, "rejected", None, "too_large")
+        outcome = "invalid_packet" if result.status == 400 else f"http_{result.status}"
+        self.metrics.attempts.inc(outcome=outcome)
+        return f"peer answered {result.status}"
 
     async def _verify(self, row: outbox_store.Claimed, wire: bytes) -> Receipt | None:
         def attempt() -> Receipt:
@@ -194,106 +243,87 @@ class DeliveryWorker:
             log.warning("receipt_invalid", pid=row.pid, peer=row.node, error=str(exc))
             return None
 
-    async def _finish(self, row: outbox_store.Claimed, receipt: Receipt) -> None:
-        keyset = self.directory.keyset(receipt.signer)
-        serial = None if keyset is None else keyset.serial
+    async def _finish(self, finals: list[_Final]) -> None:
+        """Store the final states of one batch, each with its audit entry, in one job."""
         now = self.clock()
+        serials = {}
+        for final in finals:
+            if final.receipt is not None:
+                keyset = self.directory.keyset(final.receipt.signer)
+                serials[final.row.pid] = None if keyset is None else keyset.serial
 
-        async def job(conn: Connection, appender: Appender) -> int | None:
-            done = await outbox_store.finish(
+        async def job(conn: Connection, appender: Appender) -> list[tuple[_Final, int]]:
+            updated = await outbox_store.finish_many(
                 conn,
-                pid=row.pid,
-                node=row.node,
-                status="delivered" if receipt.status == "accepted" else "rejected",
-                receipt=receipt.wire,
-                receipt_serial=serial,
-                reason=None if receipt.reason is None else receipt.reason.value,
+                [
+                    (
+                        f.row.pid,
+                        f.row.node,
+                        f.status,
+                        None if f.receipt is None else f.receipt.wire,
+                        serials.get(f.row.pid),
+                        f.reason,
+                    )
+                    for f in finals
+                ],
                 now=now,
             )
-            if not done:
-                return None
-            appender.append(
-                "delivery",
-                pid=row.pid,
-                pd=b64u_encode(row.pd),
-                counterpart=row.node,
-                status=receipt.status,
-                reason=None if receipt.reason is None else receipt.reason.value,
-                rid=receipt.rid,
-                peer_log=receipt.log.to_json(),
-                org=self.config.node,
-            )
-            case_ref = await conn.fetchval("SELECT case_ref FROM outbox WHERE pid = $1", row.pid)
-            if case_ref is not None:
-                await timeline_store.add(
-                    conn,
-                    case_ref=case_ref,
-                    at=now,
-                    direction="sent",
-                    pid=row.pid,
-                    schema_id=await conn.fetchval(
-                        "SELECT schema_id FROM outbox WHERE pid = $1", row.pid
-                    ),
-                    counterpart=row.node,
-                    event="delivered" if receipt.status == "accepted" else "rejected",
-                )
-            queued_at: int = await conn.fetchval(
-                "SELECT created_at FROM outbox WHERE pid = $1", row.pid
-            )
-            return queued_at
-
-        queued_at = await self.writer.run(job)
-        if queued_at is not None:
-            self.metrics.delivery_seconds.observe(max(0, now - queued_at) / 1000)
-        self.metrics.deliveries.inc(status=receipt.status)
-        log.info(
-            "packet_delivered",
-            pid=row.pid,
-            peer=row.node,
-            status=receipt.status,
-            reason=None if receipt.reason is None else receipt.reason.value,
-        )
-
-    async def _finish_unsigned(self, row: outbox_store.Claimed, status: str, reason: str) -> None:
-        now = self.clock()
-
-        async def job(conn: Connection, appender: Appender) -> None:
-            if await outbox_store.finish(
-                conn,
-                pid=row.pid,
-                node=row.node,
-                status=status,
-                receipt=None,
-                receipt_serial=None,
-                reason=reason,
-                now=now,
-            ):
+            done = []
+            for final in finals:
+                info = updated.get((final.row.pid, final.row.node))
+                if info is None:
+                    continue  # no longer pending: finished by another worker
+                case_ref, schema_id, queued_at = info
+                receipt = final.receipt
                 appender.append(
                     "delivery",
-                    pid=row.pid,
-                    counterpart=row.node,
-                    status=status,
-                    reason=reason,
+                    pid=final.row.pid,
+                    pd=b64u_encode(final.row.pd),
+                    counterpart=final.row.node,
+                    status=final.status if receipt is None else receipt.status,
+                    reason=final.reason,
+                    rid=None if receipt is None else receipt.rid,
+                    peer_log=None if receipt is None else receipt.log.to_json(),
                     org=self.config.node,
                 )
+                if case_ref is not None:
+                    await timeline_store.add(
+                        conn,
+                        case_ref=case_ref,
+                        at=now,
+                        direction="sent",
+                        pid=final.row.pid,
+                        schema_id=schema_id,
+                        counterpart=final.row.node,
+                        event=final.status,
+                        defer=appender.deferred,
+                    )
+                done.append((final, queued_at))
+            return done
 
-        await self.writer.run(job)
-        self.metrics.deliveries.inc(status=status)
+        done: list[tuple[_Final, int]] = await self.writer.run(job)
+        for final, queued_at in done:
+            self.metrics.deliveries.inc(status=final.status)
+            self.metrics.delivery_seconds.observe(max(0, now - queued_at) / 1000)
+            log.info(
+                "packet_delivered",
+                pid=final.row.pid,
+                peer=final.row.node,
+                status=final.status,
+                reason=final.reason,
+            )
 
     def backoff_ms(self, attempts: int) -> int:
         """Exponential backoff with jitter: uniform in [0.2, 1] x min(max, base * 2^(n-1))."""
         ceiling = min(self.config.retry_max_s, self.config.retry_base_s * 2 ** max(0, attempts - 1))
         return int(random.uniform(0.2 * ceiling, ceiling) * 1000)  # noqa: S311
 
-    async def _retry_all(self, rows: list[outbox_store.Claimed], error: str) -> None:
+    async def _retry(self, rows: list[outbox_store.Claimed], error: str) -> None:
         now = self.clock()
-        async with self.db.transaction() as conn:
-            for row in rows:
-                await outbox_store.reschedule(
-                    conn,
-                    pid=row.pid,
-                    node=row.node,
-                    at=now + self.backoff_ms(row.attempts),
-                    error=error[:300],
-                )
+        async with self.db.connection() as conn:
+            await outbox_store.reschedule_many(
+                conn,
+                [(r.pid, r.node, now + self.backoff_ms(r.attempts)) for r in rows],
+                error=error[:300],
+            )
         log.info("delivery_retry", peer=rows[0].node, count=len(rows), error=error[:200])

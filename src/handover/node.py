@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from handover.directory import Directory
 from handover.errors import ConfigError, HandoverError
 from handover.metrics import Metrics
 from handover.policy import Policy
+from handover.rectification import Rectification
+from handover.retention import Retention
 from handover.schemas import SchemaRegistry, default_registry
 from handover.service import Operator, Service
 from handover.store import audit as audit_store
@@ -34,6 +37,7 @@ from handover.store import cases as case_store
 from handover.store import operators as operator_store
 from handover.store import outbox as outbox_store
 from handover.store.db import Database
+from handover.subject_access import SubjectAccess
 from handover.timeutil import Clock, now_ms
 from handover.transport import HttpTransport
 from handover.web.app import create_app
@@ -42,6 +46,7 @@ from handover.workflow import Workflow
 log = structlog.get_logger(__name__)
 CHANNELS = ("handover_outbox", "handover_peers", "handover_keys")
 MAINTENANCE_S = 60.0
+TOKEN_CACHE_S = 5.0
 
 
 def token_hash(token: str) -> bytes:
@@ -91,6 +96,13 @@ class Node:
             workflow=self.workflow,
         )
         self.cases = Cases(db, self.service, clock)
+        # Retention reviews and rectification hook into the workflow's send/receive path.
+        self.retention = Retention(self.service)
+        self.rectification = Rectification(self.service, self.retention)
+        self.workflow.sent_hooks.append(self.retention.on_sent)
+        self.workflow.received_hooks += [self.rectification.on_received, self.retention.on_received]
+        self.workflow.receive_checks.append(self.rectification.check)
+        self.subject_access = SubjectAccess(self.service, self.cases)
         self.delivery = DeliveryWorker(
             config=config,
             db=db,
@@ -101,6 +113,7 @@ class Node:
             clock=clock,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._tokens: dict[bytes, tuple[Operator, float]] = {}
         self._listener: Any = None
 
     @classmethod
@@ -185,6 +198,7 @@ class Node:
                 if self.directory.maintain_own_keyset():
                     log.info("own_keyset_resigned", serial=self.directory.keys.keyset.serial)
                 await self.directory.refresh_due()
+                await self.retention.sweep()
             except HandoverError as exc:
                 log.error("maintenance_failed", error=str(exc))
             await asyncio.sleep(MAINTENANCE_S)
@@ -206,9 +220,21 @@ class Node:
     # --- used by the web layer -----------------------------------------------------
 
     async def authenticate(self, token: str) -> Operator | None:
+        """The operator holding this bearer token. Answers are cached for a few
+        seconds (a disabled operator loses access within TOKEN_CACHE_S)."""
+        digest = token_hash(token)
+        now = time.monotonic()
+        cached = self._tokens.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
         async with self.db.connection() as conn:
-            found = await operator_store.by_token_hash(conn, token_hash(token))
-        return None if found is None else Operator(*found)
+            found = await operator_store.by_token_hash(conn, digest)
+        operator = None if found is None else Operator(*found)
+        if operator is not None:
+            if len(self._tokens) > 1000:
+                self._tokens.clear()
+            self._tokens[digest] = (operator, now + TOKEN_CACHE_S)
+        return operator
 
     async def checkpoint(self) -> bytes:
         async with self.db.connection() as conn:

@@ -1,7 +1,8 @@
 """`handover` commands that set up, run and operate a node.
 
 init, serve, peers add|list, operators add|list, keys rotate,
-audit verify, send, status, inbox
+audit verify, send, status, inbox, cases, export subject,
+reviews list|decide, rectify, rectifications
 """
 
 from __future__ import annotations
@@ -349,6 +350,40 @@ def cmd_cases(args: argparse.Namespace) -> int:
     return _answer(*_call("PUT", url, token, {"local_id": args.local_id}))
 
 
+def cmd_export_subject(args: argparse.Namespace) -> int:
+    """Art 14 export through the local API: FILE_PREFIX.json and FILE_PREFIX.md."""
+    import re
+    from urllib.parse import quote, urlencode
+
+    from handover.subject_access import render_markdown
+
+    base, token = _api(args)
+    query = urlencode({"justification": args.justification, "format": "json"})
+    url = f"{base}/api/v1/cases/{quote(args.case, safe='')}/export?{query}"
+    status, answer = _call("GET", url, token)
+    if status != 200:
+        return _answer(status, answer)
+    safe_ref = re.sub(r"[^A-Za-z0-9._-]", "_", answer["case"]["case_ref"])
+    prefix = args.out or f"subject-{safe_ref}"
+    written = {}
+    for suffix, text in (
+        ("json", json.dumps(answer, indent=2, ensure_ascii=False, sort_keys=True) + "\n"),
+        ("markdown", render_markdown(answer)),
+    ):
+        path = Path(f"{prefix}.{'md' if suffix == 'markdown' else suffix}").resolve()
+        try:
+            # Personal data: readable by the owner only, like the node's keys.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # also when the file was already there
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
+        written[suffix] = str(path)
+    _emit(written)
+    return 0
+
+
 def _api_options(p: Any) -> None:
     p.add_argument("--dir", default=".", help="node directory (for the API URL)")
     p.add_argument("--api", help="local API base URL (default: from the node's settings)")
@@ -421,6 +456,26 @@ def register(sub: Any) -> None:
     p.add_argument("ref")
     p.add_argument("local_id")
     cases.set_defaults(func=cmd_cases)
+
+    export = sub.add_parser("export", help="exports for data subjects")
+    export_sub = export.add_subparsers(dest="export_cmd", required=True)
+    p = export_sub.add_parser(
+        "subject", help="what this node holds for a case (LED Art 14), as JSON and Markdown"
+    )
+    _api_options(p)
+    p.add_argument("--case", required=True, help="shared case reference or local id")
+    p.add_argument(
+        "--justification", required=True, help="why the export is made (logged as a consultation)"
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE_PREFIX",
+        help="write FILE_PREFIX.json and FILE_PREFIX.md"
+        " (default: subject-<case_ref> in the current directory)",
+    )
+    p.set_defaults(func=cmd_export_subject)
+
+    register_lifecycle(sub)
 
     for name, func, helptext in (
         ("send", cmd_send, "submit a packet through the node's local API"),
@@ -497,3 +552,88 @@ def register_schemas(sub: Any) -> None:
     p.add_argument("schema", help="schema id, e.g. handover/release-notice/1")
     p.add_argument("--index", type=int, default=0)
     p.set_defaults(func=cmd_schemas_example)
+
+
+# --- retention reviews and rectification (through the local API) ---------------------------
+
+
+def cmd_reviews(args: argparse.Namespace) -> int:
+    base, token = _api(args)
+    if args.reviews_cmd == "list":
+        return _answer(*_call("GET", f"{base}/api/v1/reviews", token))
+    selector = {
+        key: value
+        for key, value in (("direction", args.direction), ("sender", args.sender))
+        if value is not None
+    }
+    if args.outcome == "LIFT":
+        url = f"{base}/api/v1/packets/{args.pid}/restriction/lift"
+        return _answer(
+            *_call("POST", url, token, {"justification": args.justification, **selector})
+        )
+    payload: dict[str, Any] = {"outcome": args.outcome, "justification": args.justification}
+    if args.review_at is not None:
+        payload["review_at"] = args.review_at
+    if args.reason is not None:
+        payload["reason"] = args.reason
+    return _answer(*_call("POST", f"{base}/api/v1/reviews/{args.pid}", token, payload | selector))
+
+
+def cmd_rectify(args: argparse.Namespace) -> int:
+    base, token = _api(args)
+    payload: dict[str, Any] = {
+        "action": args.action,
+        "reason": args.reason,
+        "justification": args.justification,
+    }
+    if args.explanation is not None:
+        payload["explanation"] = args.explanation
+    if args.corrected_body is not None:
+        try:
+            payload["corrected_body"] = strict_json_loads(Path(args.corrected_body).read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"cannot read {args.corrected_body}: {exc.strerror}") from exc
+        except HandoverError as exc:
+            raise ConfigError(f"{args.corrected_body} is not valid JSON: {exc}") from exc
+    return _answer(*_call("POST", f"{base}/api/v1/packets/{args.pid}/rectify", token, payload))
+
+
+def cmd_rectifications(args: argparse.Namespace) -> int:
+    base, token = _api(args)
+    return _answer(*_call("GET", f"{base}/api/v1/packets/{args.pid}/rectifications", token))
+
+
+def register_lifecycle(sub: Any) -> None:
+    reviews = sub.add_parser("reviews", help="retention reviews that are due (LED Art 5)")
+    reviews_sub = reviews.add_subparsers(dest="reviews_cmd", required=True)
+    p = reviews_sub.add_parser("list", help="held packets whose review is due")
+    _api_options(p)
+    p = reviews_sub.add_parser("decide", help="EXTEND, RESTRICT or ERASE a packet; LIFT (admin)")
+    _api_options(p)
+    p.add_argument("pid", help="packet id (last, after `--`, if it starts with -)")
+    p.add_argument("--outcome", required=True, choices=("EXTEND", "RESTRICT", "ERASE", "LIFT"))
+    p.add_argument("--justification", required=True, help="why (logged in the audit entry)")
+    p.add_argument("--review-at", metavar="YYYY-MM-DD", help="next review (EXTEND; RESTRICT)")
+    p.add_argument("--reason", help="why the packet is restricted (RESTRICT)")
+    p.add_argument("--direction", choices=("sent", "received"), help="if the pid is ambiguous")
+    p.add_argument("--sender", help="the sender, if several sent a packet with this pid")
+    reviews.set_defaults(func=cmd_reviews)
+
+    p = sub.add_parser(
+        "rectify", help="rectify, erase or restrict a sent packet and notify its recipients"
+    )
+    _api_options(p)
+    p.add_argument("pid", help="packet id (last, after `--`, if it starts with -)")
+    p.add_argument("--action", required=True, choices=("RECTIFY", "ERASE", "RESTRICT"))
+    p.add_argument("--reason", required=True, help="e.g. INACCURATE, UNLAWFULLY_PROCESSED")
+    p.add_argument("--justification", required=True, help="why (logged in the audit entries)")
+    p.add_argument("--explanation", help="free text sent with the notice")
+    p.add_argument("--corrected-body", metavar="FILE", help="the corrected body (RECTIFY)")
+    p.set_defaults(func=cmd_rectify)
+
+    p = sub.add_parser(
+        "rectifications", help="a sent packet's rectifications and each recipient's acknowledgement"
+    )
+    _api_options(p)
+    p.add_argument("pid", help="packet id (last, after `--`, if it starts with -)")
+    p.set_defaults(func=cmd_rectifications)

@@ -90,6 +90,9 @@ class Policy:
     def __init__(self, document: PolicyDocument, source: str) -> None:
         self.doc = document
         self.source = source
+        self.uses_consent = bool(document.consent) or any(
+            rule.consent for kinds in document.views.values() for rule in kinds.values()
+        )
 
     @classmethod
     def load(cls, path: Path | None = None, known_schemas: list[str] | None = None) -> Policy:
@@ -125,6 +128,13 @@ class Policy:
         allowed = self.doc.send.get(schema, {}).get(sender_kind, [])  # type: ignore[call-overload]
         return recipient_kind in allowed
 
+    def consent_relevant(self, schema: str, recipient_kind: str, body: dict[str, Any]) -> bool:
+        """Does deciding on this body for this recipient kind depend on consent?"""
+        if self.packet_consent(schema, recipient_kind) is not None:
+            return True
+        rule = self.doc.views.get(schema, {}).get(recipient_kind)  # type: ignore[call-overload]
+        return rule is not None and any(name in body for name in rule.consent)
+
     def packet_consent(self, schema: str, recipient_kind: str) -> str | None:
         scope: str | None = self.doc.consent.get(schema, {}).get(recipient_kind)  # type: ignore[call-overload]
         return scope
@@ -141,6 +151,9 @@ class Policy:
         """
         rule = self.doc.views.get(schema, {}).get(recipient_kind)  # type: ignore[call-overload]
         if rule is None:
+            return View(body=body)
+        touched = set(rule.remove) | set(rule.keep) | set(rule.where) | set(rule.consent)
+        if touched.isdisjoint(body):
             return View(body=body)
         reduced = copy.deepcopy(body)
         removed: list[str] = []

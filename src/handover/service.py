@@ -24,6 +24,7 @@ from handover.errors import (
     ApiError,
     InvalidPacket,
     Reason,
+    RejectCode,
     SchemaInvalid,
     SealError,
     UnknownSchema,
@@ -70,6 +71,18 @@ class Operator:
 class ReceiveResult:
     status: int
     body: bytes
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """What the receive job stored (or found stored) for one packet."""
+
+    opened: Opened
+    pd: bytes
+    receipt: bytes
+    reason: RejectCode | None
+    replay: bool = False
+    conflict: bool = False
 
 
 class _NoRevalidation:
@@ -215,6 +228,7 @@ class Service:
                     fields=sorted(packet.body),
                     removed=packet.removed,
                     consents=packet.consents,
+                    defer=appender.deferred,
                 )
                 if case_ref is not None:
                     for node in sealed.to:
@@ -227,6 +241,7 @@ class Service:
                             schema_id=schema_id,
                             counterpart=node,
                             event="queued",
+                            defer=appender.deferred,
                         )
                 await self.workflow.after_send(
                     conn,
@@ -235,6 +250,7 @@ class Service:
                     body=body,
                     recipients=packet.recipients,
                     now=now,
+                    defer=appender.deferred,
                 )
                 results.append({"pid": pid, "to": list(sealed.to), "removed": packet.removed})
             await outbox_store.notify(conn)
@@ -292,34 +308,95 @@ class Service:
     # --- receiving -----------------------------------------------------------------
 
     async def receive(self, wire: bytes) -> ReceiveResult:
-        """Every receive check of PROTOCOL.md section 3, then one transaction that
-        stores the packet, replay record, timeline entry, audit entry and receipt."""
-        started = time.perf_counter()
-        unverified: UnverifiedPacket | None = None
-        try:
-            unverified = parse_packet(wire)
-            async with self.db.connection() as conn:
-                stored = await received_store.replay_record(conn, unverified.sender, unverified.pid)
-            replayed = check_replay(unverified, None if stored is None else StoredReplay(*stored))
-            if replayed is not None:
-                return self._answer_stored(replayed)
-            keyset = await self.directory.keyset_for_kid(
-                unverified.sender, unverified.unverified_header["from"]["kid"]
-            )
-            opened = open_parsed(
-                unverified,
-                receiver=self.directory.keys.receiver_keys(),
-                sender_keyset=keyset,
-                now=self.clock(),
-                validator=self.registry,
-            )
-        except InvalidPacket as exc:
-            await self._record_invalid(exc, unverified)
-            return ReceiveResult(400, INVALID_PACKET_BODY)
-        result = await self.writer.run(lambda conn, app: self._store_received(conn, app, opened))
-        assert isinstance(result, ReceiveResult)
-        self.metrics.receive_seconds.observe(time.perf_counter() - started)
+        """Every receive check of PROTOCOL.md section 3 for one packet."""
+        (result,) = await self.receive_many([wire])
         return result
+
+    async def receive_many(self, wires: list[bytes]) -> list[ReceiveResult]:
+        """Receive packets, each handled exactly as if posted alone.
+
+        Steps 1-2 and the replay shortcut (3) run first for all of them (one
+        replay lookup), steps 4-8 per packet, then one audit-writer job stores
+        every packet, replay record, timeline entry, audit entry and receipt of
+        the batch together (step 9's policy check runs inside it, so it sees
+        consent recorded by packets earlier in the same batch).
+        """
+        started = time.perf_counter()
+        results: list[ReceiveResult | None] = [None] * len(wires)
+        invalid: list[tuple[InvalidPacket, UnverifiedPacket | None]] = []
+        parsed: list[tuple[int, UnverifiedPacket]] = []
+        for i, wire in enumerate(wires):
+            try:
+                parsed.append((i, parse_packet(wire)))
+            except InvalidPacket as exc:
+                invalid.append((exc, None))
+                results[i] = ReceiveResult(400, INVALID_PACKET_BODY)
+        stored: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        if parsed:
+            async with self.db.connection() as conn:
+                stored = await received_store.replay_records(
+                    conn, [(p.sender, p.pid) for _, p in parsed]
+                )
+        opened: list[tuple[int, Opened]] = []
+        for i, packet in parsed:
+            try:
+                hit = stored.get((packet.sender, packet.pid))
+                replayed = check_replay(packet, None if hit is None else StoredReplay(*hit))
+                if replayed is not None:
+                    results[i] = self._answer_stored(replayed)
+                    continue
+                keyset = await self.directory.keyset_for_kid(
+                    packet.sender, packet.unverified_header["from"]["kid"]
+                )
+                opened.append(
+                    (
+                        i,
+                        open_parsed(
+                            packet,
+                            receiver=self.directory.keys.receiver_keys(),
+                            sender_keyset=keyset,
+                            now=self.clock(),
+                            validator=self.registry,
+                        ),
+                    )
+                )
+            except InvalidPacket as exc:
+                invalid.append((exc, packet))
+                results[i] = ReceiveResult(400, INVALID_PACKET_BODY)
+        for refusal, claimed in invalid:
+            self._note_invalid(refusal, claimed)
+
+        async def job(conn: Connection, appender: Appender) -> list[_Stored]:
+            for refusal, claimed in invalid:
+                self._audit_invalid(appender, refusal, claimed)
+            done: dict[tuple[str, str], _Stored] = {}
+            again = await received_store.replay_records(
+                conn, [(o.sender, o.pid) for _, o in opened]
+            )
+            out = []
+            for _, got in opened:
+                key = (got.sender, got.pid)
+                if key in done or key in again:
+                    # A copy of this packet was stored first (same batch or concurrently).
+                    pd, receipt = (done[key].pd, done[key].receipt) if key in done else again[key]
+                    conflict = not crypto.constant_time_equal(pd, got.pd)
+                    out.append(_Stored(got, got.pd, receipt, None, replay=True, conflict=conflict))
+                    continue
+                item = await self._store_received(conn, appender, got)
+                done[key] = item
+                out.append(item)
+            return out
+
+        if opened or invalid:
+            stored_items: list[_Stored] = await self.writer.run(job)
+            for (i, _), item in zip(opened, stored_items, strict=True):
+                results[i] = self._after_store(item)
+        elapsed = time.perf_counter() - started
+        for _ in opened:
+            self.metrics.receive_seconds.observe(elapsed)
+        final = [r for r in results if r is not None]
+        assert len(final) == len(wires)
+        return final
 
     @staticmethod
     def _answer_stored(receipt: bytes) -> ReceiveResult:
@@ -327,17 +404,32 @@ class Service:
         stored, _sig = parse_receipt(receipt)
         return ReceiveResult(422 if stored.status == "rejected" else 200, receipt)
 
+    def _after_store(self, item: _Stored) -> ReceiveResult:
+        """Log and count once the transaction has committed (jobs may run twice)."""
+        opened = item.opened
+        if item.conflict:
+            self._note_invalid(
+                InvalidPacket(Reason.REPLAY_CONFLICT, "pid already received with another digest"),
+                None,
+            )
+            return ReceiveResult(400, INVALID_PACKET_BODY)
+        if item.replay:
+            return self._answer_stored(item.receipt)
+        status = "accepted" if item.reason is None else "rejected"
+        self.metrics.received.inc(status=status)
+        log.info(
+            "packet_received",
+            pid=opened.pid,
+            sender=opened.sender,
+            schema=opened.schema,
+            status=status,
+            reason=None if item.reason is None else item.reason.value,
+        )
+        return ReceiveResult(200 if item.reason is None else 422, item.receipt)
+
     async def _store_received(
         self, conn: Connection, appender: Appender, opened: Opened
-    ) -> ReceiveResult:
-        again = await received_store.replay_record(conn, opened.sender, opened.pid)
-        if again is not None:  # a concurrent copy of this packet committed first
-            stored_pd, stored_receipt = again
-            if crypto.constant_time_equal(stored_pd, opened.pd):
-                return self._answer_stored(stored_receipt)
-            self.metrics.invalid.inc(reason=Reason.REPLAY_CONFLICT.value)
-            log.warning("packet_invalid", reason=Reason.REPLAY_CONFLICT.value, pid=opened.pid)
-            return ReceiveResult(400, INVALID_PACKET_BODY)
+    ) -> _Stored:
         now = self.clock()
         if opened.rejection is None:
             rejection = await self.workflow.check_receive(
@@ -347,6 +439,7 @@ class Service:
                 opened = dataclasses.replace(opened, rejection=rejection)
         accepted = opened.rejection is None
         case_ref = case_ref_of(opened.body) if accepted else None
+        reason = None if opened.rejection is None else opened.rejection.code
         position = appender.append(
             "collection" if accepted else "rejection",
             pid=opened.pid,
@@ -355,11 +448,10 @@ class Service:
             counterpart=opened.sender,
             schema=opened.schema,
             fields=sorted(opened.body) if accepted else None,
-            reason=None if accepted else opened.rejection.code.value,  # type: ignore[union-attr]
+            reason=None if reason is None else reason.value,
             org=self.node,
             sender_log=opened.log.to_json(),
         )
-        reason = None if opened.rejection is None else opened.rejection.code
         receipt = make_receipt(
             self.directory.keys.identity(),
             pid=opened.pid,
@@ -370,8 +462,10 @@ class Service:
             log=position,
             now=now,
         )
+        defer = appender.deferred
         await received_store.insert(
             conn,
+            defer,
             sender=opened.sender,
             pid=opened.pid,
             pd=opened.pd,
@@ -402,6 +496,7 @@ class Service:
                 schema_id=opened.schema,
                 counterpart=opened.sender,
                 event="accepted",
+                defer=defer,
             )
         if accepted:
             await self.workflow.after_receive(
@@ -411,44 +506,35 @@ class Service:
                 schema=opened.schema,
                 body=opened.body,
                 now=now,
+                defer=defer,
+                appender=appender,
             )
-        self.metrics.received.inc(status="accepted" if accepted else "rejected")
-        log.info(
-            "packet_received",
-            pid=opened.pid,
-            sender=opened.sender,
-            schema=opened.schema,
-            status="accepted" if accepted else "rejected",
-            reason=None if reason is None else reason.value,
-        )
-        return ReceiveResult(200 if accepted else 422, receipt)
+        return _Stored(opened, opened.pd, receipt, reason)
 
-    async def _record_invalid(self, exc: InvalidPacket, packet: UnverifiedPacket | None) -> None:
-        """A precise local audit entry for a refused packet; the peer only sees
-        `invalid_packet`. Claimed identifiers are marked unverified."""
+    def _note_invalid(self, exc: InvalidPacket, packet: UnverifiedPacket | None) -> None:
         self.metrics.invalid.inc(reason=exc.reason.value)
-        claimed_sender = packet.sender if packet is not None else None
-        claimed_pid = packet.pid if packet is not None else None
         log.warning(
             "packet_invalid",
             reason=exc.reason.value,
             detail=exc.detail,
-            claimed_sender=claimed_sender,
-            claimed_pid=claimed_pid,
+            claimed_sender=None if packet is None else packet.sender,
+            claimed_pid=None if packet is None else packet.pid,
         )
 
-        async def job(conn: Connection, appender: Appender) -> None:
-            appender.append(
-                "rejection",
-                reason=exc.reason.value,
-                detail=exc.detail[:200],
-                unverified_sender=claimed_sender,
-                unverified_pid=claimed_pid,
-                pd=None if packet is None else b64u_encode(packet.pd),
-                org=self.node,
-            )
-
-        await self.writer.run(job)
+    def _audit_invalid(
+        self, appender: Appender, exc: InvalidPacket, packet: UnverifiedPacket | None
+    ) -> None:
+        """A precise local audit entry for a refused packet; the peer only sees
+        `invalid_packet`. Claimed identifiers are marked unverified."""
+        appender.append(
+            "rejection",
+            reason=exc.reason.value,
+            detail=exc.detail[:200],
+            unverified_sender=None if packet is None else packet.sender,
+            unverified_pid=None if packet is None else packet.pid,
+            pd=None if packet is None else b64u_encode(packet.pd),
+            org=self.node,
+        )
 
     # --- reading -------------------------------------------------------------------
 
@@ -477,7 +563,7 @@ class Service:
         """Open a received body for an operator; logs a `consultation` entry first.
 
         Raises:
-            ApiError: 400 without a justification, 404 unknown pid, 410 erased.
+            ApiError: 400 without a justification, 403 restricted, 404 unknown pid, 410 erased.
         """
         why = require_justification(justification)
         async with self.db.connection() as conn:
@@ -486,6 +572,13 @@ class Service:
             raise ApiError(404, "not_found", "no received packet with that pid")
         if row["body_box"] is None:
             raise ApiError(410, "erased", "the content of this packet has been erased")
+        if row["restricted"] is not None:
+            raise ApiError(
+                403,
+                "restricted",
+                "this packet is restricted: its content is shown to no one until an admin"
+                " lifts the restriction (POST /api/v1/packets/{pid}/restriction/lift)",
+            )
         try:
             body = cj_loads(crypto.open_at_rest(self.storage_key, bytes(row["body_box"])))
         except crypto.CryptoFailure as exc:

@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from handover.audit import Appender
 from handover.canonical import cj_dumps
 from handover.config import NodeConfig
 from handover.directory import Directory
@@ -27,7 +28,7 @@ from handover.errors import ApiError, RejectCode, Rejected, SchemaInvalid, Unkno
 from handover.policy import Policy
 from handover.schemas import SchemaRegistry
 from handover.store import cases as case_store
-from handover.store.db import Connection
+from handover.store.db import Connection, Deferred
 from handover.timeutil import DAY_MS, Clock
 
 log = structlog.get_logger(__name__)
@@ -52,6 +53,8 @@ class PlannedPacket:
 # Hooks other modules (retention, rectification) register for sent/received packets.
 SentHook = Callable[[Connection, "SentContext"], Awaitable[None]]
 ReceivedHook = Callable[[Connection, "ReceivedContext"], Awaitable[None]]
+# Extra step-9 checks (rectification: a notice only from the target's sender).
+ReceiveCheck = Callable[[Connection, str, str, dict[str, Any]], Awaitable[Rejected | None]]
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class ReceivedContext:
     body: dict[str, Any]
     sender: str
     now: int
+    # The receive job's appender, for hooks that log what they change (rectification).
+    appender: Appender | None = None
 
 
 def date_ms(value: object) -> int | None:
@@ -107,6 +112,14 @@ class Workflow:
         self.clock = clock
         self.sent_hooks: list[SentHook] = []
         self.received_hooks: list[ReceivedHook] = []
+        self.receive_checks: list[ReceiveCheck] = []
+        # Schemas that can answer a continuity-of-care expectation.
+        self._answers = {
+            answer
+            for kinds in policy.doc.continuity.expect.values()
+            for answers in kinds.values()
+            for answer in answers
+        }
 
     @property
     def kind(self) -> str:
@@ -118,7 +131,7 @@ class Workflow:
     # --- sending ------------------------------------------------------------------------
 
     async def consents(self, conn: Connection, case_ref: str | None) -> set[str]:
-        if case_ref is None:
+        if case_ref is None or not self.policy.uses_consent:
             return set()
         states = await case_store.consent_states(conn, case_ref)
         return {scope for scope, row in states.items() if row["state"] == "GIVEN"}
@@ -139,12 +152,15 @@ class Workflow:
                 schema and recipient kind), 422 `consent_required` naming the scope.
         """
         case_ref = body.get("case_ref") if isinstance(body.get("case_ref"), str) else None
-        consents = await self.consents(conn, case_ref)
         recipients = list(to)
         if schema == CONSENT_RECORD and body.get("state") == "WITHDRAWN" and case_ref:
             # Everyone who received data under this consent is told it is withdrawn.
             earlier = await case_store.recipients_under_consent(conn, case_ref, body["scope"])
             recipients += [n for n in earlier if n not in recipients and n != self.config.node]
+        kinds = {node: self.kind_of(node) for node in recipients}
+        consents: set[str] = set()
+        if any(k and self.policy.consent_relevant(schema, k, body) for k in kinds.values()):
+            consents = await self.consents(conn, case_ref)
         views: dict[bytes, PlannedPacket] = {}
         for node in recipients:
             kind = self.kind_of(node)
@@ -221,11 +237,14 @@ class Workflow:
         body: dict[str, Any],
         recipients: list[str],
         now: int,
+        defer: Deferred | None = None,
     ) -> None:
         case_ref = body.get("case_ref") if isinstance(body.get("case_ref"), str) else None
         if case_ref is None:
             return
-        await self._record(conn, case_ref, pid, schema, body, author=self.config.node, now=now)
+        await self._record(
+            conn, case_ref, pid, schema, body, author=self.config.node, now=now, defer=defer
+        )
         if schema in self.policy.doc.continuity.expect:
             due = date_ms(release_date(body))
             if due is not None:
@@ -242,6 +261,7 @@ class Workflow:
                             schemas=expected,
                             deadline=deadline,
                             now=now,
+                            defer=defer,
                         )
         context = SentContext(pid, schema, case_ref, body, recipients, now)
         for hook in self.sent_hooks:
@@ -257,7 +277,9 @@ class Workflow:
         if sender_kind is None or not self.policy.may_send(schema, sender_kind, self.kind):
             return Rejected(RejectCode.NOT_PERMITTED, f"{sender_kind} may not send {schema}")
         case_ref = body.get("case_ref") if isinstance(body.get("case_ref"), str) else None
-        consents = await self.consents(conn, case_ref)
+        consents: set[str] = set()
+        if self.policy.consent_relevant(schema, self.kind, body):
+            consents = await self.consents(conn, case_ref)
         scope = self.policy.packet_consent(schema, self.kind)
         if scope is not None and scope not in consents:
             return Rejected(RejectCode.CONSENT_REQUIRED, f"{scope} consent not in force")
@@ -266,6 +288,10 @@ class Workflow:
             if len(view.consent_missing) == len(view.removed):
                 return Rejected(RejectCode.CONSENT_REQUIRED, f"fields {view.removed} need consent")
             return Rejected(RejectCode.NOT_PERMITTED, f"fields {view.removed} not permitted")
+        for check in self.receive_checks:
+            rejection = await check(conn, sender, schema, body)
+            if rejection is not None:
+                return rejection
         return None
 
     async def after_receive(
@@ -277,17 +303,21 @@ class Workflow:
         schema: str,
         body: dict[str, Any],
         now: int,
+        defer: Deferred | None = None,
+        appender: Appender | None = None,
     ) -> None:
         case_ref = body.get("case_ref") if isinstance(body.get("case_ref"), str) else None
         if case_ref is None:
             return
-        await self._record(conn, case_ref, pid, schema, body, author=sender, now=now)
-        satisfied = await case_store.satisfy(
-            conn, case_ref=case_ref, node=sender, schema=schema, pid=pid, now=now
-        )
+        await self._record(conn, case_ref, pid, schema, body, author=sender, now=now, defer=defer)
+        satisfied: list[str] = []
+        if schema in self._answers:
+            satisfied = await case_store.satisfy(
+                conn, case_ref=case_ref, node=sender, schema=schema, pid=pid, now=now
+            )
         if satisfied:
             log.info("expectation_satisfied", case=case_ref, by=pid, expectations=satisfied)
-        context = ReceivedContext(pid, schema, case_ref, body, sender, now)
+        context = ReceivedContext(pid, schema, case_ref, body, sender, now, appender)
         for hook in self.received_hooks:
             await hook(conn, context)
 
@@ -303,14 +333,19 @@ class Workflow:
         *,
         author: str,
         now: int,
+        defer: Deferred | None = None,
     ) -> None:
+        released = release_date(body) if schema == RELEASE_NOTICE else None
+        ended = body.get("end_date") if schema == SUPERVISION_END else None
         await case_store.touch(
             conn,
             case_ref=case_ref,
             pid=pid,
             now=now,
-            release_date=release_date(body) if schema == RELEASE_NOTICE else None,
-            supervision_end=body.get("end_date") if schema == SUPERVISION_END else None,
+            release_date=released,
+            supervision_end=ended,
+            # Key dates are read back by hooks in the same job: write those at once.
+            defer=defer if released is None and ended is None else None,
         )
         if schema == CONSENT_RECORD:
             await case_store.add_consent(

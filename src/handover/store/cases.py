@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from handover.store.db import Connection
+from handover.store.db import Connection, Deferred, write
 
 
 async def touch(
@@ -16,9 +16,12 @@ async def touch(
     now: int,
     release_date: str | None = None,
     supervision_end: str | None = None,
+    defer: Deferred | None = None,
 ) -> None:
     """Create the case on its first packet; keep the newest known key dates."""
-    await conn.execute(
+    await write(
+        conn,
+        defer,
         "INSERT INTO cases (case_ref, created_at, first_pid, release_date, supervision_end,"
         " updated_at) VALUES ($1, $2, $3, $4, $5, $2)"
         " ON CONFLICT (case_ref) DO UPDATE SET updated_at = $2,"
@@ -159,8 +162,11 @@ async def expect(
     schemas: Sequence[str],
     deadline: int,
     now: int,
+    defer: Deferred | None = None,
 ) -> None:
-    await conn.execute(
+    await write(
+        conn,
+        defer,
         "INSERT INTO expectations (pid, node, case_ref, schemas, deadline, created_at)"
         " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         pid,

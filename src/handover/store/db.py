@@ -27,6 +27,50 @@ Connection: TypeAlias = (
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 
 
+class Deferred:
+    """Writes to run at the end of a group commit, one `executemany` per statement.
+
+    Statements run in the order each was first deferred (so an outbox row goes
+    in before the deliveries that reference it). Only for plain inserts and
+    upserts that no later job of the same commit reads back.
+    """
+
+    def __init__(self) -> None:
+        self._groups: dict[str, list[tuple[Any, ...]]] = {}
+
+    def add(self, sql: str, *args: Any) -> None:
+        self._groups.setdefault(sql, []).append(args)
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self._groups.values())
+
+    def mark(self) -> dict[str, int]:
+        return {sql: len(rows) for sql, rows in self._groups.items()}
+
+    def reset(self, mark: dict[str, int]) -> None:
+        for sql in list(self._groups):
+            if sql not in mark:
+                del self._groups[sql]
+            else:
+                del self._groups[sql][mark[sql] :]
+
+    async def flush(self, conn: Connection) -> None:
+        groups, self._groups = self._groups, {}
+        for sql, rows in groups.items():
+            if len(rows) == 1:
+                await conn.execute(sql, *rows[0])
+            else:
+                await conn.executemany(sql, rows)
+
+
+async def write(conn: Connection, defer: Deferred | None, sql: str, *args: Any) -> None:
+    """Run `sql` now, or defer it to the end of the group commit."""
+    if defer is None:
+        await conn.execute(sql, *args)
+    else:
+        defer.add(sql, *args)
+
+
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) for every numbered file in store/migrations, in order."""
     folder = resources.files("handover.store") / "migrations"

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from handover.store.db import Connection
+from handover.store.db import Connection, Deferred, write
 
 OUTBOX_CHANNEL = "handover_outbox"
 
@@ -29,8 +29,11 @@ async def insert(
     fields: Sequence[str] = (),
     removed: Sequence[str] = (),
     consents: Sequence[str] = (),
+    defer: Deferred | None = None,
 ) -> None:
-    await conn.execute(
+    await write(
+        conn,
+        defer,
         "INSERT INTO outbox (pid, schema_id, case_ref, wire, pd, iat, exp, operator, log_seq,"
         " created_at, body_box, fields, removed, consents)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
@@ -49,10 +52,15 @@ async def insert(
         list(removed),
         list(consents),
     )
-    await conn.executemany(
-        "INSERT INTO deliveries (pid, node, next_attempt_at) VALUES ($1, $2, $3)",
-        [(pid, node, now) for node in recipients],
-    )
+    for node in recipients:
+        await write(
+            conn,
+            defer,
+            "INSERT INTO deliveries (pid, node, next_attempt_at) VALUES ($1, $2, $3)",
+            pid,
+            node,
+            now,
+        )
 
 
 async def notify(conn: Connection) -> None:
@@ -110,7 +118,9 @@ async def claim_expired(conn: Connection, *, now: int, limit: int) -> list[tuple
     """Pending deliveries whose packet expired: lock them for the caller to finish."""
     rows = await conn.fetch(
         "SELECT d.pid, d.node FROM deliveries d JOIN outbox o USING (pid)"
-        " WHERE d.status = 'pending' AND o.exp < $1 LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
+        # Not while a worker holds the lease: its POST may yet bring a receipt.
+        " WHERE d.status = 'pending' AND o.exp < $1 AND d.next_attempt_at <= $1"
+        " LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
         now,
         limit,
     )
@@ -142,6 +152,60 @@ async def finish(
         now,
     )
     return result.endswith(" 1")
+
+
+async def finish_many(
+    conn: Connection,
+    rows: Sequence[tuple[str, str, str, bytes | None, int | None, str | None]],
+    *,
+    now: int,
+) -> dict[tuple[str, str], tuple[str | None, str, int]]:
+    """Record final states for (pid, node, status, receipt, receipt_serial, reason) rows
+    still pending; returns (case_ref, schema_id, created_at) of each row updated."""
+    updated = await conn.fetch(
+        "UPDATE deliveries d SET status = u.status, receipt = u.receipt,"
+        " receipt_serial = u.serial, reason = u.reason, finished_at = $7, last_error = NULL"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bigint[],"
+        " $6::text[]) AS u(pid, node, status, receipt, serial, reason), outbox o"
+        " WHERE d.pid = u.pid AND d.node = u.node AND d.status = 'pending' AND o.pid = d.pid"
+        " RETURNING d.pid, d.node, o.case_ref, o.schema_id, o.created_at",
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        [r[4] for r in rows],
+        [r[5] for r in rows],
+        now,
+    )
+    return {
+        (r["pid"], r["node"]): (r["case_ref"], r["schema_id"], int(r["created_at"]))
+        for r in updated
+    }
+
+
+async def reschedule_many(
+    conn: Connection, rows: Sequence[tuple[str, str, int]], *, error: str
+) -> None:
+    """Move pending deliveries (pid, node, next attempt at) to their next attempt."""
+    await conn.execute(
+        "UPDATE deliveries d SET next_attempt_at = u.at, last_error = $4"
+        " FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(pid, node, at)"
+        " WHERE d.pid = u.pid AND d.node = u.node AND d.status = 'pending'",
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        error,
+    )
+
+
+async def any_expired(conn: Connection, now: int) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM deliveries d JOIN outbox o USING (pid)"
+            " WHERE d.status = 'pending' AND o.exp < $1 AND d.next_attempt_at <= $1)",
+            now,
+        )
+    )
 
 
 async def reschedule(conn: Connection, *, pid: str, node: str, at: int, error: str) -> None:

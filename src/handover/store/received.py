@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from handover.store.db import Connection
+from handover.store.db import Connection, Deferred, write
 
 
 async def replay_record(conn: Connection, sender: str, pid: str) -> tuple[bytes, bytes] | None:
@@ -15,10 +15,28 @@ async def replay_record(conn: Connection, sender: str, pid: str) -> tuple[bytes,
     return None if row is None else (bytes(row["pd"]), bytes(row["receipt"]))
 
 
-async def insert(conn: Connection, **values: Any) -> None:
+async def replay_records(
+    conn: Connection, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[bytes, bytes]]:
+    """(pd, receipt) for each (sender, pid) received before, in one query."""
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        "SELECT r.sender, r.pid, r.pd, r.receipt FROM received r"
+        " JOIN unnest($1::text[], $2::text[]) AS k(sender, pid)"
+        " ON r.sender = k.sender AND r.pid = k.pid",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return {(r["sender"], r["pid"]): (bytes(r["pd"]), bytes(r["receipt"])) for r in rows}
+
+
+async def insert(conn: Connection, defer: Deferred | None = None, **values: Any) -> None:
     columns = list(values)
     placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    await conn.execute(
+    await write(
+        conn,
+        defer,
         f"INSERT INTO received ({', '.join(columns)}) VALUES ({placeholders})",  # noqa: S608
         *values.values(),
     )
@@ -43,7 +61,7 @@ async def inbox(
 async def get(conn: Connection, pid: str) -> dict[str, Any] | None:
     row = await conn.fetchrow(
         "SELECT sender, pid, pd, status, reason, receipt, schema_id, case_ref, iat, exp,"
-        " received_at, log_seq, sender_seq, sender_head, keyset_serial, body_box"
+        " received_at, log_seq, sender_seq, sender_head, keyset_serial, body_box, restricted"
         " FROM received WHERE pid = $1 AND status = 'accepted' ORDER BY received_at LIMIT 1",
         pid,
     )

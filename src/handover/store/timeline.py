@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from handover.store.db import Connection
+from handover.store.db import Connection, Deferred, write
 
 
 async def add(
@@ -17,8 +17,11 @@ async def add(
     schema_id: str,
     counterpart: str,
     event: str,
+    defer: Deferred | None = None,
 ) -> None:
-    await conn.execute(
+    await write(
+        conn,
+        defer,
         "INSERT INTO timeline (case_ref, at, direction, pid, schema_id, counterpart, event)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7)",
         case_ref,

@@ -77,7 +77,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
 
 
 def create_app(node: Node) -> web.Application:
-    from handover.web import api, cases, federation, ops
+    from handover.web import api, cases, federation, lifecycle, ops, subject
 
     app = web.Application(
         middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES + 64 * 1024
@@ -86,5 +86,7 @@ def create_app(node: Node) -> web.Application:
     federation.add_routes(app)
     api.add_routes(app)
     cases.add_routes(app)
+    subject.add_routes(app)
+    lifecycle.add_routes(app)
     ops.add_routes(app)
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from aiohttp import web
@@ -49,18 +48,16 @@ async def post_batch(request: web.Request) -> web.Response:
         packets = _split_batch(raw)
     except (ValueError, UnicodeDecodeError, EncodingError):
         return error_response(400, "invalid_batch")
-    results = await asyncio.gather(
-        *(node.service.receive(p) if len(p) <= MAX_REQUEST_BYTES else _too_large() for p in packets)
-    )
+    fits = [p for p in packets if len(p) <= MAX_REQUEST_BYTES]
+    received = iter(await node.service.receive_many(fits))
+    results = [
+        next(received) if len(p) <= MAX_REQUEST_BYTES else ReceiveResult(413, b"") for p in packets
+    ]
     out = []
     for r in results:
         receipt = json.loads(r.body) if r.status in (200, 422) else None
         out.append({"status": r.status, "receipt": receipt})
     return json_response({"results": out})
-
-
-async def _too_large() -> ReceiveResult:
-    return ReceiveResult(413, b"")
 
 
 class _Pairs(list[tuple[str, object]]):

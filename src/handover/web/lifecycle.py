@@ -1,0 +1,100 @@
+"""Lifecycle routes of the local API: retention reviews and their outcomes (LED
+Art 5), lifting a restriction, and rectification of sent packets (Art 7, 16)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from handover.errors import ApiError
+from handover.web.api import MAX_PAGE, _json_body, _operator, requires
+from handover.web.app import NODE_KEY, json_response
+
+DECISION_MEMBERS = frozenset(
+    {"outcome", "justification", "review_at", "reason", "direction", "sender"}
+)
+LIFT_MEMBERS = frozenset({"justification", "direction", "sender"})
+RECTIFY_MEMBERS = frozenset(
+    {"action", "reason", "explanation", "corrected_body", "quality", "justification"}
+)
+
+
+def _only(data: dict[str, object], allowed: frozenset[str]) -> None:
+    unknown = set(data) - allowed
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown members: {', '.join(sorted(unknown))}")
+
+
+@requires("read")
+async def list_reviews(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    try:
+        limit = max(1, min(int(request.query.get("limit", str(MAX_PAGE))), MAX_PAGE))
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", "limit must be an integer") from exc
+    items = await node.retention.reviews(limit=limit)
+    return json_response({"items": items, "truncated": len(items) == limit})
+
+
+@requires("send")
+async def decide_review(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    data = await _json_body(request)
+    _only(data, DECISION_MEMBERS)
+    state = await node.retention.decide(
+        _operator(request),
+        request.match_info["pid"],
+        outcome=data.get("outcome"),
+        justification=data.get("justification"),
+        new_date=data.get("review_at"),
+        reason=data.get("reason"),
+        direction=data.get("direction"),
+        sender=data.get("sender"),
+    )
+    return json_response(state)
+
+
+@requires("admin")
+async def lift_restriction(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    data = await _json_body(request)
+    _only(data, LIFT_MEMBERS)
+    state = await node.retention.lift(
+        _operator(request),
+        request.match_info["pid"],
+        data.get("justification"),
+        direction=data.get("direction"),
+        sender=data.get("sender"),
+    )
+    return json_response(state)
+
+
+@requires("send")
+async def rectify_packet(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    data = await _json_body(request)
+    _only(data, RECTIFY_MEMBERS)
+    result = await node.rectification.rectify(
+        _operator(request),
+        request.match_info["pid"],
+        action=data.get("action"),
+        reason=data.get("reason"),
+        justification=data.get("justification"),
+        explanation=data.get("explanation"),
+        corrected_body=data.get("corrected_body"),
+        quality=data.get("quality"),
+    )
+    return json_response(result, status=202)
+
+
+@requires("read")
+async def list_rectifications(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    return json_response(await node.rectification.status(request.match_info["pid"]))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/reviews", list_reviews)
+    app.router.add_post("/api/v1/reviews/{pid}", decide_review)
+    app.router.add_post("/api/v1/packets/{pid}/restriction/lift", lift_restriction)
+    app.router.add_post("/api/v1/packets/{pid}/rectify", rectify_packet)
+    app.router.add_get("/api/v1/packets/{pid}/rectifications", list_rectifications)

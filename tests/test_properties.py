@@ -72,6 +72,9 @@ def test_seal_open_round_trip(body: dict[str, Any]) -> None:
         assert opened.schema == "handover/any/1"
         assert opened.body == body
         assert cj_dumps(opened.body) == cj_dumps(body)  # same types too (True is not 1)
+        # The body's CJ bytes cut from the payload (stored without re-encoding)
+        # are exactly the body's CJ, even when the body has keys named "log".
+        assert opened.body_cj == cj_dumps(body)
         assert opened.pd == sealed.pd
 
 
@@ -212,3 +215,15 @@ def test_fixed_clock_is_used() -> None:
         json.loads(base64.urlsafe_b64decode(_OUTER["hp1"] + "=" * (-len(_OUTER["hp1"]) % 4)))["iat"]
         == NOW
     )
+
+
+def test_body_bytes_are_cut_correctly_when_the_body_itself_says_log() -> None:
+    body = {
+        "log": {"head": "x", "seq": 1},
+        "z": [{"log": 1}, ',"log":{"head":"', '"log"'],
+        "nested": {"a": {"log": {"log": 2}}},
+    }
+    sealed = seal_to(ALICE, BOB, schema_id="handover/any/1", body=body, validator=PERMISSIVE)
+    opened = receive(BOB, sealed.wire, ALICE, validator=PERMISSIVE)
+    assert isinstance(opened, Opened)
+    assert opened.body == body and opened.body_cj == cj_dumps(body)

@@ -157,8 +157,15 @@ class AuditWriter:
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
             outcomes = await self._attempt(batch, safe=len(batch) == 1)
-        except _Retry:
+        except _Retry as retry:
             self.retries += 1
+            cause = retry.__cause__
+            log.info(
+                "group_commit_retried",
+                jobs=len(batch),
+                cause=type(cause).__name__,
+                detail=str(cause)[:200] if isinstance(cause, HandoverError) else None,
+            )
             try:
                 outcomes = await self._attempt(batch, safe=True)
             except Exception as exc:

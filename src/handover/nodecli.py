@@ -87,7 +87,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = load_config(_dir(args))
     hlog.configure(config.log_format, config.log_level)
-    _run(serve(_dir(args)))
+    try:
+        import uvloop
+    except ImportError:  # the standard loop works too, only slower
+        _run(serve(_dir(args)))
+    else:
+        uvloop.run(serve(_dir(args)))
     return 0
 
 

@@ -170,6 +170,7 @@ def seal(
     rand: Rand | None = None,
     validator: BodyValidator | None = None,
     pid: str | None = None,
+    body_cj: bytes | None = None,
 ) -> SealedPacket:
     """Validate `body` against `schema_id` and seal it to 1..64 recipients.
 
@@ -194,6 +195,7 @@ def seal(
         log or LogPosition.genesis(),
         ttl_ms,
         pid=pid,
+        body_cj=body_cj,
     )
 
 
@@ -208,6 +210,7 @@ def _seal_at(
     ttl_ms: int,
     *,
     pid: str | None = None,
+    body_cj: bytes | None = None,
 ) -> SealedPacket:
     if not 1 <= len(recipients) <= MAX_RECIPIENTS:
         raise SealError(f"a packet has 1 to {MAX_RECIPIENTS} recipients")
@@ -216,7 +219,19 @@ def _seal_at(
         raise SealError("recipient node ids must be distinct")
     if not 0 < ttl_ms <= MAX_TTL_MS:
         raise SealError("ttl must be more than 0 and at most 30 days")
-    inner = cj_dumps({"schema": schema_id, "body": body, "log": log.to_json()})
+    # CJ of {"body", "log", "schema"} (keys in that order), composed so a caller
+    # that already holds the body's CJ bytes does not encode it again.
+    inner = b"".join(
+        (
+            b'{"body":',
+            cj_dumps(body) if body_cj is None else body_cj,
+            b',"log":',
+            cj_dumps(log.to_json()),
+            b',"schema":',
+            cj_dumps(schema_id),
+            b"}",
+        )
+    )
     padded = pad(inner)
     if len(padded) + 16 > MAX_CIPHERTEXT_BYTES:
         raise SealError("body too large: the ciphertext would exceed 16 MiB")
@@ -335,6 +350,7 @@ class Opened:
     wire: bytes
     keyset: Keyset
     rejection: Rejected | None = None
+    body_cj: bytes = b""
 
 
 _HEADER_MEMBERS = {"typ", "v", "pid", "iat", "exp", "from", "to", "epk", "kc", "n", "clen", "ch"}
@@ -466,7 +482,7 @@ def check_times(h: dict[str, Any], now: int) -> None:
 
 def _decrypt(
     packet: UnverifiedPacket, receiver: ReceiverKeys, now: int
-) -> tuple[str, dict[str, Any], LogPosition]:
+) -> tuple[str, dict[str, Any], LogPosition, bytes]:
     h = packet.unverified_header
     # Step 6: exactly one entry (node ids are distinct) names us, with a key we accept.
     index = next((i for i, e in enumerate(h["to"]) if e["node"] == receiver.node), None)
@@ -508,7 +524,10 @@ def _decrypt(
         log = LogPosition.from_json(inner["log"])
     except EncodingError as exc:
         raise InvalidPacket(Reason.BAD_PAYLOAD, str(exc)) from exc
-    return inner["schema"], inner["body"], log
+    # The body's own CJ bytes, for storing without encoding it again: the last
+    # top-level `,"log":` ends it (inside strings a quote is always escaped).
+    body_cj = inner_bytes[len(b'{"body":') : inner_bytes.rindex(b',"log":')]
+    return inner["schema"], inner["body"], log, body_cj
 
 
 def open_parsed(
@@ -531,7 +550,7 @@ def open_parsed(
     keyset = verify_signature(packet, sender_keyset)
     h = packet.unverified_header  # signature verified from here on
     check_times(h, now)
-    schema, body, log = _decrypt(packet, receiver, now)
+    schema, body, log, body_cj = _decrypt(packet, receiver, now)
     rejection: Rejected | None = None
     try:
         (validator or _default_validator()).validate(schema, body)
@@ -558,6 +577,7 @@ def open_parsed(
         wire=packet.wire,
         keyset=keyset,
         rejection=rejection,
+        body_cj=body_cj,
     )
 
 

@@ -142,10 +142,12 @@ class Retention:
         )
 
     async def on_sent(self, conn: Connection, context: SentContext) -> None:
-        await self._on_stored(conn, context.schema, context.case_ref)
+        if context.dates_changed:
+            await self._on_stored(conn, context.schema, context.case_ref)
 
     async def on_received(self, conn: Connection, context: ReceivedContext) -> None:
-        await self._on_stored(conn, context.schema, context.case_ref)
+        if context.dates_changed:
+            await self._on_stored(conn, context.schema, context.case_ref)
 
     async def _on_stored(self, conn: Connection, schema: str, case_ref: str | None) -> None:
         """A packet that sets the case's supervision end or release date moves the

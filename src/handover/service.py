@@ -200,6 +200,7 @@ class Service:
                     org=self.node,
                     justification=why,
                 )
+                body_cj = cj_dumps(packet.body)
                 sealed = seal(
                     identity,
                     recipients,
@@ -210,6 +211,7 @@ class Service:
                     now=now,
                     pid=pid,
                     validator=_NoRevalidation(),
+                    body_cj=body_cj,
                 )
                 await outbox_store.insert(
                     conn,
@@ -224,7 +226,7 @@ class Service:
                     log_seq=position.seq,
                     recipients=sealed.to,
                     now=now,
-                    body_box=crypto.seal_at_rest(self.storage_key, cj_dumps(packet.body)),
+                    body_box=crypto.seal_at_rest(self.storage_key, body_cj),
                     fields=sorted(packet.body),
                     removed=packet.removed,
                     consents=packet.consents,
@@ -482,9 +484,7 @@ class Service:
             sender_head=opened.log.head,
             keyset_serial=opened.keyset.serial,
             wire=opened.wire if accepted else None,
-            body_box=(
-                crypto.seal_at_rest(self.storage_key, cj_dumps(opened.body)) if accepted else None
-            ),
+            body_box=(crypto.seal_at_rest(self.storage_key, opened.body_cj) if accepted else None),
         )
         if case_ref is not None:
             await timeline_store.add(

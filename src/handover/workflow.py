@@ -65,6 +65,8 @@ class SentContext:
     body: dict[str, Any]
     recipients: list[str]
     now: int
+    # True when this packet changed an existing case's key dates (release, supervision end).
+    dates_changed: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class ReceivedContext:
     now: int
     # The receive job's appender, for hooks that log what they change (rectification).
     appender: Appender | None = None
+    # True when this packet changed an existing case's key dates (release, supervision end).
+    dates_changed: bool = False
 
 
 def date_ms(value: object) -> int | None:
@@ -242,7 +246,7 @@ class Workflow:
         case_ref = body.get("case_ref") if isinstance(body.get("case_ref"), str) else None
         if case_ref is None:
             return
-        await self._record(
+        changed = await self._record(
             conn, case_ref, pid, schema, body, author=self.config.node, now=now, defer=defer
         )
         if schema in self.policy.doc.continuity.expect:
@@ -263,7 +267,7 @@ class Workflow:
                             now=now,
                             defer=defer,
                         )
-        context = SentContext(pid, schema, case_ref, body, recipients, now)
+        context = SentContext(pid, schema, case_ref, body, recipients, now, changed)
         for hook in self.sent_hooks:
             await hook(conn, context)
 
@@ -309,7 +313,9 @@ class Workflow:
         case_ref = body.get("case_ref") if isinstance(body.get("case_ref"), str) else None
         if case_ref is None:
             return
-        await self._record(conn, case_ref, pid, schema, body, author=sender, now=now, defer=defer)
+        changed = await self._record(
+            conn, case_ref, pid, schema, body, author=sender, now=now, defer=defer
+        )
         satisfied: list[str] = []
         if schema in self._answers:
             satisfied = await case_store.satisfy(
@@ -317,7 +323,7 @@ class Workflow:
             )
         if satisfied:
             log.info("expectation_satisfied", case=case_ref, by=pid, expectations=satisfied)
-        context = ReceivedContext(pid, schema, case_ref, body, sender, now, appender)
+        context = ReceivedContext(pid, schema, case_ref, body, sender, now, appender, changed)
         for hook in self.received_hooks:
             await hook(conn, context)
 
@@ -334,10 +340,11 @@ class Workflow:
         author: str,
         now: int,
         defer: Deferred | None = None,
-    ) -> None:
+    ) -> bool:
+        """Case bookkeeping; True if an existing case's key dates changed."""
         released = release_date(body) if schema == RELEASE_NOTICE else None
         ended = body.get("end_date") if schema == SUPERVISION_END else None
-        await case_store.touch(
+        changed = await case_store.touch(
             conn,
             case_ref=case_ref,
             pid=pid,
@@ -386,3 +393,4 @@ class Workflow:
                     acknowledged_at=at,
                     pid=pid,
                 )
+        return changed

@@ -17,22 +17,36 @@ async def touch(
     release_date: str | None = None,
     supervision_end: str | None = None,
     defer: Deferred | None = None,
-) -> None:
-    """Create the case on its first packet; keep the newest known key dates."""
-    await write(
-        conn,
-        defer,
+) -> bool:
+    """Create the case on its first packet; keep the newest known key dates.
+
+    Returns True when an existing case's key dates changed (what it holds may
+    then fall due for review at another time). Deferred when `defer` is given
+    (and then returns False: use it only when no key date is being set).
+    """
+    sql = (
         "INSERT INTO cases (case_ref, created_at, first_pid, release_date, supervision_end,"
         " updated_at) VALUES ($1, $2, $3, $4, $5, $2)"
         " ON CONFLICT (case_ref) DO UPDATE SET updated_at = $2,"
         " release_date = coalesce($4, cases.release_date),"
-        " supervision_end = coalesce($5, cases.supervision_end)",
+        " supervision_end = coalesce($5, cases.supervision_end)"
+    )
+    if defer is not None:
+        defer.add(sql, case_ref, now, pid, release_date, supervision_end)
+        return False
+    changed = await conn.fetchval(
+        "WITH old AS (SELECT release_date, supervision_end FROM cases WHERE case_ref = $1), "  # noqa: S608 - constant SQL
+        "new AS (" + sql + " RETURNING release_date, supervision_end)"
+        " SELECT EXISTS (SELECT 1 FROM old, new WHERE"
+        " old.release_date IS DISTINCT FROM new.release_date"
+        " OR old.supervision_end IS DISTINCT FROM new.supervision_end)",
         case_ref,
         now,
         pid,
         release_date,
         supervision_end,
     )
+    return bool(changed)
 
 
 async def set_local_id(conn: Connection, case_ref: str, local_id: str | None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from typing import Any
 
@@ -227,3 +228,32 @@ def test_body_bytes_are_cut_correctly_when_the_body_itself_says_log() -> None:
     opened = receive(BOB, sealed.wire, ALICE, validator=PERMISSIVE)
     assert isinstance(opened, Opened)
     assert opened.body == body and opened.body_cj == cj_dumps(body)
+
+
+def _reference_b64u_decode(text: str) -> bytes | None:
+    """The spec's rule, literally: decode, re-encode and compare (None = refused)."""
+    if not text.isascii():
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return raw if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == text else None
+
+
+@given(
+    text=st.text(
+        alphabet=st.sampled_from(
+            list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/= .\nÄ")
+        ),
+        max_size=12,
+    )
+)
+@settings(max_examples=400, deadline=None)
+def test_b64u_decode_agrees_with_decode_reencode_compare(text: str) -> None:
+    expected = _reference_b64u_decode(text)
+    try:
+        got: bytes | None = b64u_decode(text)
+    except EncodingError:
+        got = None
+    assert got == expected

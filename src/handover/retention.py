@@ -142,12 +142,12 @@ class Retention:
         )
 
     async def on_sent(self, conn: Connection, context: SentContext) -> None:
-        if context.dates_changed:
-            await self._on_stored(conn, context.schema, context.case_ref)
+        if context.dates_changed and context.case_ref is not None:
+            await lifecycle_store.unschedule_case(conn, context.case_ref, context.defer)
 
     async def on_received(self, conn: Connection, context: ReceivedContext) -> None:
-        if context.dates_changed:
-            await self._on_stored(conn, context.schema, context.case_ref)
+        if context.dates_changed and context.case_ref is not None:
+            await lifecycle_store.unschedule_case(conn, context.case_ref, context.defer)
 
     async def _on_stored(self, conn: Connection, schema: str, case_ref: str | None) -> None:
         """A packet that sets the case's supervision end or release date moves the
@@ -172,7 +172,11 @@ class Retention:
                         r["direction"],
                         r["pid"],
                         r["sender"],
-                        self.review_date(r["schema_id"], r, r["stored_at"]),
+                        # A date an EXTEND decision set stays the earliest it can fall.
+                        max(
+                            self.review_date(r["schema_id"], r, r["stored_at"]),
+                            r["review_extended"] or 0,
+                        ),
                     )
                     for r in rows
                 ],

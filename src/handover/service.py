@@ -255,7 +255,7 @@ class Service:
                     defer=appender.deferred,
                 )
                 results.append({"pid": pid, "to": list(sealed.to), "removed": packet.removed})
-            await outbox_store.notify(conn)
+            await outbox_store.notify(conn, appender.deferred)
             return results
 
         packets: list[dict[str, Any]] = await self.writer.run(job)

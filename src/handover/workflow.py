@@ -65,8 +65,10 @@ class SentContext:
     body: dict[str, Any]
     recipients: list[str]
     now: int
-    # True when this packet changed an existing case's key dates (release, supervision end).
+    # True when this packet set one of its case's key dates (release, supervision end):
+    # what the node holds for the case may fall due for review at another time.
     dates_changed: bool = False
+    defer: Deferred | None = None
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,9 @@ class ReceivedContext:
     now: int
     # The receive job's appender, for hooks that log what they change (rectification).
     appender: Appender | None = None
-    # True when this packet changed an existing case's key dates (release, supervision end).
+    # True when this packet set one of its case's key dates (release, supervision end).
     dates_changed: bool = False
+    defer: Deferred | None = None
 
 
 def date_ms(value: object) -> int | None:
@@ -267,7 +270,7 @@ class Workflow:
                             now=now,
                             defer=defer,
                         )
-        context = SentContext(pid, schema, case_ref, body, recipients, now, changed)
+        context = SentContext(pid, schema, case_ref, body, recipients, now, changed, defer)
         for hook in self.sent_hooks:
             await hook(conn, context)
 
@@ -323,7 +326,9 @@ class Workflow:
             )
         if satisfied:
             log.info("expectation_satisfied", case=case_ref, by=pid, expectations=satisfied)
-        context = ReceivedContext(pid, schema, case_ref, body, sender, now, appender, changed)
+        context = ReceivedContext(
+            pid, schema, case_ref, body, sender, now, appender, changed, defer
+        )
         for hook in self.received_hooks:
             await hook(conn, context)
 
@@ -341,19 +346,19 @@ class Workflow:
         now: int,
         defer: Deferred | None = None,
     ) -> bool:
-        """Case bookkeeping; True if an existing case's key dates changed."""
+        """Case bookkeeping; True if this packet sets one of the case's key dates."""
         released = release_date(body) if schema == RELEASE_NOTICE else None
         ended = body.get("end_date") if schema == SUPERVISION_END else None
-        changed = await case_store.touch(
+        await case_store.touch(
             conn,
             case_ref=case_ref,
             pid=pid,
             now=now,
             release_date=released,
             supervision_end=ended,
-            # Key dates are read back by hooks in the same job: write those at once.
-            defer=defer if released is None and ended is None else None,
+            defer=defer,
         )
+        changed = released is not None or ended is not None
         if schema == CONSENT_RECORD:
             await case_store.add_consent(
                 conn,

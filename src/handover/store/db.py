@@ -41,6 +41,10 @@ class Deferred:
     def add(self, sql: str, *args: Any) -> None:
         self._groups.setdefault(sql, []).append(args)
 
+    def once(self, sql: str) -> None:
+        """A statement without parameters that runs once however often it is deferred."""
+        self._groups.setdefault(sql, [()])
+
     def __len__(self) -> int:
         return sum(len(rows) for rows in self._groups.values())
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from handover.store.db import Connection
+from handover.store.db import Connection, Deferred, write
 
 _HELD = (
     "SELECT 'sent' AS direction, o.pid, NULL::text AS sender, o.schema_id, o.case_ref,"
@@ -89,6 +89,19 @@ async def held_in_case(conn: Connection, case_ref: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+async def unschedule_case(conn: Connection, case_ref: str, defer: Deferred | None) -> None:
+    """Clear the review dates of a case's held packets (its key dates changed):
+    :func:`unscheduled` then finds them and they are dated again."""
+    for table in ("outbox", "received"):
+        await write(
+            conn,
+            defer,
+            f"UPDATE {table} SET review_at = NULL"  # noqa: S608 - fixed table names
+            " WHERE case_ref = $1 AND erased_at IS NULL AND review_at IS NOT NULL",
+            case_ref,
+        )
+
+
 async def unscheduled(conn: Connection, limit: int) -> list[dict[str, Any]]:
     """Held, not erased packets without a review date yet, with their case's key dates."""
     inner = _HELD.format(
@@ -96,7 +109,7 @@ async def unscheduled(conn: Connection, limit: int) -> list[dict[str, Any]]:
         received="r.review_at IS NULL AND r.erased_at IS NULL",
     )
     rows = await conn.fetch(
-        "SELECT h.direction, h.pid, h.sender, h.schema_id, h.stored_at,"  # noqa: S608 - fixed
+        "SELECT h.direction, h.pid, h.sender, h.schema_id, h.stored_at, h.review_extended,"  # noqa: S608 - fixed
         f" c.supervision_end, c.release_date FROM ({inner}) h"
         " LEFT JOIN cases c ON c.case_ref = h.case_ref LIMIT $1",
         limit,

@@ -63,9 +63,12 @@ async def insert(
         )
 
 
-async def notify(conn: Connection) -> None:
+async def notify(conn: Connection, defer: Deferred | None = None) -> None:
     """Wake delivery workers (delivered by PostgreSQL when the transaction commits)."""
-    await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+    if defer is None:
+        await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+    else:
+        defer.once(f"NOTIFY {OUTBOX_CHANNEL}")
 
 
 @dataclass(frozen=True)

@@ -101,3 +101,29 @@ def test_keys_directory_is_private(fed: Federation) -> None:
     keys = Path(fed[PRISON].dir) / "keys"
     for path in keys.glob("*.key"):
         assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+def test_a_body_canonical_json_cannot_carry_is_refused_clearly(fed: Federation) -> None:
+    prison = fed[PRISON]
+    schema = "handover/responsibility-agreement/1"
+    body = json.loads(
+        (Path(__file__).parent.parent / "schemas" / "responsibility-agreement.v1.json").read_text()
+    )["examples"][0]
+    payload = {"to": [PROBATION], "schema": schema, "body": body, "justification": "agreement"}
+    raw = json.dumps(payload).replace('"revision": 1', '"revision": 1.0', 1)
+    assert '"revision": 1.0' in raw
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {prison.tokens['caseworker']}",
+    }
+    before = prison.sql("SELECT count(*) AS n FROM outbox")[0]["n"]
+    # JSON Schema accepts 1.0 as an integer; canonical JSON has no floats: 422, not a 500.
+    status, answer = prison.request("POST", "/api/v1/packets", raw.encode(), headers)
+    assert status == 422, answer
+    assert json.loads(answer)["error"] == "schema_invalid"
+    assert prison.sql("SELECT count(*) AS n FROM outbox")[0]["n"] == before
+    # The same body with an integer goes through.
+    status, answer = prison.request(
+        "POST", "/api/v1/packets", json.dumps(payload).encode(), headers
+    )
+    assert status == 202, answer

@@ -85,19 +85,30 @@ class NodeKeys:
         return self.keyset.fingerprint
 
     def identity(self) -> Identity:
-        """The active signing key (the newest if several)."""
+        """The active signing key (the newest if several); computed once per load."""
+        cached: Identity | None = self.__dict__.get("_identity")
+        if cached is not None:
+            return cached
         active = [k for k in self.keyset.keys if k.type == "ed25519-sig" and k.status == "active"]
         if not active:
             raise ConfigError("the keyset has no active signing key; run `handover keys rotate`")
         entry = min(active, key=lambda k: (-k.nbf, k.kid.encode("ascii")))
-        return Identity(self.node, entry.kid, self.signing[entry.kid])
+        identity = Identity(self.node, entry.kid, self.signing[entry.kid])
+        self.__dict__["_identity"] = identity  # frozen dataclass: cache beside the fields
+        return identity
 
     def receiver_keys(self) -> ReceiverKeys:
+        """Our x25519 keys whose private halves we still hold; computed once per load."""
+        cached: ReceiverKeys | None = self.__dict__.get("_receiver_keys")
+        if cached is not None:
+            return cached
         own = {}
         for entry in self.keyset.keys:
             if entry.type == "x25519-box" and entry.kid in self.boxes:
                 own[entry.kid] = OwnBoxKey(self.boxes[entry.kid], entry)
-        return ReceiverKeys(self.node, own)
+        keys = ReceiverKeys(self.node, own)
+        self.__dict__["_receiver_keys"] = keys
+        return keys
 
 
 def _sign_and_write(

@@ -113,7 +113,7 @@ class Node:
             clock=clock,
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self._tokens: dict[bytes, tuple[Operator, float]] = {}
+        self._tokens: dict[str, tuple[Operator, float]] = {}
         self._listener: Any = None
 
     @classmethod
@@ -222,18 +222,18 @@ class Node:
     async def authenticate(self, token: str) -> Operator | None:
         """The operator holding this bearer token. Answers are cached for a few
         seconds (a disabled operator loses access within TOKEN_CACHE_S)."""
-        digest = token_hash(token)
         now = time.monotonic()
-        cached = self._tokens.get(digest)
+        cached = self._tokens.get(token)
         if cached is not None and cached[1] > now:
             return cached[0]
+        digest = token_hash(token)
         async with self.db.connection() as conn:
             found = await operator_store.by_token_hash(conn, digest)
         operator = None if found is None else Operator(*found)
         if operator is not None:
             if len(self._tokens) > 1000:
                 self._tokens.clear()
-            self._tokens[digest] = (operator, now + TOKEN_CACHE_S)
+            self._tokens[token] = (operator, now + TOKEN_CACHE_S)
         return operator
 
     async def checkpoint(self) -> bytes:

@@ -17,11 +17,12 @@ import structlog
 
 from handover import crypto
 from handover.audit import Appender, AuditWriter
-from handover.canonical import b64u_encode, cj_dumps, cj_loads
+from handover.canonical import b64u_encode, check_value, cj_dumps, cj_loads
 from handover.config import NodeConfig
 from handover.directory import Directory
 from handover.errors import (
     ApiError,
+    EncodingError,
     InvalidPacket,
     Reason,
     RejectCode,
@@ -170,10 +171,14 @@ class Service:
             raise ApiError(400, "bad_request", "'minimise' must be true or false")
         try:
             self.registry.validate(schema_id, body)
+            # What JSON Schema lets through but canonical JSON cannot carry (1.0).
+            check_value(body)
         except UnknownSchema as exc:
             raise ApiError(422, "unknown_schema", str(exc)) from exc
         except SchemaInvalid as exc:
             raise ApiError(422, "schema_invalid", str(exc)) from exc
+        except EncodingError as exc:
+            raise ApiError(422, "schema_invalid", f"the body cannot be sent: {exc}") from exc
         now = self.clock()
         case_ref = case_ref_of(body)
         identity = self.directory.keys.identity()

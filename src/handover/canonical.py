@@ -145,6 +145,16 @@ def cj_loads(data: bytes) -> Any:
     Raises:
         EncodingError: with a message naming the rule broken (never the data).
     """
+    # Fast path: any input that is not byte-identical to its CJ re-serialisation
+    # is refused, which already covers duplicate keys, escapes, whitespace and key
+    # order; floats, null and out-of-range integers fail the value check. The
+    # strict parser runs only to name the rule an input broke.
+    try:
+        value = orjson.loads(data)
+        if cj_dumps(value) == data:
+            return value
+    except (orjson.JSONDecodeError, EncodingError):
+        pass
     value = strict_json_loads(data)
     if cj_dumps(value) != data:
         raise EncodingError("input is not canonical JSON")

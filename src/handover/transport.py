@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 
 from handover.errors import TransportError
 from handover.packet import MEDIA_TYPE
@@ -132,7 +133,7 @@ class HttpTransport:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransportError(f"POST {url} failed: {type(exc).__name__}") from exc
         try:
-            results = json.loads(body)["results"]
+            results = orjson.loads(body)["results"]
             if not isinstance(results, list) or len(results) != len(wires):
                 raise ValueError("result count")
             out = []
@@ -143,7 +144,8 @@ class HttpTransport:
                         int(item["status"]),
                         None
                         if receipt is None
-                        else json.dumps(receipt, separators=(",", ":"), sort_keys=True).encode(),
+                        # the receiver's compact wire JSON, as our own CJ writes it
+                        else orjson.dumps(receipt, option=orjson.OPT_SORT_KEYS),
                     )
                 )
             return out

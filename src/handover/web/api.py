@@ -7,10 +7,10 @@ auditor may do), `caseworker` (send, read the inbox and cases), `auditor`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from handover.errors import ApiError
@@ -58,7 +58,7 @@ def _operator(request: web.Request) -> Operator:
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
-        data = json.loads(await request.read())
+        data = orjson.loads(await request.read())
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_request", "the request body is not valid JSON") from exc
     if not isinstance(data, dict):

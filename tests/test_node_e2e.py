@@ -72,6 +72,19 @@ def test_packet_delivered_end_to_end_with_verifiable_receipt(fed: Federation) ->
     assert status == 200 and opened["body"]["case_ref"] == entry["case"]
     assert probation.sql("SELECT op FROM audit_log WHERE pid = $1 AND op = 'consultation'", pid)
 
+    # Both case timelines show it: queued then delivered on the sender, accepted on the receiver.
+    case_ref = entry["case"]
+    status, sent_case = prison.api("GET", f"/api/v1/cases/{case_ref}")
+    assert status == 200
+    events = [(e["pid"], e["counterpart"], e["event"]) for e in sent_case["timeline"]]
+    assert (pid, PROBATION, "queued") in events and (pid, PROBATION, "delivered") in events
+    assert events.index((pid, PROBATION, "queued")) < events.index((pid, PROBATION, "delivered"))
+    status, received_case = probation.api("GET", f"/api/v1/cases/{case_ref}")
+    assert status == 200
+    assert (pid, PRISON, "accepted") in [
+        (e["pid"], e["counterpart"], e["event"]) for e in received_case["timeline"]
+    ]
+
     for node in (prison, probation):
         out = run_cli("audit", "verify", "--dir", str(node.dir), "--peers")
         assert json.loads(out.stdout)["ok"] is True

@@ -28,7 +28,6 @@ from handover.errors import InvalidReceipt, TransportError
 from handover.metrics import Metrics
 from handover.packet import Receipt, parse_receipt, verify_receipt
 from handover.store import outbox as outbox_store
-from handover.store import timeline as timeline_store
 from handover.store.db import Connection, Database
 from handover.timeutil import Clock
 from handover.transport import HttpTransport, PostResult
@@ -273,7 +272,7 @@ class DeliveryWorker:
                 info = updated.get((final.row.pid, final.row.node))
                 if info is None:
                     continue  # no longer pending: finished by another worker
-                case_ref, schema_id, queued_at = info
+                queued_at = info
                 receipt = final.receipt
                 appender.append(
                     "delivery",
@@ -286,18 +285,6 @@ class DeliveryWorker:
                     peer_log=None if receipt is None else receipt.log.to_json(),
                     org=self.config.node,
                 )
-                if case_ref is not None:
-                    await timeline_store.add(
-                        conn,
-                        case_ref=case_ref,
-                        at=now,
-                        direction="sent",
-                        pid=final.row.pid,
-                        schema_id=schema_id,
-                        counterpart=final.row.node,
-                        event=final.status,
-                        defer=appender.deferred,
-                    )
                 done.append((final, queued_at))
             return done
 

@@ -48,7 +48,6 @@ from handover.packet import (
 from handover.schemas import SchemaRegistry
 from handover.store import outbox as outbox_store
 from handover.store import received as received_store
-from handover.store import timeline as timeline_store
 from handover.store.db import Connection, Database
 from handover.timeutil import DAY_MS, Clock
 from handover.workflow import Workflow
@@ -237,19 +236,6 @@ class Service:
                     consents=packet.consents,
                     defer=appender.deferred,
                 )
-                if case_ref is not None:
-                    for node in sealed.to:
-                        await timeline_store.add(
-                            conn,
-                            case_ref=case_ref,
-                            at=now,
-                            direction="sent",
-                            pid=pid,
-                            schema_id=schema_id,
-                            counterpart=node,
-                            event="queued",
-                            defer=appender.deferred,
-                        )
                 await self.workflow.after_send(
                     conn,
                     pid=pid,
@@ -324,7 +310,7 @@ class Service:
 
         Steps 1-2 and the replay shortcut (3) run first for all of them (one
         replay lookup), steps 4-8 per packet, then one audit-writer job stores
-        every packet, replay record, timeline entry, audit entry and receipt of
+        every packet, replay record, audit entry and receipt of
         the batch together (step 9's policy check runs inside it, so it sees
         consent recorded by packets earlier in the same batch).
         """
@@ -491,18 +477,6 @@ class Service:
             wire=opened.wire if accepted else None,
             body_box=(crypto.seal_at_rest(self.storage_key, opened.body_cj) if accepted else None),
         )
-        if case_ref is not None:
-            await timeline_store.add(
-                conn,
-                case_ref=case_ref,
-                at=now,
-                direction="received",
-                pid=opened.pid,
-                schema_id=opened.schema,
-                counterpart=opened.sender,
-                event="accepted",
-                defer=defer,
-            )
         if accepted:
             await self.workflow.after_receive(
                 conn,

@@ -83,9 +83,21 @@ async def all_cases(conn: Connection, *, limit: int, before: int | None) -> list
 
 
 async def timeline(conn: Connection, case_ref: str) -> list[dict[str, Any]]:
+    """What this node sent and received for the case, derived from the outbox,
+    the deliveries and the inbox (queued, then delivered / rejected / expired
+    per recipient; accepted on receipt)."""
     rows = await conn.fetch(
-        "SELECT at, direction, pid, schema_id, counterpart, event FROM timeline"
-        " WHERE case_ref = $1 ORDER BY at, id",
+        "SELECT o.created_at AS at, 'sent' AS direction, o.pid, o.schema_id,"
+        " d.node AS counterpart, 'queued' AS event"
+        " FROM outbox o JOIN deliveries d USING (pid) WHERE o.case_ref = $1"
+        " UNION ALL"
+        " SELECT d.finished_at, 'sent', o.pid, o.schema_id, d.node, d.status"
+        " FROM outbox o JOIN deliveries d USING (pid)"
+        " WHERE o.case_ref = $1 AND d.finished_at IS NOT NULL"
+        " UNION ALL"
+        " SELECT r.received_at, 'received', r.pid, r.schema_id, r.sender, 'accepted'"
+        " FROM received r WHERE r.case_ref = $1 AND r.status = 'accepted'"
+        " ORDER BY at, pid, counterpart",
         case_ref,
     )
     return [dict(r) for r in rows]

@@ -162,16 +162,16 @@ async def finish_many(
     rows: Sequence[tuple[str, str, str, bytes | None, int | None, str | None]],
     *,
     now: int,
-) -> dict[tuple[str, str], tuple[str | None, str, int]]:
+) -> dict[tuple[str, str], int]:
     """Record final states for (pid, node, status, receipt, receipt_serial, reason) rows
-    still pending; returns (case_ref, schema_id, created_at) of each row updated."""
+    still pending; returns when each updated row's packet was queued."""
     updated = await conn.fetch(
         "UPDATE deliveries d SET status = u.status, receipt = u.receipt,"
         " receipt_serial = u.serial, reason = u.reason, finished_at = $7, last_error = NULL"
         " FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bigint[],"
         " $6::text[]) AS u(pid, node, status, receipt, serial, reason), outbox o"
         " WHERE d.pid = u.pid AND d.node = u.node AND d.status = 'pending' AND o.pid = d.pid"
-        " RETURNING d.pid, d.node, o.case_ref, o.schema_id, o.created_at",
+        " RETURNING d.pid, d.node, o.created_at",
         [r[0] for r in rows],
         [r[1] for r in rows],
         [r[2] for r in rows],
@@ -180,10 +180,7 @@ async def finish_many(
         [r[5] for r in rows],
         now,
     )
-    return {
-        (r["pid"], r["node"]): (r["case_ref"], r["schema_id"], int(r["created_at"]))
-        for r in updated
-    }
+    return {(r["pid"], r["node"]): int(r["created_at"]) for r in updated}
 
 
 async def reschedule_many(

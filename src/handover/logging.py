@@ -12,6 +12,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 _FORBIDDEN_KEYS = frozenset({"body", "payload", "plaintext", "content", "corrected_body"})
@@ -25,11 +26,22 @@ def _drop_bodies(
     return event
 
 
+def _orjson_dumps(event: Any, **_kw: Any) -> bytes:
+    return orjson.dumps(event, default=str)
+
+
 def configure(fmt: str = "auto", level: str = "info") -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
-    )
+    renderer: Any
+    factory: Any
+    if use_json:
+        # orjson writes bytes straight to stderr: a fraction of the stdlib's cost
+        # per line, which matters at a few log lines per packet.
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        factory = structlog.BytesLoggerFactory(file=sys.stderr.buffer)
+    else:
+        renderer = structlog.dev.ConsoleRenderer()
+        factory = structlog.PrintLoggerFactory(file=sys.stderr)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -42,7 +54,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
     # aiohttp's access log would print URLs (with query strings such as

@@ -373,7 +373,8 @@ class Rectification:
     async def _correct_case_dates(
         self, conn: Connection, held: Held, corrected: dict[str, Any]
     ) -> None:
-        """A corrected supervision end or release date moves the case's reviews."""
+        """A corrected supervision end or release date moves the case's reviews, and
+        a corrected release date the continuity deadline of a release-notice we sent."""
         assert held.case_ref is not None
         if held.schema == SUPERVISION_END:
             end = corrected.get("end_date")
@@ -392,6 +393,9 @@ class Rectification:
                 now=self.clock(),
                 release_date=release_date(corrected),
             )
+            deadline = self.workflow.deadline_for(corrected)
+            if held.direction == "sent" and deadline is not None:
+                await case_store.move_deadline(conn, held.pid, deadline)
         await self.retention.recompute_case(conn, held.case_ref)
 
     # --- the receiver (workflow hooks, inside the receive transaction) ---------------------

@@ -231,6 +231,12 @@ class Workflow:
                 planned.consents = sorted(set(planned.consents) | set(used))
         return list(views.values())
 
+    def deadline_for(self, body: dict[str, Any]) -> int | None:
+        """When answers to a packet with this body are due: the policy's days before
+        its release date (None without a release date)."""
+        due = date_ms(release_date(body))
+        return None if due is None else due - self.policy.deadline_days * DAY_MS
+
     def _field_consents(self, schema: str, kind: str) -> dict[str, str]:
         rule = self.policy.doc.views.get(schema, {}).get(kind)  # type: ignore[call-overload]
         return {} if rule is None else dict(rule.consent)
@@ -253,9 +259,8 @@ class Workflow:
             conn, case_ref, pid, schema, body, author=self.config.node, now=now, defer=defer
         )
         if schema in self.policy.doc.continuity.expect:
-            due = date_ms(release_date(body))
-            if due is not None:
-                deadline = due - self.policy.deadline_days * DAY_MS
+            deadline = self.deadline_for(body)
+            if deadline is not None:
                 for node in recipients:
                     kind = self.kind_of(node)
                     expected = self.policy.expectations(schema, kind) if kind else []
@@ -321,8 +326,15 @@ class Workflow:
         )
         satisfied: list[str] = []
         if schema in self._answers:
+            reply_to = body.get("in_reply_to")
             satisfied = await case_store.satisfy(
-                conn, case_ref=case_ref, node=sender, schema=schema, pid=pid, now=now
+                conn,
+                case_ref=case_ref,
+                node=sender,
+                schema=schema,
+                pid=pid,
+                now=now,
+                in_reply_to=reply_to if isinstance(reply_to, str) else None,
             )
         if satisfied:
             log.info("expectation_satisfied", case=case_ref, by=pid, expectations=satisfied)

@@ -205,20 +205,38 @@ async def expect(
 
 
 async def satisfy(
-    conn: Connection, *, case_ref: str, node: str, schema: str, pid: str, now: int
+    conn: Connection,
+    *,
+    case_ref: str,
+    node: str,
+    schema: str,
+    pid: str,
+    now: int,
+    in_reply_to: str | None = None,
 ) -> list[str]:
-    """Mark open expectations of `schema` from `node` on this case as answered."""
+    """Mark open expectations of `schema` from `node` on this case as answered:
+    only the one for packet `in_reply_to` when the answer names one."""
     rows = await conn.fetch(
         "UPDATE expectations SET satisfied_pid = $4, satisfied_at = $5"
         " WHERE case_ref = $1 AND node = $2 AND $3 = ANY(schemas) AND satisfied_pid IS NULL"
-        " RETURNING pid",
+        " AND ($6::text IS NULL OR pid = $6) RETURNING pid",
         case_ref,
         node,
         schema,
         pid,
         now,
+        in_reply_to,
     )
     return [r["pid"] for r in rows]
+
+
+async def move_deadline(conn: Connection, pid: str, deadline: int) -> None:
+    """A rectified release date moves the open expectations its packet opened."""
+    await conn.execute(
+        "UPDATE expectations SET deadline = $2 WHERE pid = $1 AND satisfied_pid IS NULL",
+        pid,
+        deadline,
+    )
 
 
 async def overdue(conn: Connection, now: int) -> list[dict[str, Any]]:

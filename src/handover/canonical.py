@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -167,7 +166,8 @@ def b64u_encode(data: bytes) -> str:
 
 
 _B64U_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_B64U_CHARS = re.compile(r"[A-Za-z0-9_-]*")
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+_B64U_BYTES = _B64U_ALPHABET.encode("ascii")
 _B64U_VALUE = {c: i for i, c in enumerate(_B64U_ALPHABET)}
 
 
@@ -181,19 +181,23 @@ def b64u_decode(text: str, length: int | None = None) -> bytes:
     """
     if type(text) is not str or not text.isascii():
         raise EncodingError("base64url value must be an ASCII string")
-    if not _B64U_CHARS.fullmatch(text):
+    data = text.encode("ascii")
+    if data.translate(None, _B64U_BYTES):  # anything left is outside the alphabet
         raise EncodingError("base64url is not strict unpadded form")  # alphabet or padding
-    rest = len(text) % 4
+    rest = len(data) % 4
     if rest == 1:
         raise EncodingError("invalid base64url")  # no byte string has this length
-    if rest and _B64U_VALUE[text[-1]] & (0x0F if rest == 2 else 0x03):
+    if rest and _B64U_VALUE.get(text[-1], 0) & (0x0F if rest == 2 else 0x03):
         raise EncodingError("base64url is not strict unpadded form")  # trailing bits
-    if length is not None and len(text) != (4 * length + 2) // 3:
+    if length is not None and len(data) != (4 * length + 2) // 3:
         raise EncodingError(f"base64url value must decode to {length} bytes")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:  # not reachable after the checks above
-        raise EncodingError("invalid base64url") from exc
+        # strict_mode refuses every byte outside the (translated) alphabet.
+        return binascii.a2b_base64(
+            data.translate(_URL_TO_STD) + b"=" * (-len(data) % 4), strict_mode=True
+        )
+    except binascii.Error as exc:
+        raise EncodingError("base64url is not strict unpadded form") from exc
 
 
 def parse_wire_object(data: bytes | str, members: Iterable[str]) -> dict[str, str]:

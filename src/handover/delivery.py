@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ from handover.transport import HttpTransport, PostResult
 log = structlog.get_logger(__name__)
 POLL_S = 1.0
 EXPIRY_CHECK_MS = 5_000
+# Packets held in memory for delivery at once (claims stop above it): large
+# packets are claimed a few at a time, small ones a full batch at a time.
+MAX_INFLIGHT_BYTES = 64 * 1024 * 1024
+MAX_CLAIM_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class DeliveryWorker:
         self.wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight_bytes = 0
         # Lease longer than any request can take (timeout + margin).
         self.lease_ms = int((config.delivery_timeout_s + 30) * 1000)
         self._last_expiry = 0
@@ -95,7 +101,11 @@ class DeliveryWorker:
                 claimed = await self.run_once()
             except Exception as exc:  # keep the worker alive; the rows stay pending
                 log.error("delivery_round_failed", error=type(exc).__name__, detail=str(exc))
-            if claimed and len(self._inflight) < self.config.delivery_concurrency:
+            if (
+                claimed
+                and len(self._inflight) < self.config.delivery_concurrency
+                and self._inflight_bytes < MAX_INFLIGHT_BYTES
+            ):
                 continue  # more may be due
             waker = asyncio.ensure_future(self.wake.wait())
             try:
@@ -113,13 +123,17 @@ class DeliveryWorker:
             self._last_expiry = now
             await self._expire(now)
         claimed_any = False
-        while len(self._inflight) < self.config.delivery_concurrency:
+        while (
+            len(self._inflight) < self.config.delivery_concurrency
+            and self._inflight_bytes < MAX_INFLIGHT_BYTES
+        ):
             async with self.db.transaction() as conn:
                 claimed = await outbox_store.claim_due(
                     conn,
                     now=self.clock(),
                     limit=self.config.delivery_batch,
                     lease_ms=self.lease_ms,
+                    max_bytes=MAX_CLAIM_BYTES,
                 )
             if not claimed:
                 break
@@ -128,10 +142,16 @@ class DeliveryWorker:
             for row in claimed:
                 by_node[row.node].append(row)
             for node, rows in by_node.items():
+                size = sum(len(r.wire) for r in rows)
+                self._inflight_bytes += size
                 task = asyncio.create_task(self._deliver(node, rows), name=f"deliver-{node}")
                 self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+                task.add_done_callback(functools.partial(self._done, size=size))
         return claimed_any
+
+    def _done(self, task: asyncio.Task[None], *, size: int) -> None:
+        self._inflight.discard(task)
+        self._inflight_bytes -= size
 
     async def _expire(self, now: int) -> int:
         async def job(conn: Connection, appender: Appender) -> int:

@@ -82,26 +82,46 @@ class Claimed:
     recipients: tuple[str, ...]
 
 
-async def claim_due(conn: Connection, *, now: int, limit: int, lease_ms: int) -> list[Claimed]:
-    """Claim up to `limit` due pending deliveries (not yet expired).
+async def claim_due(
+    conn: Connection, *, now: int, limit: int, lease_ms: int, max_bytes: int
+) -> list[Claimed]:
+    """Claim up to `limit` due pending deliveries (not yet expired), together at
+    most `max_bytes` of packets (always at least one). Call inside a transaction.
 
     The rows are leased: `next_attempt_at` moves to now + lease, so no other
     worker (in this or another process) claims them while this one delivers.
     `FOR UPDATE SKIP LOCKED` keeps concurrent claimers from blocking each other.
     """
+    due = await conn.fetch(
+        "SELECT d.pid, d.node, octet_length(o.wire) AS size"
+        " FROM deliveries d JOIN outbox o USING (pid)"
+        " WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND o.exp >= $1"
+        " ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
+        now,
+        limit,
+    )
+    chosen: list[tuple[str, str]] = []
+    total = 0
+    for row in due:
+        size = int(row["size"] or 0)
+        if chosen and total + size > max_bytes:
+            break  # the rest stay unleased, free for the next claim
+        chosen.append((row["pid"], row["node"]))
+        total += size
+    if not chosen:
+        return []
     rows = await conn.fetch(
-        "WITH due AS ("
-        "  SELECT d.pid, d.node FROM deliveries d JOIN outbox o USING (pid)"
-        "  WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND o.exp >= $1"
-        "  ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED)"
-        " UPDATE deliveries d SET next_attempt_at = $1 + $3, attempts = d.attempts + 1"
-        " FROM due, outbox o WHERE d.pid = due.pid AND d.node = due.node AND o.pid = d.pid"
+        "UPDATE deliveries d SET next_attempt_at = $1::bigint + $2::bigint,"
+        " attempts = d.attempts + 1"
+        " FROM unnest($3::text[], $4::text[]) AS c(pid, node), outbox o"
+        " WHERE d.pid = c.pid AND d.node = c.node AND o.pid = d.pid"
         " RETURNING d.pid, d.node, o.wire, o.pd, o.exp, d.attempts,"
         " (SELECT array_agg(x.node ORDER BY x.node) FROM deliveries x WHERE x.pid = d.pid)"
         " AS recipients",
         now,
-        limit,
         lease_ms,
+        [c[0] for c in chosen],
+        [c[1] for c in chosen],
     )
     return [
         Claimed(

@@ -4,7 +4,6 @@ acknowledging a responsibility agreement."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from handover import crypto
@@ -12,7 +11,7 @@ from handover.canonical import cj_loads
 from handover.errors import ApiError
 from handover.store import cases as case_store
 from handover.store.db import Database
-from handover.timeutil import Clock
+from handover.timeutil import Clock, date_time
 
 if TYPE_CHECKING:
     from handover.service import Operator, Service
@@ -189,9 +188,8 @@ class Cases:
         if body_box is None:
             raise ApiError(410, "erased", "the agreement's content is no longer held")
         body = cj_loads(crypto.open_at_rest(self.service.storage_key, bytes(body_box)))
-        stamp = dt.datetime.fromtimestamp(self.clock() / 1000, dt.UTC)
         acks = [a for a in body.get("acknowledgements", []) if a["node"] != node]
-        acks.append({"node": node, "acknowledged_at": stamp.strftime("%Y-%m-%dT%H:%M:%SZ")})
+        acks.append({"node": node, "acknowledged_at": date_time(self.clock())})
         body["acknowledgements"] = acks
         others = [p for p in agreement["parties"] if p != node]
         return await self.service.submit(

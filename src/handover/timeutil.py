@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Callable
 
@@ -14,3 +15,8 @@ Clock = Callable[[], int]
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def date_time(ms: int) -> str:
+    """RFC 3339 UTC date-time to the second, as the schemas write them."""
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -29,7 +29,7 @@ from handover.policy import Policy
 from handover.schemas import SchemaRegistry
 from handover.store import cases as case_store
 from handover.store.db import Connection, Deferred
-from handover.timeutil import DAY_MS, Clock
+from handover.timeutil import DAY_MS, Clock, date_time
 
 log = structlog.get_logger(__name__)
 
@@ -396,8 +396,7 @@ class Workflow:
                 valid_to=body.get("valid_to"),
                 now=now,
             )
-            stamp = dt.datetime.fromtimestamp(now / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            acks = [(author, stamp)] + [
+            acks = [(author, date_time(now))] + [
                 (a["node"], a["acknowledged_at"]) for a in body.get("acknowledgements", [])
             ]
             for node, at in acks:

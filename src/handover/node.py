@@ -20,6 +20,7 @@ from aiohttp import web
 
 from handover import auditchain, keystore, witness
 from handover.audit import AuditWriter, verify_chain
+from handover.budget import ByteBudget
 from handover.canonical import b64u_encode, cj_loads
 from handover.cases import Cases
 from handover.config import NodeConfig, load_config
@@ -47,6 +48,7 @@ log = structlog.get_logger(__name__)
 CHANNELS = ("handover_outbox", "handover_peers", "handover_keys")
 MAINTENANCE_S = 60.0
 TOKEN_CACHE_S = 5.0
+WORK_BUDGET_BYTES = 32 * 1024 * 1024
 
 
 def token_hash(token: str) -> bytes:
@@ -112,6 +114,9 @@ class Node:
             metrics=metrics,
             clock=clock,
         )
+        # Bytes of packets being sealed or opened at once (memory, not request count,
+        # is what large packets exhaust).
+        self.budget = ByteBudget(WORK_BUDGET_BYTES)
         self._tasks: list[asyncio.Task[None]] = []
         self._tokens: dict[str, tuple[Operator, float]] = {}
         self._listener: Any = None

@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from handover.errors import ApiError
+from handover.packet import MAX_REQUEST_BYTES
 from handover.service import Operator
 from handover.web.app import NODE_KEY, json_response
 
@@ -78,18 +79,20 @@ def _page_args(request: web.Request) -> tuple[int, int | None]:
 @requires("send")
 async def submit_packet(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    data = await _json_body(request)
-    unknown = set(data) - {"to", "schema", "body", "justification", "minimise"}
-    if unknown:
-        raise ApiError(400, "bad_request", f"unknown members: {', '.join(sorted(unknown))}")
-    packets = await node.service.submit(
-        _operator(request),
-        to=data.get("to"),
-        schema_id=data.get("schema"),
-        body=data.get("body"),
-        justification=data.get("justification"),
-        minimise=data.get("minimise", False),
-    )
+    # A body is held in several forms while it is sealed: admit by size.
+    async with node.budget.take(request.content_length or MAX_REQUEST_BYTES):
+        data = await _json_body(request)
+        unknown = set(data) - {"to", "schema", "body", "justification", "minimise"}
+        if unknown:
+            raise ApiError(400, "bad_request", f"unknown members: {', '.join(sorted(unknown))}")
+        packets = await node.service.submit(
+            _operator(request),
+            to=data.get("to"),
+            schema_id=data.get("schema"),
+            body=data.get("body"),
+            justification=data.get("justification"),
+            minimise=data.get("minimise", False),
+        )
     return json_response({"packets": packets}, status=202)
 
 

@@ -31,25 +31,28 @@ async def post_packet(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     if request.content_type not in ACCEPTED_TYPES:
         return error_response(415, "unsupported_media_type")
-    wire = await _read_limited(request, MAX_REQUEST_BYTES)
-    if wire is None:
-        return error_response(413, "too_large")
-    result = await node.service.receive(wire)
+    async with node.budget.take(request.content_length or MAX_REQUEST_BYTES):
+        wire = await _read_limited(request, MAX_REQUEST_BYTES)
+        if wire is None:
+            return error_response(413, "too_large")
+        result = await node.service.receive(wire)
     return web.Response(body=result.body, status=result.status, content_type="application/json")
 
 
 async def post_batch(request: web.Request) -> web.Response:
     """Up to 256 packets, each handled exactly as if posted alone."""
     node = request.app[NODE_KEY]
-    raw = await _read_limited(request, MAX_REQUEST_BYTES * 4)
-    if raw is None:
-        return error_response(413, "too_large")
-    try:
-        packets = _split_batch(raw)
-    except (ValueError, UnicodeDecodeError, EncodingError):
-        return error_response(400, "invalid_batch")
-    fits = [p for p in packets if len(p) <= MAX_REQUEST_BYTES]
-    received = iter(await node.service.receive_many(fits))
+    async with node.budget.take(request.content_length or MAX_REQUEST_BYTES):
+        raw = await _read_limited(request, MAX_REQUEST_BYTES * 4)
+        if raw is None:
+            return error_response(413, "too_large")
+        try:
+            packets = _split_batch(raw)
+        except (ValueError, UnicodeDecodeError, EncodingError):
+            return error_response(400, "invalid_batch")
+        del raw
+        fits = [p for p in packets if len(p) <= MAX_REQUEST_BYTES]
+        received = iter(await node.service.receive_many(fits))
     results = [
         next(received) if len(p) <= MAX_REQUEST_BYTES else ReceiveResult(413, b"") for p in packets
     ]

@@ -35,7 +35,6 @@ class NodeConfig(BaseModel):
     delivery_timeout_s: float = Field(default=30.0, gt=0)
     retry_base_s: float = Field(default=1.0, gt=0)
     retry_max_s: float = Field(default=600.0, gt=0)
-    keyset_refresh_s: float = Field(default=3600.0, gt=0)
     checkpoint_check_s: float = Field(default=86400.0, gt=0)
     policy_file: str = ""
     directory: Path = Path(".")

@@ -225,6 +225,8 @@ def test_restrict_hides_the_body_until_an_admin_lifts_it(fed: Federation) -> Non
     status, answer = read(probation, pid)
     assert status == 403 and answer["error"] == "restricted"
     assert (pid, "received") not in due(probation)
+    inbox = {i["pid"]: i for i in probation.api("GET", "/api/v1/inbox?limit=500")[1]["items"]}
+    assert inbox[pid]["restricted"] is True
 
     lift = f"/api/v1/packets/{pid}/restriction/lift"
     for role in ("caseworker", "auditor"):
@@ -243,6 +245,8 @@ def test_restrict_hides_the_body_until_an_admin_lifts_it(fed: Federation) -> Non
     assert status == 200 and state["restricted"] is None
     status, opened = read(probation, pid)
     assert status == 200 and opened["body"]["prison_id"] == "NFI"
+    inbox = {i["pid"]: i for i in probation.api("GET", "/api/v1/inbox?limit=500")[1]["items"]}
+    assert inbox[pid]["restricted"] is False
     status, answer = probation.api("POST", lift, {"justification": "again"}, role="admin")
     assert status == 409 and answer["error"] == "not_restricted"
     entries = audit(probation, pid, "alteration")

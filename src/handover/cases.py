@@ -178,13 +178,13 @@ class Cases:
             agreement = await case_store.current_agreement(conn, case_ref)
             if agreement is None or agreement["agreement_id"] != agreement_id:
                 raise ApiError(404, "not_found", "no such current agreement on this case")
-            body_box = await conn.fetchval(
-                "SELECT body_box FROM received WHERE pid = $1 AND status = 'accepted'"
-                " UNION ALL SELECT body_box FROM outbox WHERE pid = $1 LIMIT 1",
-                agreement["pid"],
-            )
+            body_box, restricted = await case_store.held_body(conn, agreement["pid"])
         if node not in agreement["parties"]:
             raise ApiError(403, "forbidden", "this node is not a party to the agreement")
+        if restricted:
+            raise ApiError(
+                403, "restricted", "the agreement is restricted; an admin must lift it first"
+            )
         if body_box is None:
             raise ApiError(410, "erased", "the agreement's content is no longer held")
         body = cj_loads(crypto.open_at_rest(self.service.storage_key, bytes(body_box)))

@@ -532,6 +532,7 @@ class Service:
                 "exp": r["exp"],
                 "received_at": r["received_at"],
                 "erased": not r["has_body"],
+                "restricted": r["restricted"],
             }
             for r in rows
         ]

@@ -316,6 +316,21 @@ async def acknowledge_agreement(
     )
 
 
+async def held_body(conn: Connection, pid: str) -> tuple[bytes | None, bool]:
+    """The sealed-at-rest body this node holds for a packet (received or sent)
+    and whether it is restricted."""
+    row = await conn.fetchrow(
+        "SELECT body_box, restricted IS NOT NULL AS restricted FROM received"
+        " WHERE pid = $1 AND status = 'accepted'"
+        " UNION ALL SELECT body_box, restricted IS NOT NULL FROM outbox WHERE pid = $1 LIMIT 1",
+        pid,
+    )
+    if row is None:
+        return None, False
+    box = row["body_box"]
+    return (None if box is None else bytes(box)), bool(row["restricted"])
+
+
 async def current_agreement(conn: Connection, case_ref: str) -> dict[str, Any] | None:
     """The newest revision of the most recently recorded agreement, with its acknowledgements."""
     row = await conn.fetchrow(

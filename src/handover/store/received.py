@@ -47,7 +47,8 @@ async def inbox(
 ) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT sender, pid, schema_id, case_ref, iat, exp, received_at, log_seq,"
-        " (body_box IS NOT NULL) AS has_body FROM received"
+        " (body_box IS NOT NULL) AS has_body, (restricted IS NOT NULL) AS restricted"
+        " FROM received"
         " WHERE status = 'accepted' AND ($1::bigint IS NULL OR received_at < $1)"
         " AND ($2::text IS NULL OR case_ref = $2)"
         " ORDER BY received_at DESC, pid LIMIT $3",

@@ -56,7 +56,6 @@ log = structlog.get_logger(__name__)
 
 INVALID_PACKET_BODY = b'{"error":"invalid_packet"}'
 MAX_JUSTIFICATION = 1000
-ROLES = ("admin", "caseworker", "auditor")
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,3 @@ async def page(
         *args,
     )
     return [{"seq": r["seq"], "entry": bytes(r["entry"]), "head": bytes(r["head"])} for r in rows]
-
-
-async def head_at(conn: Connection, seq: int) -> bytes | None:
-    value = await conn.fetchval("SELECT head FROM audit_log WHERE seq = $1", seq)
-    return None if value is None else bytes(value)

@@ -228,24 +228,6 @@ async def any_expired(conn: Connection, now: int) -> bool:
     )
 
 
-async def reschedule(conn: Connection, *, pid: str, node: str, at: int, error: str) -> None:
-    await conn.execute(
-        "UPDATE deliveries SET next_attempt_at = $3, last_error = $4"
-        " WHERE pid = $1 AND node = $2 AND status = 'pending'",
-        pid,
-        node,
-        at,
-        error,
-    )
-
-
-async def next_due(conn: Connection) -> int | None:
-    value = await conn.fetchval(
-        "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'"
-    )
-    return None if value is None else int(value)
-
-
 async def packet(conn: Connection, pid: str) -> dict[str, Any] | None:
     row = await conn.fetchrow(
         "SELECT pid, schema_id, case_ref, iat, exp, created_at, log_seq FROM outbox WHERE pid = $1",

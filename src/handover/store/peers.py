@@ -89,11 +89,6 @@ async def note_fetch_error(conn: Connection, node: str, error: str, now: int) ->
     )
 
 
-async def keyset_history(conn: Connection, node: str) -> dict[int, bytes]:
-    rows = await conn.fetch("SELECT serial, wire FROM peer_keysets WHERE node = $1", node)
-    return {int(r["serial"]): bytes(r["wire"]) for r in rows}
-
-
 async def store_checkpoint(
     conn: Connection,
     node: str,

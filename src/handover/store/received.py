@@ -7,14 +7,6 @@ from typing import Any
 from handover.store.db import Connection, Deferred, write
 
 
-async def replay_record(conn: Connection, sender: str, pid: str) -> tuple[bytes, bytes] | None:
-    """(pd, receipt) if (sender, pid) was received before."""
-    row = await conn.fetchrow(
-        "SELECT pd, receipt FROM received WHERE sender = $1 AND pid = $2", sender, pid
-    )
-    return None if row is None else (bytes(row["pd"]), bytes(row["receipt"]))
-
-
 async def replay_records(
     conn: Connection, keys: list[tuple[str, str]]
 ) -> dict[tuple[str, str], tuple[bytes, bytes]]:

@@ -16,12 +16,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench tools
 	$(VENV)/bin/ruff format --check src tests bench tools
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m handover.demo
+	$(PY) -m handover.cli.demo
 
 bench: $(STAMP)
 	$(PY) bench/run.py $(ARGS)

@@ -15,7 +15,7 @@ import time
 
 import jsonschema_rs
 
-from handover.schemas import SchemaRegistry
+from handover.workflow.schemas import SchemaRegistry
 
 SCHEMA_ID = "handover/release-notice/1"
 

@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from handover.schemas import default_registry
+from handover.workflow.schemas import default_registry
 
 SCHEMA_ID = "handover/release-notice/1"
 TEXT_MAX = 4000  # $defs/text maxLength

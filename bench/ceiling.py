@@ -22,18 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from handover import keystore
-from handover.auditchain import LogPosition
-from handover.packet import (
-    Recipient,
-    make_receipt,
-    open_parsed,
-    parse_packet,
-    seal,
-    verify_receipt,
-)
-from handover.schemas import default_registry
-from handover.timeutil import now_ms
+from handover.node import keystore
+from handover.protocol.auditchain import LogPosition
+from handover.protocol.opening import open_parsed, parse_packet
+from handover.protocol.packet import Recipient, seal
+from handover.protocol.receipt import make_receipt, verify_receipt
+from handover.protocol.timeutil import now_ms
+from handover.workflow.schemas import default_registry
 
 SCHEMA_ID = "handover/release-notice/1"
 SENDER = "sender.bench.example"

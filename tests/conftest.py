@@ -26,20 +26,11 @@ from typing import Any
 
 import pytest
 
-from handover import crypto
-from handover.keyset import KeyEntry, Keyset, accept_keyset, build_keyset
-from handover.packet import (
-    Identity,
-    Opened,
-    OwnBoxKey,
-    ReceiverKeys,
-    Recipient,
-    SealedPacket,
-    StoredReplay,
-    open_packet,
-    seal,
-)
-from handover.timeutil import DAY_MS
+from handover.protocol import crypto
+from handover.protocol.keyset import KeyEntry, Keyset, accept_keyset, build_keyset
+from handover.protocol.opening import Opened, OwnBoxKey, ReceiverKeys, StoredReplay, open_packet
+from handover.protocol.packet import Identity, Recipient, SealedPacket, seal
+from handover.protocol.timeutil import DAY_MS
 
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 KEYSET_TTL_MS = 7 * DAY_MS
@@ -60,7 +51,7 @@ SCHEMA_ID = "handover/release-notice/1"
 @functools.cache
 def registry() -> Any:
     """The real schema registry (schemas/*.json)."""
-    from handover.schemas import default_registry
+    from handover.workflow.schemas import default_registry
 
     return default_registry()
 

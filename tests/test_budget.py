@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from handover.budget import ByteBudget
+from handover.node.budget import ByteBudget
 
 
 async def _scenario() -> list[str]:

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from handover.canonical import (
+from handover.protocol.canonical import (
     MAX_DEPTH,
     MAX_INT,
     b64u_decode,
@@ -16,7 +16,7 @@ from handover.canonical import (
     parse_wire_object,
     strict_json_loads,
 )
-from handover.errors import EncodingError
+from handover.protocol.errors import EncodingError
 
 NOT_CANONICAL = "input is not canonical JSON"
 

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from conftest import SCHEMA_ID, example_body
-from handover import crypto, keystore
-from handover.canonical import b64u_decode, b64u_encode, cj_dumps
-from handover.packet import PACKET_LABEL
+from handover.node import keystore
+from handover.protocol import crypto
+from handover.protocol.canonical import b64u_decode, b64u_encode, cj_dumps
+from handover.protocol.packet import PACKET_LABEL
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 

@@ -22,10 +22,11 @@ from typing import Any
 import pytest
 
 import independent_hp1 as ind
-from handover import crypto, keystore
-from handover.auditchain import LogPosition, make_checkpoint, verify_checkpoint
-from handover.canonical import b64u_decode, b64u_encode, cj_dumps, cj_loads
-from handover.errors import (
+from handover.node import keystore
+from handover.protocol import crypto
+from handover.protocol.auditchain import LogPosition, make_checkpoint, verify_checkpoint
+from handover.protocol.canonical import b64u_decode, b64u_encode, cj_dumps, cj_loads
+from handover.protocol.errors import (
     EncodingError,
     InvalidCheckpoint,
     InvalidKeyset,
@@ -34,21 +35,11 @@ from handover.errors import (
     Reason,
     RejectCode,
 )
-from handover.keyset import KeyEntry, Keyset, accept_keyset, build_keyset
-from handover.packet import (
-    Identity,
-    Opened,
-    OwnBoxKey,
-    ReceiverKeys,
-    Recipient,
-    StoredReplay,
-    _seal_at,
-    make_receipt,
-    open_packet,
-    seal,
-    verify_receipt,
-)
-from handover.timeutil import DAY_MS, now_ms
+from handover.protocol.keyset import KeyEntry, Keyset, accept_keyset, build_keyset
+from handover.protocol.opening import Opened, OwnBoxKey, ReceiverKeys, StoredReplay, open_packet
+from handover.protocol.packet import Identity, Recipient, _seal_at, seal
+from handover.protocol.receipt import make_receipt, verify_receipt
+from handover.protocol.timeutil import DAY_MS, now_ms
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = Path(__file__).resolve().parent / "vectors"
@@ -339,7 +330,7 @@ def test_independent_seal_opens_in_the_package() -> None:
 
 
 def test_independent_seal_passes_the_real_schema_registry() -> None:
-    from handover.schemas import default_registry
+    from handover.workflow.schemas import default_registry
 
     opened = open_packet(
         draft().wire(),

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from conftest import NOW, box_entry, make_node, seed, sig_entry
-from handover import crypto
-from handover.canonical import b64u_encode, cj_dumps, dump_wire_object
-from handover.errors import InvalidKeyset
-from handover.keyset import (
+from handover.protocol import crypto
+from handover.protocol.canonical import b64u_encode, cj_dumps, dump_wire_object
+from handover.protocol.errors import InvalidKeyset
+from handover.protocol.keyset import (
     KEYSET_LABEL,
     KeyEntry,
     Keyset,
@@ -19,7 +19,7 @@ from handover.keyset import (
     build_keyset,
     parse_keyset,
 )
-from handover.timeutil import DAY_MS, SKEW_MS
+from handover.protocol.timeutil import DAY_MS, SKEW_MS
 
 NODE = "probation.bob.example"
 ROOT = crypto.SigningKey.from_seed(seed("root", NODE))

@@ -37,11 +37,13 @@ from federation import (
     free_port,
     run_cli,
 )
-from handover import keystore
-from handover.canonical import b64u_decode, b64u_encode, cj_dumps, cj_loads
-from handover.keyset import Keyset, accept_keyset
-from handover.packet import MEDIA_TYPE, Recipient, seal, verify_receipt
-from handover.timeutil import now_ms
+from handover.node import keystore
+from handover.protocol.canonical import b64u_decode, b64u_encode, cj_dumps, cj_loads
+from handover.protocol.keyset import Keyset, accept_keyset
+from handover.protocol.packet import MEDIA_TYPE, Recipient, seal
+from handover.protocol.receipt import verify_receipt
+from handover.protocol.timeutil import now_ms
+from handover.workflow.schemas import default_registry
 
 PRISON, PROBATION, EXIT = "prison.example", "probation.example", "exit.example"
 PACKETS = "/federation/v1/packets"
@@ -274,7 +276,12 @@ def fresh_packet(sender: NodeProcess, receiver: NodeProcess, case: str) -> bytes
     body = example(RELEASE_NOTICE)
     body["case_ref"] = case
     return seal(
-        keys.identity(), [Recipient.from_keyset(keyset, now)], RELEASE_NOTICE, body, now=now
+        keys.identity(),
+        [Recipient.from_keyset(keyset, now)],
+        RELEASE_NOTICE,
+        body,
+        now=now,
+        validator=default_registry(),
     ).wire
 
 

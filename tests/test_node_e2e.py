@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from federation import Federation, run_cli
-from handover.canonical import b64u_decode
-from handover.keyset import accept_keyset
-from handover.packet import verify_receipt
-from handover.timeutil import now_ms
+from handover.protocol.canonical import b64u_decode
+from handover.protocol.keyset import accept_keyset
+from handover.protocol.receipt import verify_receipt
+from handover.protocol.timeutil import now_ms
 
 PRISON, PROBATION = "prison.example", "probation.example"
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from federation import Federation, NodeProcess, example, run_cli
-from handover.policy import default_policy_path
-from handover.workflow import date_ms
+from handover.workflow.engine import date_ms
+from handover.workflow.policy import default_policy_path
 from test_openapi import check_answer
 
 PRISON, PROBATION, EXIT = "prison.example", "probation.example", "exit.example"

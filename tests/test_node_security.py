@@ -21,12 +21,21 @@ from typing import Any
 import pytest
 
 from federation import RELEASE_NOTICE, Federation, NodeProcess, example, run_cli
-from handover import crypto, keystore
-from handover.auditchain import verify_checkpoint
-from handover.canonical import b64u_decode, b64u_encode, cj_dumps
-from handover.keyset import MAX_KEYSET_LIFETIME_MS, KeyEntry, Keyset, accept_keyset, build_keyset
-from handover.packet import MAX_REQUEST_BYTES, MEDIA_TYPE, Recipient, seal, verify_receipt
-from handover.timeutil import now_ms
+from handover.node import keystore
+from handover.protocol import crypto
+from handover.protocol.auditchain import verify_checkpoint
+from handover.protocol.canonical import b64u_decode, b64u_encode, cj_dumps
+from handover.protocol.keyset import (
+    MAX_KEYSET_LIFETIME_MS,
+    KeyEntry,
+    Keyset,
+    accept_keyset,
+    build_keyset,
+)
+from handover.protocol.packet import MAX_REQUEST_BYTES, MEDIA_TYPE, Recipient, seal
+from handover.protocol.receipt import verify_receipt
+from handover.protocol.timeutil import now_ms
+from handover.workflow.schemas import default_registry
 
 PRISON, PROBATION, EXIT = "prison.example", "probation.example", "exit.example"
 INVALID = {"error": "invalid_packet"}
@@ -76,6 +85,7 @@ def seal_offline(identity: Any, *recipients: Keyset, body: dict[str, Any] | None
         RELEASE_NOTICE,
         body if body is not None else example(RELEASE_NOTICE),
         now=now,
+        validator=default_registry(),
     )
 
 

@@ -25,13 +25,14 @@ from aiohttp import web
 
 import handover.web
 from federation import RELEASE_NOTICE, Federation, example
-from handover import crypto
-from handover.audit import ChainReport
-from handover.auditchain import LogPosition, make_checkpoint
-from handover.keyset import KeyEntry, build_keyset
-from handover.packet import Identity, make_receipt
-from handover.timeutil import now_ms
-from handover.witness import PeerReport, Statement
+from handover.node.witness import PeerReport, Statement
+from handover.protocol import crypto
+from handover.protocol.auditchain import LogPosition, make_checkpoint
+from handover.protocol.keyset import KeyEntry, build_keyset
+from handover.protocol.packet import Identity
+from handover.protocol.receipt import make_receipt
+from handover.protocol.timeutil import now_ms
+from handover.store.auditlog import ChainReport
 
 OPENAPI = Path(__file__).resolve().parent.parent / "schemas" / "openapi.yaml"
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

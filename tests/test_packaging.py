@@ -28,7 +28,7 @@ def test_wheel_installs_schemas_policy_and_migrations(tmp_path: Path) -> None:
     schema_files = {p.name for p in (ROOT / "schemas").glob("*.v1.json")}
     assert len(schema_files) == 10
     assert {f"handover/schemas/{n}" for n in schema_files} <= names
-    assert "handover/default_policy.json" in names
+    assert "handover/workflow/default_policy.json" in names
     assert any(n.startswith("handover/store/migrations/") and n.endswith(".sql") for n in names)
 
     # Installed somewhere else and imported from there (not from src/), the
@@ -52,7 +52,7 @@ def test_wheel_installs_schemas_policy_and_migrations(tmp_path: Path) -> None:
     )
     assert install.returncode == 0, install.stderr
     probe = (
-        "import json, handover, handover.schemas as s, handover.policy as p,"
+        "import json, handover, handover.workflow.schemas as s, handover.workflow.policy as p,"
         " handover.store.db as d\n"
         "print(json.dumps({'file': handover.__file__, 'ids': s.default_registry().ids(),"
         " 'policy': p.Policy.load().source, 'migrations': [m[1] for m in d.migrations()]}))"

@@ -29,11 +29,12 @@ from conftest import (
     seed,
     sig_entry,
 )
-from handover import crypto
-from handover.auditchain import LogPosition
-from handover.canonical import b64u_decode, b64u_encode, cj_dumps
-from handover.errors import InvalidPacket, Reason, RejectCode, SealError
-from handover.packet import (
+from handover.protocol import crypto
+from handover.protocol.auditchain import LogPosition
+from handover.protocol.canonical import b64u_decode, b64u_encode, cj_dumps
+from handover.protocol.errors import InvalidPacket, Reason, RejectCode, SealError
+from handover.protocol.opening import Opened, Replayed
+from handover.protocol.packet import (
     COMMITMENT_LABEL,
     CONTENT_KEY_LABEL,
     DEFAULT_TTL_MS,
@@ -42,14 +43,12 @@ from handover.packet import (
     MAX_REQUEST_BYTES,
     MAX_TTL_MS,
     PACKET_LABEL,
-    Opened,
-    Replayed,
     SealedPacket,
     b64u_length,
-    make_receipt,
     pad,
 )
-from handover.timeutil import DAY_MS, SKEW_MS
+from handover.protocol.receipt import make_receipt
+from handover.protocol.timeutil import DAY_MS, SKEW_MS
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 L = 2**252 + 27742317777372353535851937790883648493  # order of the Ed25519 base point

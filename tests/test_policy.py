@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from handover.errors import ConfigError
-from handover.policy import Policy, PolicyDocument, default_policy_path
-from handover.schemas import default_registry
+from handover.protocol.errors import ConfigError
+from handover.workflow.policy import Policy, PolicyDocument, default_policy_path
+from handover.workflow.schemas import default_registry
 
 RAW: dict[str, Any] = json.loads(default_policy_path().read_text("utf-8"))
 POLICY = Policy.load()

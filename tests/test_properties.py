@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import NOW, PERMISSIVE, make_node, receive, seal_to
-from handover.canonical import MAX_INT, b64u_decode, b64u_encode, cj_dumps, cj_loads
-from handover.errors import EncodingError, InvalidPacket
-from handover.packet import Opened
+from handover.protocol.canonical import MAX_INT, b64u_decode, b64u_encode, cj_dumps, cj_loads
+from handover.protocol.errors import EncodingError, InvalidPacket
+from handover.protocol.opening import Opened
 
 SETTINGS = settings(
     max_examples=80,

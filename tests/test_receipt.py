@@ -8,19 +8,13 @@ from typing import Any
 import pytest
 
 from conftest import NOW, Node, box_entry, make_node, receive, seal_to, sig_entry
-from handover import crypto
-from handover.auditchain import LogPosition
-from handover.canonical import b64u_decode, b64u_encode, cj_dumps, dump_wire_object
-from handover.errors import InvalidPacket, InvalidReceipt, Reason, RejectCode
-from handover.packet import (
-    RECEIPT_LABEL,
-    Receipt,
-    SealedPacket,
-    make_receipt,
-    parse_receipt,
-    verify_receipt,
-)
-from handover.timeutil import DAY_MS, SKEW_MS
+from handover.protocol import crypto
+from handover.protocol.auditchain import LogPosition
+from handover.protocol.canonical import b64u_decode, b64u_encode, cj_dumps, dump_wire_object
+from handover.protocol.errors import InvalidPacket, InvalidReceipt, Reason, RejectCode
+from handover.protocol.packet import RECEIPT_LABEL, SealedPacket
+from handover.protocol.receipt import Receipt, make_receipt, parse_receipt, verify_receipt
+from handover.protocol.timeutil import DAY_MS, SKEW_MS
 
 L = 2**252 + 27742317777372353535851937790883648493
 HEAD = bytes(range(32))

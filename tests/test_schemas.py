@@ -1,4 +1,4 @@
-"""Tests for handover.schemas and the schema files in schemas/."""
+"""Tests for handover.workflow.schemas and the schema files in schemas/."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 import jsonschema_rs
 import pytest
 
-from handover import schemas as schemas_module
-from handover.errors import ConfigError, SchemaInvalid, UnknownSchema
-from handover.schemas import (
+from handover.protocol.errors import ConfigError, SchemaInvalid, UnknownSchema
+from handover.workflow import schemas as schemas_module
+from handover.workflow.schemas import (
     FIELD_GROUPS,
     SCHEMA_ID_RE,
     SENSITIVITY_LEVELS,

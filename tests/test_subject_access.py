@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from federation import RELEASE_NOTICE, Federation, NodeProcess, cli_env, example, run_cli
-from handover.subject_access import render_markdown
-from handover.timeutil import now_ms
+from handover.protocol.timeutil import now_ms
+from handover.workflow.subject_report import render_markdown
 from test_openapi import check_answer
 
 PRISON, PROBATION = "prison.example", "probation.example"

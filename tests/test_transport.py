@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from handover.transport import MAX_BATCH, MAX_BATCH_BYTES, _chunks
+from handover.node.transport import MAX_BATCH, MAX_BATCH_BYTES
+from handover.node.transport import chunks as _chunks
 
 
 def test_chunks_keep_order_and_respect_count_and_size_limits() -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from handover import crypto
-from handover.auditchain import (
+from handover.protocol import crypto
+from handover.protocol.auditchain import (
     LogPosition,
     chain_heads,
     entry_digest,
@@ -27,24 +27,19 @@ from handover.auditchain import (
     make_checkpoint,
     verify_checkpoint,
 )
-from handover.canonical import b64u_decode, b64u_encode, cj_dumps, cj_loads
-from handover.errors import EncodingError, InvalidKeyset, InvalidPacket, Reason, RejectCode
-from handover.keyset import KeyEntry, Keyset, accept_keyset, build_keyset, parse_keyset
-from handover.packet import (
+from handover.protocol.canonical import b64u_decode, b64u_encode, cj_dumps, cj_loads
+from handover.protocol.errors import EncodingError, InvalidKeyset, InvalidPacket, Reason, RejectCode
+from handover.protocol.keyset import KeyEntry, Keyset, accept_keyset, build_keyset, parse_keyset
+from handover.protocol.opening import Opened, OwnBoxKey, ReceiverKeys, StoredReplay, open_packet
+from handover.protocol.packet import (
     COMMITMENT_LABEL,
     CONTENT_KEY_LABEL,
     Identity,
-    Opened,
-    OwnBoxKey,
-    ReceiverKeys,
     Recipient,
-    StoredReplay,
     _derive,
     _seal_at,
-    make_receipt,
-    open_packet,
-    verify_receipt,
 )
+from handover.protocol.receipt import make_receipt, verify_receipt
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTOR_DIR = Path(__file__).resolve().parent / "vectors"
@@ -74,7 +69,7 @@ class Permissive:
 def validator() -> Any:
     """The real schema registry once it exists; the envelope checks do not need it."""
     try:
-        from handover.schemas import default_registry
+        from handover.workflow.schemas import default_registry
     except ImportError:
         return Permissive()
     return default_registry()

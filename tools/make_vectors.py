@@ -32,17 +32,17 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import nacl.bindings as sodium  # noqa: E402
 
-from handover import crypto  # noqa: E402
-from handover.auditchain import (  # noqa: E402
+from handover.protocol import crypto  # noqa: E402
+from handover.protocol.auditchain import (  # noqa: E402
     LogPosition,
     chain_heads,
     entry_bytes,
     make_checkpoint,
 )
-from handover.canonical import b64u_decode, b64u_encode, cj_dumps  # noqa: E402
-from handover.errors import RejectCode  # noqa: E402
-from handover.keyset import KeyEntry, build_keyset  # noqa: E402
-from handover.packet import (  # noqa: E402
+from handover.protocol.canonical import b64u_decode, b64u_encode, cj_dumps  # noqa: E402
+from handover.protocol.errors import RejectCode  # noqa: E402
+from handover.protocol.keyset import KeyEntry, build_keyset  # noqa: E402
+from handover.protocol.packet import (  # noqa: E402
     COMMITMENT_LABEL,
     CONTENT_KEY_LABEL,
     PACKET_LABEL,
@@ -50,11 +50,11 @@ from handover.packet import (  # noqa: E402
     Recipient,
     _derive,
     _seal_at,
-    make_receipt,
     packet_digest,
     pad,
 )
-from handover.timeutil import DAY_MS  # noqa: E402
+from handover.protocol.receipt import make_receipt  # noqa: E402
+from handover.protocol.timeutil import DAY_MS  # noqa: E402
 
 VECTOR_DIR = ROOT / "tests" / "vectors"
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -399,7 +399,7 @@ def main_vectors() -> dict[str, dict[str, Any]]:
         ("receipt-accepted.json", r1, "accepted", None, "collection"),
         ("receipt-rejected.json", r2, "rejected", RejectCode.NOT_PERMITTED, "rejection"),
     ):
-        # The shape of the entry handover.service writes on receipt of a packet.
+        # The shape of the entry handover.node.service writes on receipt of a packet.
         fields: dict[str, Any] = {
             "pid": pid,
             "pd": b64u_encode(sealed.pd),

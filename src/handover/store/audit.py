@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from handover.auditchain import ZERO_HEAD
+from handover.protocol.auditchain import ZERO_HEAD
 from handover.store.db import Connection
 
 AuditRow = tuple[int, int, str, bytes, bytes, str | None, str | None]

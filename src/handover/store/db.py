@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -15,7 +15,7 @@ from typing import Any, TypeAlias
 import asyncpg
 import asyncpg.pool
 
-from handover.errors import StoreError
+from handover.store.errors import Conflict, StoreError
 
 # pg_advisory_xact_lock keys: one writer at a time per node database.
 AUDIT_LOCK = 0x68703161  # "hp1a"
@@ -165,6 +165,7 @@ class Database:
     def __init__(self, pool: Pool, embedded: EmbeddedPostgres | None) -> None:
         self.pool = pool
         self.embedded = embedded
+        self._listener: Any = None
 
     @classmethod
     async def open(
@@ -196,6 +197,8 @@ class Database:
         try:
             async with self.pool.acquire() as conn:
                 yield conn
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(f"already stored: {exc.constraint_name}") from exc
         except asyncpg.PostgresError as exc:
             raise StoreError(f"database error: {type(exc).__name__}") from exc
 
@@ -211,7 +214,24 @@ class Database:
         except (StoreError, OSError):
             return False
 
+    async def listen(self, **callbacks: Callable[[], object]) -> None:
+        """Call `callbacks[name]` on each NOTIFY of channel `handover_<name>` from any
+        process on this database (outbox: new rows; peers: pins; keys: rotations)."""
+        self._listener = await self.pool.acquire()
+
+        def on_notify(_conn: object, _pid: int, channel: str, _payload: str) -> None:
+            callback = callbacks.get(channel.removeprefix("handover_"))
+            if callback is not None:
+                callback()
+
+        for name in callbacks:
+            await self._listener.add_listener(f"handover_{name}", on_notify)
+
     async def close(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self.pool.release(self._listener)
+            self._listener = None
         await self.pool.close()
         if self.embedded is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.embedded.stop)

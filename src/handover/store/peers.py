@@ -118,3 +118,13 @@ async def checkpoints(conn: Connection, node: str) -> list[tuple[int, bytes, byt
         "SELECT seq, head, wire FROM peer_checkpoints WHERE node = $1 ORDER BY seq", node
     )
     return [(int(r["seq"]), bytes(r["head"]), bytes(r["wire"])) for r in rows]
+
+
+async def notify_pins(conn: Connection) -> None:
+    """Tell every process of this node that the pinned peers changed."""
+    await conn.execute("NOTIFY handover_peers")
+
+
+async def notify_keys(conn: Connection) -> None:
+    """Tell every process of this node to reload its key files (after a rotation)."""
+    await conn.execute("NOTIFY handover_keys")

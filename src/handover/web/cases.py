@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handover.errors import ApiError
-from handover.web.api import _json_body, _operator, _page_args, requires
-from handover.web.app import NODE_KEY, json_response
+from handover.web.edge import NODE_KEY, json_body, operator_of, page_args, requires
+from handover.web.errors import json_response
+from handover.workflow.errors import ErrorCode, RequestRefused
 
 
 @requires("read")
 async def list_cases(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    limit, before = _page_args(request)
+    limit, before = page_args(request)
     items = await node.cases.list_cases(limit=limit, before=before)
     next_before = items[-1]["updated_at"] if len(items) == limit else None
     return json_response({"items": items, "next_before": next_before})
@@ -28,9 +28,11 @@ async def show_case(request: web.Request) -> web.Response:
 @requires("send")
 async def set_local_id(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    data = await _json_body(request)
+    data = await json_body(request)
     if set(data) != {"local_id"}:
-        raise ApiError(400, "bad_request", 'the body is {"local_id": ID} (null to clear it)')
+        raise RequestRefused(
+            ErrorCode.BAD_REQUEST, 'the body is {"local_id": ID} (null to clear it)'
+        )
     return json_response(await node.cases.set_local_id(request.match_info["ref"], data["local_id"]))
 
 
@@ -43,9 +45,9 @@ async def overdue(request: web.Request) -> web.Response:
 @requires("send")
 async def acknowledge_agreement(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    data = await _json_body(request)
+    data = await json_body(request)
     packets = await node.cases.acknowledge_agreement(
-        _operator(request),
+        operator_of(request),
         request.match_info["ref"],
         request.match_info["agreement_id"],
         data.get("justification"),

@@ -6,12 +6,13 @@ import json
 
 from aiohttp import web
 
-from handover.canonical import b64u_encode
-from handover.errors import EncodingError
-from handover.packet import MAX_REQUEST_BYTES
-from handover.service import ReceiveResult
-from handover.transport import MAX_BATCH
-from handover.web.app import NODE_KEY, error_response, json_response
+from handover.node.transport import MAX_BATCH, Answer, Outcome
+from handover.protocol.canonical import b64u_encode
+from handover.protocol.errors import EncodingError
+from handover.protocol.packet import MAX_REQUEST_BYTES
+from handover.web.edge import NODE_KEY
+from handover.web.errors import OUTCOME_STATUS, error_response, json_response
+from handover.workflow.errors import ErrorCode
 
 MAX_DIGESTS = 10_000
 ACCEPTED_TYPES = ("application/vnd.handover.packet+json", "application/json")
@@ -30,13 +31,21 @@ async def _read_limited(request: web.Request, limit: int) -> bytes | None:
 async def post_packet(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     if request.content_type not in ACCEPTED_TYPES:
-        return error_response(415, "unsupported_media_type")
+        return error_response(ErrorCode.UNSUPPORTED_MEDIA_TYPE)
     async with node.budget.take(request.content_length or MAX_REQUEST_BYTES):
         wire = await _read_limited(request, MAX_REQUEST_BYTES)
         if wire is None:
-            return error_response(413, "too_large")
-        result = await node.service.receive(wire)
-    return web.Response(body=result.body, status=result.status, content_type="application/json")
+            return error_response(ErrorCode.TOO_LARGE)
+        answer = await node.receiver.receive(wire)
+    return _answer_response(answer)
+
+
+def _answer_response(answer: Answer) -> web.Response:
+    if answer.receipt is None:
+        return error_response(ErrorCode(answer.outcome.value))
+    return web.Response(
+        body=answer.receipt, status=OUTCOME_STATUS[answer.outcome], content_type="application/json"
+    )
 
 
 async def post_batch(request: web.Request) -> web.Response:
@@ -45,21 +54,23 @@ async def post_batch(request: web.Request) -> web.Response:
     async with node.budget.take(request.content_length or MAX_REQUEST_BYTES):
         raw = await _read_limited(request, MAX_REQUEST_BYTES * 4)
         if raw is None:
-            return error_response(413, "too_large")
+            return error_response(ErrorCode.TOO_LARGE)
         try:
             packets = _split_batch(raw)
         except (ValueError, UnicodeDecodeError, EncodingError):
-            return error_response(400, "invalid_batch")
+            return error_response(ErrorCode.INVALID_BATCH)
         del raw
         fits = [p for p in packets if len(p) <= MAX_REQUEST_BYTES]
-        received = iter(await node.service.receive_many(fits))
-    results = [
-        next(received) if len(p) <= MAX_REQUEST_BYTES else ReceiveResult(413, b"") for p in packets
+        received = iter(await node.receiver.receive_many(fits))
+    answers = [
+        next(received) if len(p) <= MAX_REQUEST_BYTES else Answer(Outcome.TOO_LARGE)
+        for p in packets
     ]
     # Receipts are our own compact wire JSON: splice them in as they are.
     items = [
-        b'{"receipt":%s,"status":%d}' % (r.body if r.status in (200, 422) else b"null", r.status)
-        for r in results
+        b'{"receipt":%s,"status":%d}'
+        % (a.receipt if a.receipt is not None else b"null", OUTCOME_STATUS[a.outcome])
+        for a in answers
     ]
     return web.Response(
         body=b'{"results":[' + b",".join(items) + b"]}", content_type="application/json"
@@ -133,9 +144,9 @@ async def get_digests(request: web.Request) -> web.Response:
         after = int(request.query.get("after", "0"))
         limit = int(request.query.get("limit", str(MAX_DIGESTS)))
     except ValueError:
-        return error_response(400, "bad_request", "after and limit must be integers")
+        return error_response(ErrorCode.BAD_REQUEST, "after and limit must be integers")
     if after < 0 or not 1 <= limit <= MAX_DIGESTS:
-        return error_response(400, "bad_request", "after >= 0 and 1 <= limit <= 10000")
+        return error_response(ErrorCode.BAD_REQUEST, "after >= 0 and 1 <= limit <= 10000")
     digests = await node.entry_digests(after, limit)
     return json_response({"after": after, "digests": [b64u_encode(d) for d in digests]})
 

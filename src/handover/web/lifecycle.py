@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handover.errors import ApiError
-from handover.web.api import MAX_PAGE, _json_body, _operator, requires
-from handover.web.app import NODE_KEY, json_response
+from handover.web.edge import MAX_PAGE, NODE_KEY, json_body, operator_of, requires
+from handover.web.errors import json_response
+from handover.workflow.errors import ErrorCode, RequestRefused
 
 DECISION_MEMBERS = frozenset(
     {"outcome", "justification", "review_at", "reason", "direction", "sender"}
@@ -21,7 +21,9 @@ RECTIFY_MEMBERS = frozenset(
 def _only(data: dict[str, object], allowed: frozenset[str]) -> None:
     unknown = set(data) - allowed
     if unknown:
-        raise ApiError(400, "bad_request", f"unknown members: {', '.join(sorted(unknown))}")
+        raise RequestRefused(
+            ErrorCode.BAD_REQUEST, f"unknown members: {', '.join(sorted(unknown))}"
+        )
 
 
 @requires("read")
@@ -30,7 +32,7 @@ async def list_reviews(request: web.Request) -> web.Response:
     try:
         limit = max(1, min(int(request.query.get("limit", str(MAX_PAGE))), MAX_PAGE))
     except ValueError as exc:
-        raise ApiError(400, "bad_request", "limit must be an integer") from exc
+        raise RequestRefused(ErrorCode.BAD_REQUEST, "limit must be an integer") from exc
     items = await node.retention.reviews(limit=limit)
     return json_response({"items": items, "truncated": len(items) == limit})
 
@@ -38,10 +40,10 @@ async def list_reviews(request: web.Request) -> web.Response:
 @requires("send")
 async def decide_review(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    data = await _json_body(request)
+    data = await json_body(request)
     _only(data, DECISION_MEMBERS)
     state = await node.retention.decide(
-        _operator(request),
+        operator_of(request),
         request.match_info["pid"],
         outcome=data.get("outcome"),
         justification=data.get("justification"),
@@ -56,10 +58,10 @@ async def decide_review(request: web.Request) -> web.Response:
 @requires("admin")
 async def lift_restriction(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    data = await _json_body(request)
+    data = await json_body(request)
     _only(data, LIFT_MEMBERS)
     state = await node.retention.lift(
-        _operator(request),
+        operator_of(request),
         request.match_info["pid"],
         data.get("justification"),
         direction=data.get("direction"),
@@ -71,10 +73,10 @@ async def lift_restriction(request: web.Request) -> web.Response:
 @requires("send")
 async def rectify_packet(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    data = await _json_body(request)
+    data = await json_body(request)
     _only(data, RECTIFY_MEMBERS)
     result = await node.rectification.rectify(
-        _operator(request),
+        operator_of(request),
         request.match_info["pid"],
         action=data.get("action"),
         reason=data.get("reason"),

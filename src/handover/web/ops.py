@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handover.web.app import NODE_KEY, json_response
+from handover.web.edge import NODE_KEY
+from handover.web.errors import json_response
 
 
 async def healthz(request: web.Request) -> web.Response:

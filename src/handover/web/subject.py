@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handover.errors import ApiError
-from handover.subject_access import render_markdown
-from handover.web.api import _operator, requires
-from handover.web.app import NODE_KEY, json_response
+from handover.web.edge import NODE_KEY, operator_of, requires
+from handover.web.errors import json_response
+from handover.workflow.errors import ErrorCode, RequestRefused
+from handover.workflow.subject_report import render_markdown
 
 FORMATS = ("json", "markdown")
 
@@ -18,19 +18,18 @@ async def export_case(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     form = request.query.get("format", "json")
     if form not in FORMATS:
-        raise ApiError(400, "bad_request", "format is 'json' (the default) or 'markdown'")
+        raise RequestRefused(ErrorCode.BAD_REQUEST, "format is 'json' (the default) or 'markdown'")
     justification = request.query.get("justification") or request.headers.get(
         "Handover-Justification"
     )
     if not justification:
-        raise ApiError(
-            400,
-            "justification_required",
+        raise RequestRefused(
+            ErrorCode.JUSTIFICATION_REQUIRED,
             "a subject access export needs a justification: query parameter"
             " 'justification' or header 'Handover-Justification'",
         )
     export = await node.subject_access.export(
-        _operator(request), request.match_info["ref"], justification
+        operator_of(request), request.match_info["ref"], justification
     )
     if form == "markdown":
         response = web.Response(

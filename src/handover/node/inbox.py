@@ -1,0 +1,95 @@
+"""The inbox: what this node received, for operators."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+
+from handover.store import received as received_store
+from handover.store.auditlog import Appender, AuditWriter
+from handover.store.db import Connection, Database
+from handover.workflow.access import Operator, require_justification
+from handover.workflow.errors import ErrorCode, RequestRefused
+from handover.workflow.vault import Vault
+
+log = structlog.get_logger(__name__)
+
+
+class Inbox:
+    """What arrived, for operators: listings, and reading a body with a
+    justification (a `consultation` entry is written before the body is shown)."""
+
+    def __init__(self, *, node: str, db: Database, writer: AuditWriter, vault: Vault) -> None:
+        self.node = node
+        self.db = db
+        self.writer = writer
+        self.vault = vault
+
+    async def list(
+        self, *, limit: int, before: int | None, case_ref: str | None
+    ) -> list[dict[str, Any]]:
+        async with self.db.connection() as conn:
+            rows = await received_store.inbox(conn, limit=limit, before=before, case_ref=case_ref)
+        return [
+            {
+                "pid": r["pid"],
+                "sender": r["sender"],
+                "schema": r["schema_id"],
+                "case_ref": r["case_ref"],
+                "iat": r["iat"],
+                "exp": r["exp"],
+                "received_at": r["received_at"],
+                "erased": not r["has_body"],
+                "restricted": r["restricted"],
+            }
+            for r in rows
+        ]
+
+    async def read(self, operator: Operator, pid: str, justification: object) -> dict[str, Any]:
+        """Open a received body for an operator; logs a `consultation` entry first.
+
+        Raises:
+            ApiError: 400 without a justification, 403 restricted, 404 unknown pid, 410 erased.
+        """
+        why = require_justification(justification)
+        async with self.db.connection() as conn:
+            row = await received_store.get(conn, pid)
+        if row is None:
+            raise RequestRefused(ErrorCode.NOT_FOUND, "no received packet with that pid")
+        if row["body_box"] is None:
+            raise RequestRefused(ErrorCode.ERASED, "the content of this packet has been erased")
+        if row["restricted"] is not None:
+            raise RequestRefused(
+                ErrorCode.RESTRICTED,
+                "this packet is restricted: its content is shown to no one until an admin"
+                " lifts the restriction (POST /api/v1/packets/{pid}/restriction/lift)",
+            )
+        body = self.vault.open(pid, row["body_box"])
+
+        async def job(conn: Connection, appender: Appender) -> None:
+            appender.append(
+                "consultation",
+                pid=pid,
+                case_ref=row["case_ref"],
+                schema=row["schema_id"],
+                counterpart=row["sender"],
+                fields=sorted(body),
+                operator=operator.name,
+                org=self.node,
+                justification=why,
+            )
+
+        await self.writer.run(job)
+        return {
+            "pid": pid,
+            "schema": row["schema_id"],
+            "body": body,
+            "sender": row["sender"],
+            "case_ref": row["case_ref"],
+            "iat": row["iat"],
+            "exp": row["exp"],
+            "received_at": row["received_at"],
+            "receipt": json.loads(row["receipt"]),
+        }

@@ -1,0 +1,257 @@
+"""A node's own key material on disk.
+
+Layout of a key directory (mode 0700; every file mode 0600)::
+
+    root.key            Ed25519 root seed (b64u): signs only the keyset
+    sig-<kid>.key       Ed25519 signing seeds, one per signing key
+    box-<kid>.key       X25519 secret keys, one per encryption key
+    keyset.json         the current signed keyset (wire JSON), public
+
+The keyset itself records each key's status, so it is the index of the
+private files. Retired x25519 private keys are destroyed once the protocol's
+grace period (until + 30 days + 5 min) has passed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from handover.protocol import crypto
+from handover.protocol.canonical import b64u_decode, b64u_encode
+from handover.protocol.errors import ConfigError, EncodingError, InvalidKeyset
+from handover.protocol.keyset import (
+    MAX_KEYSET_LIFETIME_MS,
+    RETIRED_BOX_GRACE_MS,
+    KeyEntry,
+    Keyset,
+    build_keyset,
+    is_node_id,
+    parse_keyset,
+)
+from handover.protocol.opening import OwnBoxKey, ReceiverKeys
+from handover.protocol.packet import Identity
+
+KEYSET_FILE = "keyset.json"
+ROOT_FILE = "root.key"
+STORAGE_FILE = "storage.key"
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file readable by the owner only, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def write_public(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _read_secret(path: Path) -> bytes:
+    try:
+        text = path.read_text("ascii").strip()
+        return b64u_decode(text, 32)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"key file {path} is missing") from exc
+    except (EncodingError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"key file {path} is not a 32-byte base64url key") from exc
+
+
+@dataclass(frozen=True)
+class NodeKeys:
+    """The node's root, signing and encryption keys and its current keyset."""
+
+    directory: Path
+    root: crypto.SigningKey
+    keyset: Keyset
+    signing: dict[str, crypto.SigningKey]
+    boxes: dict[str, crypto.BoxKey]
+
+    @property
+    def node(self) -> str:
+        return self.keyset.node
+
+    @property
+    def fingerprint(self) -> str:
+        return self.keyset.fingerprint
+
+    def identity(self) -> Identity:
+        """The active signing key (the newest if several); computed once per load."""
+        cached: Identity | None = self.__dict__.get("_identity")
+        if cached is not None:
+            return cached
+        active = [k for k in self.keyset.keys if k.type == "ed25519-sig" and k.status == "active"]
+        if not active:
+            raise ConfigError("the keyset has no active signing key; run `handover keys rotate`")
+        entry = min(active, key=lambda k: (-k.nbf, k.kid.encode("ascii")))
+        identity = Identity(self.node, entry.kid, self.signing[entry.kid])
+        self.__dict__["_identity"] = identity  # frozen dataclass: cache beside the fields
+        return identity
+
+    def receiver_keys(self) -> ReceiverKeys:
+        """Our x25519 keys whose private halves we still hold; computed once per load."""
+        cached: ReceiverKeys | None = self.__dict__.get("_receiver_keys")
+        if cached is not None:
+            return cached
+        own = {}
+        for entry in self.keyset.keys:
+            if entry.type == "x25519-box" and entry.kid in self.boxes:
+                own[entry.kid] = OwnBoxKey(self.boxes[entry.kid], entry)
+        keys = ReceiverKeys(self.node, own)
+        self.__dict__["_receiver_keys"] = keys
+        return keys
+
+
+def _sign_and_write(
+    directory: Path,
+    root: crypto.SigningKey,
+    node: str,
+    serial: int,
+    keys: list[KeyEntry],
+    now: int,
+    lifetime_ms: int,
+) -> bytes:
+    wire = build_keyset(
+        node=node, serial=serial, iat=now, exp=now + lifetime_ms, root=root, keys=keys
+    )
+    write_public(directory / KEYSET_FILE, wire)
+    return wire
+
+
+def _new_keys(directory: Path, now: int) -> list[KeyEntry]:
+    sig = crypto.SigningKey.generate()
+    box = crypto.BoxKey.generate()
+    sig_kid = crypto.kid("ed25519-sig", sig.public_key)
+    box_kid = crypto.kid("x25519-box", box.public_key)
+    write_private(directory / f"sig-{sig_kid}.key", b64u_encode(sig.seed).encode() + b"\n")
+    write_private(directory / f"box-{box_kid}.key", b64u_encode(box.secret).encode() + b"\n")
+    return [
+        KeyEntry(sig_kid, "ed25519-sig", sig.public_key, now, "active"),
+        KeyEntry(box_kid, "x25519-box", box.public_key, now, "active"),
+    ]
+
+
+def init_keys(
+    directory: Path, node: str, now: int, lifetime_ms: int = MAX_KEYSET_LIFETIME_MS
+) -> NodeKeys:
+    """Create a new key directory for `node`.
+
+    Raises:
+        ConfigError: bad node id, or the directory already holds keys.
+    """
+    if not is_node_id(node):
+        raise ConfigError(f"{node!r} is not a valid node id (lowercase DNS-style name)")
+    if (directory / ROOT_FILE).exists():
+        raise ConfigError(f"{directory} already holds keys; refusing to overwrite them")
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    root = crypto.SigningKey.generate()
+    write_private(directory / ROOT_FILE, b64u_encode(root.seed).encode() + b"\n")
+    keys = _new_keys(directory, now)
+    _sign_and_write(directory, root, node, 1, keys, now, lifetime_ms)
+    return load_keys(directory)
+
+
+def load_keys(directory: Path) -> NodeKeys:
+    """Load a key directory and check it is self-consistent.
+
+    Raises:
+        ConfigError: missing or mismatching files.
+    """
+    try:
+        wire = (directory / KEYSET_FILE).read_bytes()
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{directory / KEYSET_FILE} is missing; run `handover keys init`"
+        ) from exc
+    try:
+        keyset = parse_keyset(wire)
+    except InvalidKeyset as exc:
+        raise ConfigError(f"{directory / KEYSET_FILE} is not a valid keyset: {exc}") from exc
+    root = crypto.SigningKey.from_seed(_read_secret(directory / ROOT_FILE))
+    if root.public_key != keyset.root:
+        raise ConfigError("root.key does not match the keyset's root key")
+    signing: dict[str, crypto.SigningKey] = {}
+    boxes: dict[str, crypto.BoxKey] = {}
+    for entry in keyset.keys:
+        if entry.type == "ed25519-sig" and entry.status != "revoked":
+            path = directory / f"sig-{entry.kid}.key"
+            if path.exists() or entry.status == "active":
+                key = crypto.SigningKey.from_seed(_read_secret(path))
+                if key.public_key != entry.public_key:
+                    raise ConfigError(f"{path.name} does not match its keyset entry")
+                signing[entry.kid] = key
+        elif entry.type == "x25519-box":
+            path = directory / f"box-{entry.kid}.key"
+            if path.exists():
+                box = crypto.BoxKey.from_secret(_read_secret(path))
+                if box.public_key != entry.public_key:
+                    raise ConfigError(f"{path.name} does not match its keyset entry")
+                boxes[entry.kid] = box
+    return NodeKeys(directory, root, keyset, signing, boxes)
+
+
+def resign(keys: NodeKeys, now: int, lifetime_ms: int = MAX_KEYSET_LIFETIME_MS) -> NodeKeys:
+    """Re-sign the keyset with a fresh validity window (serial + 1)."""
+    _sign_and_write(
+        keys.directory,
+        keys.root,
+        keys.node,
+        keys.keyset.serial + 1,
+        list(keys.keyset.keys),
+        now,
+        lifetime_ms,
+    )
+    return load_keys(keys.directory)
+
+
+def rotate(keys: NodeKeys, now: int, lifetime_ms: int = MAX_KEYSET_LIFETIME_MS) -> NodeKeys:
+    """New signing and encryption keys; the active ones become `retired` with `until = now`.
+
+    Packets signed before now still verify (iat <= until); packets sealed to the
+    old x25519 key still open for 30 days + 5 min (PROTOCOL.md section 2).
+    """
+    entries = [
+        KeyEntry(k.kid, k.type, k.public_key, k.nbf, "retired", now) if k.status == "active" else k
+        for k in keys.keyset.keys
+    ]
+    entries.extend(_new_keys(keys.directory, now))
+    _sign_and_write(
+        keys.directory, keys.root, keys.node, keys.keyset.serial + 1, entries, now, lifetime_ms
+    )
+    return load_keys(keys.directory)
+
+
+def destroy_expired(keys: NodeKeys, now: int) -> list[str]:
+    """Delete retired or revoked x25519 private keys past their decryption grace."""
+    destroyed = []
+    for entry in keys.keyset.keys:
+        if entry.type != "x25519-box" or entry.status == "active" or entry.until is None:
+            continue
+        if entry.status == "revoked" or now > entry.until + RETIRED_BOX_GRACE_MS:
+            path = keys.directory / f"box-{entry.kid}.key"
+            if path.exists():
+                path.unlink()
+                destroyed.append(entry.kid)
+    return destroyed
+
+
+def storage_key(directory: Path) -> bytes:
+    """The key that encrypts bodies at rest in this node's database (created once).
+
+    Back it up with the database: without it, stored bodies cannot be read.
+    """
+    path = directory / STORAGE_FILE
+    if not path.exists():
+        write_private(path, b64u_encode(crypto.random_bytes(32)).encode() + b"\n")
+    return _read_secret(path)

@@ -1,0 +1,322 @@
+"""Receiving: packets from peers, checked, stored and answered with signed receipts.
+
+Steps 1-2 and the replay shortcut (3) of PROTOCOL.md section 3 run first for a
+whole batch (one replay lookup), steps 4-8 per packet, then one audit-writer
+job stores every packet, replay record, audit entry and receipt together
+(step 9's policy check runs inside it, so it sees consent recorded by packets
+earlier in the same batch). Answers are :class:`Answer` outcomes; the web
+layer turns them into HTTP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from handover.node.directory import Directory
+from handover.node.metrics import Metrics
+from handover.node.transport import Answer, Outcome
+from handover.protocol import crypto
+from handover.protocol.canonical import b64u_encode
+from handover.protocol.errors import (
+    InvalidPacket,
+    Reason,
+    RejectCode,
+    Rejected,
+)
+from handover.protocol.opening import (
+    Opened,
+    StoredReplay,
+    UnverifiedPacket,
+    check_replay,
+    open_parsed,
+    parse_packet,
+)
+from handover.protocol.receipt import make_receipt, parse_receipt
+from handover.protocol.timeutil import Clock
+from handover.store import received as received_store
+from handover.store.auditlog import Appender, AuditWriter
+from handover.store.db import Connection, Database
+from handover.workflow.engine import ReceiveCheck, ReceivedHook, Workflow, case_ref_of
+from handover.workflow.schemas import SchemaRegistry
+from handover.workflow.vault import Vault
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """What the receive job stored (or found stored) for one packet."""
+
+    opened: Opened
+    pd: bytes
+    receipt: bytes
+    reason: RejectCode | None
+    replay: bool = False
+    conflict: bool = False
+
+
+class Receiver:
+    """Packets from peers: every receive check in the protocol's order, then one
+    transaction per batch for packets, replay records, audit entries and receipts."""
+
+    def __init__(
+        self,
+        *,
+        node: str,
+        db: Database,
+        writer: AuditWriter,
+        directory: Directory,
+        registry: SchemaRegistry,
+        metrics: Metrics,
+        vault: Vault,
+        workflow: Workflow,
+        clock: Clock,
+        received_hooks: Sequence[ReceivedHook] = (),
+        receive_checks: Sequence[ReceiveCheck] = (),
+    ) -> None:
+        """`received_hooks` run inside the receive transaction after the workflow's
+        bookkeeping for an accepted packet with a case; `receive_checks` add to
+        the receiver's policy at step 9 (the first rejection wins)."""
+        self.node = node
+        self.db = db
+        self.writer = writer
+        self.directory = directory
+        self.registry = registry
+        self.metrics = metrics
+        self.vault = vault
+        self.workflow = workflow
+        self.clock = clock
+        self._received_hooks = tuple(received_hooks)
+        self._receive_checks = tuple(receive_checks)
+
+    async def receive(self, wire: bytes) -> Answer:
+        """Every receive check of PROTOCOL.md section 3 for one packet."""
+        (result,) = await self.receive_many([wire])
+        return result
+
+    async def receive_many(self, wires: list[bytes]) -> list[Answer]:
+        """Receive packets, each handled exactly as if posted alone.
+
+        Steps 1-2 and the replay shortcut (3) run first for all of them (one
+        replay lookup), steps 4-8 per packet, then one audit-writer job stores
+        every packet, replay record, audit entry and receipt of
+        the batch together (step 9's policy check runs inside it, so it sees
+        consent recorded by packets earlier in the same batch).
+        """
+        started = time.perf_counter()
+        results: list[Answer | None] = [None] * len(wires)
+        invalid: list[tuple[InvalidPacket, UnverifiedPacket | None]] = []
+        parsed: list[tuple[int, UnverifiedPacket]] = []
+        for i, wire in enumerate(wires):
+            try:
+                parsed.append((i, parse_packet(wire)))
+            except InvalidPacket as exc:
+                invalid.append((exc, None))
+                results[i] = Answer(Outcome.INVALID)
+        stored: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        if parsed:
+            async with self.db.connection() as conn:
+                stored = await received_store.replay_records(
+                    conn, [(p.sender, p.pid) for _, p in parsed]
+                )
+        opened: list[tuple[int, Opened]] = []
+        for i, packet in parsed:
+            try:
+                hit = stored.get((packet.sender, packet.pid))
+                replayed = check_replay(packet, None if hit is None else StoredReplay(*hit))
+                if replayed is not None:
+                    results[i] = self._answer_stored(replayed)
+                    continue
+                keyset = await self.directory.keyset_for_kid(
+                    packet.sender, packet.unverified_header["from"]["kid"]
+                )
+                opened.append(
+                    (
+                        i,
+                        open_parsed(
+                            packet,
+                            receiver=self.directory.keys.receiver_keys(),
+                            sender_keyset=keyset,
+                            now=self.clock(),
+                            validator=self.registry,
+                        ),
+                    )
+                )
+            except InvalidPacket as exc:
+                invalid.append((exc, packet))
+                results[i] = Answer(Outcome.INVALID)
+        for refusal, claimed in invalid:
+            self._note_invalid(refusal, claimed)
+
+        async def job(conn: Connection, appender: Appender) -> list[_Stored]:
+            for refusal, claimed in invalid:
+                self._audit_invalid(appender, refusal, claimed)
+            done: dict[tuple[str, str], _Stored] = {}
+            again = await received_store.replay_records(
+                conn, [(o.sender, o.pid) for _, o in opened]
+            )
+            out = []
+            for _, got in opened:
+                key = (got.sender, got.pid)
+                if key in done or key in again:
+                    # A copy of this packet was stored first (same batch or concurrently).
+                    pd, receipt = (done[key].pd, done[key].receipt) if key in done else again[key]
+                    conflict = not crypto.constant_time_equal(pd, got.pd)
+                    out.append(_Stored(got, got.pd, receipt, None, replay=True, conflict=conflict))
+                    continue
+                item = await self._store_received(conn, appender, got)
+                done[key] = item
+                out.append(item)
+            return out
+
+        if opened or invalid:
+            stored_items: list[_Stored] = await self.writer.run(job)
+            for (i, _), item in zip(opened, stored_items, strict=True):
+                results[i] = self._after_store(item)
+        elapsed = time.perf_counter() - started
+        for _ in opened:
+            self.metrics.receive_seconds.observe(elapsed)
+        final = [r for r in results if r is not None]
+        assert len(final) == len(wires)
+        return final
+
+    @staticmethod
+    def _answer_stored(receipt: bytes) -> Answer:
+        """A stored receipt is returned unchanged, with the HTTP status it had first."""
+        stored, _sig = parse_receipt(receipt)
+        return Answer(Outcome(stored.status), receipt)
+
+    def _after_store(self, item: _Stored) -> Answer:
+        """Log and count once the transaction has committed (jobs may run twice)."""
+        opened = item.opened
+        if item.conflict:
+            self._note_invalid(
+                InvalidPacket(Reason.REPLAY_CONFLICT, "pid already received with another digest"),
+                None,
+            )
+            return Answer(Outcome.INVALID)
+        if item.replay:
+            return self._answer_stored(item.receipt)
+        status = "accepted" if item.reason is None else "rejected"
+        self.metrics.received.inc(status=status)
+        log.info(
+            "packet_received",
+            pid=opened.pid,
+            sender=opened.sender,
+            schema=opened.schema,
+            status=status,
+            reason=None if item.reason is None else item.reason.value,
+        )
+        return Answer(Outcome.ACCEPTED if item.reason is None else Outcome.REJECTED, item.receipt)
+
+    async def _store_received(
+        self, conn: Connection, appender: Appender, opened: Opened
+    ) -> _Stored:
+        now = self.clock()
+        if opened.rejection is None:
+            rejection = await self._check_receive(conn, opened)
+            if rejection is not None:
+                opened = dataclasses.replace(opened, rejection=rejection)
+        accepted = opened.rejection is None
+        case_ref = case_ref_of(opened.body) if accepted else None
+        reason = None if opened.rejection is None else opened.rejection.code
+        position = appender.append(
+            "collection" if accepted else "rejection",
+            pid=opened.pid,
+            case_ref=case_ref,
+            pd=b64u_encode(opened.pd),
+            counterpart=opened.sender,
+            schema=opened.schema,
+            fields=sorted(opened.body) if accepted else None,
+            reason=None if reason is None else reason.value,
+            org=self.node,
+            sender_log=opened.log.to_json(),
+        )
+        receipt = make_receipt(
+            self.directory.keys.identity(),
+            pid=opened.pid,
+            pd=opened.pd,
+            to=opened.sender,
+            status="accepted" if accepted else "rejected",
+            reason=reason,
+            log=position,
+            now=now,
+        )
+        defer = appender.deferred
+        await received_store.insert(
+            conn,
+            defer,
+            sender=opened.sender,
+            pid=opened.pid,
+            pd=opened.pd,
+            status="accepted" if accepted else "rejected",
+            reason=None if reason is None else reason.value,
+            receipt=receipt,
+            schema_id=opened.schema if accepted else None,
+            case_ref=case_ref,
+            iat=opened.iat,
+            exp=opened.exp,
+            received_at=now,
+            log_seq=position.seq,
+            sender_seq=opened.log.seq,
+            sender_head=opened.log.head,
+            keyset_serial=opened.keyset.serial,
+            wire=opened.wire if accepted else None,
+            body_box=self.vault.seal(opened.body_cj) if accepted else None,
+        )
+        if accepted:
+            received = await self.workflow.after_receive(
+                conn,
+                pid=opened.pid,
+                sender=opened.sender,
+                schema=opened.schema,
+                body=opened.body,
+                now=now,
+                defer=defer,
+                appender=appender,
+            )
+            if received is not None:
+                for hook in self._received_hooks:
+                    await hook(conn, received)
+        return _Stored(opened, opened.pd, receipt, reason)
+
+    async def _check_receive(self, conn: Connection, opened: Opened) -> Rejected | None:
+        """Step 9: the receiver's policy, then the extra checks the node was built with."""
+        rejection = await self.workflow.check_receive(
+            conn, sender=opened.sender, schema=opened.schema, body=opened.body
+        )
+        for check in self._receive_checks:
+            if rejection is not None:
+                break
+            rejection = await check(conn, opened.sender, opened.schema, opened.body)
+        return rejection
+
+    def _note_invalid(self, exc: InvalidPacket, packet: UnverifiedPacket | None) -> None:
+        self.metrics.invalid.inc(reason=exc.reason.value)
+        log.warning(
+            "packet_invalid",
+            reason=exc.reason.value,
+            detail=exc.detail,
+            claimed_sender=None if packet is None else packet.sender,
+            claimed_pid=None if packet is None else packet.pid,
+        )
+
+    def _audit_invalid(
+        self, appender: Appender, exc: InvalidPacket, packet: UnverifiedPacket | None
+    ) -> None:
+        """A precise local audit entry for a refused packet; the peer only sees
+        `invalid_packet`. Claimed identifiers are marked unverified."""
+        appender.append(
+            "rejection",
+            reason=exc.reason.value,
+            detail=exc.detail[:200],
+            unverified_sender=None if packet is None else packet.sender,
+            unverified_pid=None if packet is None else packet.pid,
+            pd=None if packet is None else b64u_encode(packet.pd),
+            org=self.node,
+        )

@@ -1,0 +1,276 @@
+"""The composition root: builds a node from its directory and runs its background work.
+
+Nothing else constructs collaborators: every object gets what it needs through
+its constructor here, hooks included. `handover serve` (web/server.py) puts
+the HTTP listener in front; the CLI opens a node for administration; tests
+open nodes on a :class:`MemoryTransport`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import structlog
+
+from handover.node import keystore
+from handover.node.auditing import AuditLog
+from handover.node.auth import Authenticator
+from handover.node.budget import ByteBudget
+from handover.node.config import NodeConfig, load_config
+from handover.node.delivery import DeliveryWorker
+from handover.node.directory import Directory
+from handover.node.inbox import Inbox
+from handover.node.metrics import Metrics
+from handover.node.receiving import Receiver
+from handover.node.sending import Sender
+from handover.node.transport import Answer, Transport
+from handover.protocol.errors import ConfigError, HandoverError
+from handover.protocol.timeutil import DAY_MS, Clock, now_ms
+from handover.store import cases as case_store
+from handover.store import outbox as outbox_store
+from handover.store.auditlog import AuditWriter
+from handover.store.db import Database
+from handover.workflow.access import Operator
+from handover.workflow.cases import Cases
+from handover.workflow.corrections import Corrections
+from handover.workflow.engine import Workflow
+from handover.workflow.policy import Policy
+from handover.workflow.rectification import Rectification
+from handover.workflow.retention import Retention
+from handover.workflow.schemas import SchemaRegistry, default_registry
+from handover.workflow.subject_access import SubjectAccess
+from handover.workflow.vault import Vault
+
+log = structlog.get_logger(__name__)
+MAINTENANCE_S = 60.0
+# Bytes of packets being sealed or opened at once (memory, not request count,
+# is what large packets exhaust).
+WORK_BUDGET_BYTES = 32 * 1024 * 1024
+
+
+class Node:
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        db: Database,
+        directory: Directory,
+        transport: Transport,
+        writer: AuditWriter,
+        registry: SchemaRegistry,
+        metrics: Metrics,
+        vault: Vault,
+        clock: Clock,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.directory = directory
+        self.transport = transport
+        self.writer = writer
+        self.registry = registry
+        self.metrics = metrics
+        self.clock = clock
+        self.policy = Policy.load(
+            config.directory / config.policy_file if config.policy_file else None, registry.ids()
+        )
+        self.workflow = Workflow(
+            node=config.node,
+            kind=config.kind,
+            policy=self.policy,
+            peers=directory,
+            registry=registry,
+            clock=clock,
+        )
+        self.retention = Retention(
+            node=config.node, db=db, writer=writer, policy=self.policy, vault=vault, clock=clock
+        )
+        corrections = Corrections(
+            node=config.node,
+            workflow=self.workflow,
+            retention=self.retention,
+            vault=vault,
+            clock=clock,
+        )
+        self.sender = Sender(
+            node=config.node,
+            db=db,
+            writer=writer,
+            directory=directory,
+            registry=registry,
+            metrics=metrics,
+            vault=vault,
+            workflow=self.workflow,
+            clock=clock,
+            ttl_ms=config.ttl_days * DAY_MS,
+            sent_hooks=[self.retention.on_sent],
+        )
+        self.receiver = Receiver(
+            node=config.node,
+            db=db,
+            writer=writer,
+            directory=directory,
+            registry=registry,
+            metrics=metrics,
+            vault=vault,
+            workflow=self.workflow,
+            clock=clock,
+            received_hooks=[corrections.on_received, self.retention.on_received],
+            receive_checks=[corrections.check],
+        )
+        self.inbox = Inbox(node=config.node, db=db, writer=writer, vault=vault)
+        self.rectification = Rectification(
+            db=db,
+            writer=writer,
+            workflow=self.workflow,
+            peers=directory,
+            corrections=corrections,
+            submitter=self.sender,
+            clock=clock,
+        )
+        self.cases = Cases(node=config.node, db=db, vault=vault, submitter=self.sender, clock=clock)
+        self.subject_access = SubjectAccess(
+            node=config.node,
+            kind=config.kind,
+            db=db,
+            writer=writer,
+            policy=self.policy,
+            peers=directory,
+            vault=vault,
+            cases=self.cases,
+            clock=clock,
+        )
+        self.delivery = DeliveryWorker(
+            config=config,
+            db=db,
+            writer=writer,
+            directory=directory,
+            transport=transport,
+            metrics=metrics,
+            clock=clock,
+        )
+        self.audit = AuditLog(
+            node=config.node, db=db, directory=directory, transport=transport, clock=clock
+        )
+        self.auth = Authenticator(db)
+        self.budget = ByteBudget(WORK_BUDGET_BYTES)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def open(cls, directory: Path, *, transport: Transport, clock: Clock = now_ms) -> Node:
+        """Build a node from `directory` (config, keys, database) that talks to its
+        peers through `transport`. Does not start background work; see :meth:`start`.
+
+        Raises:
+            ConfigError, StoreError: the node cannot be assembled.
+        """
+        config = load_config(directory)
+        keys = keystore.load_keys(config.keys_dir)
+        if keys.node != config.node:
+            raise ConfigError(
+                f"the keys in {config.keys_dir} are for {keys.node}, not {config.node}"
+            )
+        db = await Database.open(config.dsn, config.pgdata)
+        node_directory = Directory(db, transport, keys, clock)
+        await node_directory.load()
+        return cls(
+            config=config,
+            db=db,
+            directory=node_directory,
+            transport=transport,
+            writer=AuditWriter(db, clock),
+            registry=default_registry(),
+            metrics=Metrics(),
+            vault=Vault(keystore.storage_key(config.keys_dir)),
+            clock=clock,
+        )
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.writer.start()
+        self.directory.maintain_own_keyset()
+        await self.db.listen(
+            outbox=self.delivery.wake.set,
+            peers=lambda: asyncio.get_running_loop().create_task(self.directory.load()),
+            keys=self._reload_keys,
+        )
+        self.delivery.start()
+        self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
+        self._tasks.append(asyncio.create_task(self._witness_loop(), name="witness"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.delivery.stop()
+        await self.writer.stop()
+        await self.transport.close()
+        await self.db.close()
+
+    def _reload_keys(self) -> None:
+        try:
+            self.directory.reload_keys()
+            log.info("keys_reloaded", serial=self.directory.keys.keyset.serial)
+        except ConfigError as exc:
+            log.error("keys_reload_failed", error=str(exc))
+
+    async def _maintenance(self) -> None:
+        while True:
+            try:
+                if self.directory.maintain_own_keyset():
+                    log.info("own_keyset_resigned", serial=self.directory.keys.keyset.serial)
+                await self.directory.refresh_due()
+                await self.retention.sweep()
+            except HandoverError as exc:
+                log.error("maintenance_failed", error=str(exc))
+            await asyncio.sleep(MAINTENANCE_S)
+
+    async def _witness_loop(self) -> None:
+        await asyncio.sleep(min(60.0, self.config.checkpoint_check_s))
+        while True:
+            try:
+                for report in await self.audit.witness_peers():
+                    if not report.ok:
+                        log.error("peer_log_check_failed", **report.to_json())
+            except HandoverError as exc:
+                log.error("peer_log_check_error", error=str(exc))
+            await asyncio.sleep(self.config.checkpoint_check_s)
+
+    # --- what peers reach (the Endpoint of node/transport.py) ----------------------
+
+    def keyset_wire(self) -> bytes:
+        return self.directory.keys.keyset.wire
+
+    async def checkpoint(self) -> bytes:
+        return await self.audit.checkpoint()
+
+    async def entry_digests(self, after: int, limit: int) -> list[bytes]:
+        return await self.audit.entry_digests(after, limit)
+
+    async def receive_many(self, wires: list[bytes]) -> list[Answer]:
+        return await self.receiver.receive_many(wires)
+
+    # --- used by the web layer -----------------------------------------------------
+
+    async def authenticate(self, token: str) -> Operator | None:
+        return await self.auth.authenticate(token)
+
+    async def readiness(self) -> dict[str, bool]:
+        keys_ok = True
+        try:
+            self.directory.keys.identity()
+            keys_ok = self.clock() <= self.directory.keys.keyset.exp
+        except ConfigError:
+            keys_ok = False
+        return {"database": await self.db.ping(), "keys": keys_ok}
+
+    async def refresh_gauges(self) -> None:
+        with contextlib.suppress(HandoverError):
+            async with self.db.connection() as conn:
+                self.metrics.outbox_depth.set(await outbox_store.depth(conn))
+                self.metrics.overdue.set(await case_store.overdue_count(conn, self.clock()))

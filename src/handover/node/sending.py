@@ -1,0 +1,252 @@
+"""Sending: a local submission becomes sealed packets in the outbox.
+
+The path of one handover starts here (docs/architecture.md): the local API
+calls :meth:`Sender.submit`; the workflow plans one view per recipient kind;
+each packet's `disclosure` entry, outbox row and case bookkeeping commit in
+one audit-writer job; `delivery.py` then posts it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from handover.node.directory import Directory
+from handover.node.metrics import Metrics
+from handover.protocol.canonical import check_value, cj_dumps
+from handover.protocol.errors import (
+    EncodingError,
+    SchemaInvalid,
+    SealError,
+    UnknownSchema,
+)
+from handover.protocol.keyset import is_node_id
+from handover.protocol.packet import (
+    Recipient,
+    new_pid,
+    seal,
+)
+from handover.protocol.timeutil import Clock
+from handover.store import outbox as outbox_store
+from handover.store.auditlog import Appender, AuditWriter
+from handover.store.db import Connection, Database
+from handover.workflow.access import Operator, require_justification
+from handover.workflow.engine import SentHook, Workflow, case_ref_of
+from handover.workflow.errors import ErrorCode, RequestRefused
+from handover.workflow.schemas import SchemaRegistry
+from handover.workflow.vault import Vault
+
+log = structlog.get_logger(__name__)
+
+
+class _NoRevalidation:
+    """The body was validated once at submission; sealing does not repeat it."""
+
+    def validate(self, schema_id: str, body: object) -> None:
+        return None
+
+
+class Sender:
+    """Local submissions: validate, apply the sharing policy, log each disclosure,
+    seal and queue (the delivery worker takes it from the outbox)."""
+
+    def __init__(
+        self,
+        *,
+        node: str,
+        db: Database,
+        writer: AuditWriter,
+        directory: Directory,
+        registry: SchemaRegistry,
+        metrics: Metrics,
+        vault: Vault,
+        workflow: Workflow,
+        clock: Clock,
+        ttl_ms: int,
+        sent_hooks: Sequence[SentHook] = (),
+    ) -> None:
+        """`sent_hooks` run inside the audit writer's transaction after the
+        workflow's bookkeeping for a packet with a case."""
+        self.node = node
+        self.db = db
+        self.writer = writer
+        self.directory = directory
+        self.registry = registry
+        self.metrics = metrics
+        self.vault = vault
+        self.workflow = workflow
+        self.clock = clock
+        self.ttl_ms = ttl_ms
+        self._sent_hooks = tuple(sent_hooks)
+
+    async def submit(
+        self,
+        operator: Operator,
+        *,
+        to: object,
+        schema_id: object,
+        body: object,
+        justification: object,
+        minimise: object = False,
+    ) -> list[dict[str, Any]]:
+        """Validate, apply the sharing policy, log each disclosure, seal and queue.
+
+        A submission becomes one packet per distinct view of the body (the
+        policy may reduce it per recipient kind); each packet gets its own
+        `disclosure` audit entry naming the fields it carries and those removed.
+
+        Raises:
+            ApiError: 400 for a malformed request; 422 for an unknown schema, an
+                invalid body, a recipient that cannot be sealed to, or a policy
+                or consent refusal (naming the field or scope and the recipient).
+        """
+        started = time.perf_counter()
+        why = require_justification(justification)
+        if not isinstance(to, list) or not to or not all(isinstance(n, str) for n in to):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'to' must be a non-empty list of node ids")
+        if len(set(to)) != len(to):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'to' lists a node twice")
+        if not isinstance(schema_id, str):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'schema' must be a schema id string")
+        if not isinstance(body, dict):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'body' must be a JSON object")
+        if not isinstance(minimise, bool):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'minimise' must be true or false")
+        try:
+            self.registry.validate(schema_id, body)
+            # What JSON Schema lets through but canonical JSON cannot carry (1.0).
+            check_value(body)
+        except UnknownSchema as exc:
+            raise RequestRefused(ErrorCode.UNKNOWN_SCHEMA, str(exc)) from exc
+        except SchemaInvalid as exc:
+            raise RequestRefused(ErrorCode.SCHEMA_INVALID, str(exc)) from exc
+        except EncodingError as exc:
+            raise RequestRefused(
+                ErrorCode.SCHEMA_INVALID, f"the body cannot be sent: {exc}"
+            ) from exc
+        now = self.clock()
+        case_ref = case_ref_of(body)
+        identity = self.directory.keys.identity()
+        ttl_ms = self.ttl_ms
+
+        async def job(conn: Connection, appender: Appender) -> list[dict[str, Any]]:
+            planned = await self.workflow.plan(
+                conn, to=list(to), schema=schema_id, body=body, minimise=minimise
+            )
+            results = []
+            for packet in planned:
+                recipients = [self._recipient(node, now) for node in packet.recipients]
+                pid = new_pid()
+                position = appender.append(
+                    "disclosure",
+                    pid=pid,
+                    case_ref=case_ref,
+                    schema=schema_id,
+                    to=packet.recipients,
+                    fields=sorted(packet.body),
+                    removed=packet.removed or None,
+                    consents=packet.consents or None,
+                    operator=operator.name,
+                    org=self.node,
+                    justification=why,
+                )
+                body_cj = cj_dumps(packet.body)
+                sealed = seal(
+                    identity,
+                    recipients,
+                    schema_id,
+                    packet.body,
+                    log=position,
+                    ttl_ms=ttl_ms,
+                    now=now,
+                    pid=pid,
+                    validator=_NoRevalidation(),
+                    body_cj=body_cj,
+                )
+                await outbox_store.insert(
+                    conn,
+                    pid=pid,
+                    schema_id=schema_id,
+                    case_ref=case_ref,
+                    wire=sealed.wire,
+                    pd=sealed.pd,
+                    iat=sealed.iat,
+                    exp=sealed.exp,
+                    operator=operator.name,
+                    log_seq=position.seq,
+                    recipients=sealed.to,
+                    now=now,
+                    body_box=self.vault.seal(body_cj),
+                    fields=sorted(packet.body),
+                    removed=packet.removed,
+                    consents=packet.consents,
+                    defer=appender.deferred,
+                )
+                sent = await self.workflow.after_send(
+                    conn,
+                    pid=pid,
+                    schema=schema_id,
+                    body=body,
+                    recipients=packet.recipients,
+                    now=now,
+                    defer=appender.deferred,
+                )
+                if sent is not None:
+                    for hook in self._sent_hooks:
+                        await hook(conn, sent)
+                results.append({"pid": pid, "to": list(sealed.to), "removed": packet.removed})
+            await outbox_store.notify(conn, appender.deferred)
+            return results
+
+        packets: list[dict[str, Any]] = await self.writer.run(job)
+        self.metrics.sent.inc(len(packets), schema=schema_id)
+        self.metrics.submit_seconds.observe(time.perf_counter() - started)
+        for packet in packets:
+            log.info(
+                "packet_queued",
+                pid=packet["pid"],
+                schema=schema_id,
+                to=packet["to"],
+                removed=packet["removed"],
+                operator=operator.name,
+            )
+        return packets
+
+    def _recipient(self, node: str, now: int) -> Recipient:
+        keyset = self.directory.keyset(node) if is_node_id(node) else None
+        if keyset is None:
+            raise RequestRefused(
+                ErrorCode.UNKNOWN_RECIPIENT, f"{node} is not a pinned peer with a valid keyset"
+            )
+        try:
+            return Recipient.from_keyset(keyset, now)
+        except SealError as exc:
+            raise RequestRefused(ErrorCode.UNKNOWN_RECIPIENT, str(exc)) from exc
+
+    async def packet_status(self, pid: str) -> dict[str, Any]:
+        async with self.db.connection() as conn:
+            row = await outbox_store.packet(conn, pid)
+        if row is None:
+            raise RequestRefused(ErrorCode.NOT_FOUND, "no sent packet with that pid")
+        return {
+            "pid": row["pid"],
+            "schema": row["schema_id"],
+            "case_ref": row["case_ref"],
+            "iat": row["iat"],
+            "exp": row["exp"],
+            "deliveries": [
+                {
+                    "node": d["node"],
+                    "status": d["status"],
+                    "attempts": d["attempts"],
+                    "receipt": None if d["receipt"] is None else json.loads(d["receipt"]),
+                    "reason": d["reason"],
+                    "last_error": d["last_error"],
+                }
+                for d in row["deliveries"]
+            ],
+        }

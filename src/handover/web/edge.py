@@ -1,0 +1,80 @@
+"""The edge of the local API: authentication, roles and request parsing.
+
+An aiohttp handler authenticates here, parses, calls the node and turns the
+result into a response; inner code never re-reads headers. Roles: `admin`
+(operators, peers, keys, and everything a caseworker and an auditor may do),
+`caseworker` (send, read the inbox and cases), `auditor` (read and verify the
+audit log; never bodies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from handover.node.runtime import Node
+from handover.workflow.access import Operator
+from handover.workflow.errors import ErrorCode, RequestRefused
+
+NODE_KEY: web.AppKey[Node] = web.AppKey("node")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OPERATOR_KEY = "handover.operator"
+MAX_PAGE = 500
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "admin": frozenset({"send", "read", "audit", "admin"}),
+    "caseworker": frozenset({"send", "read"}),
+    "auditor": frozenset({"audit"}),
+}
+
+
+def requires(permission: str) -> Callable[[Handler], Handler]:
+    """Authenticate the bearer token at the edge and check the role's permission."""
+
+    def decorate(handler: Handler) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            node = request.app[NODE_KEY]
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise RequestRefused(ErrorCode.UNAUTHORIZED, "a bearer token is required")
+            operator = await node.authenticate(token.strip())
+            if operator is None:
+                raise RequestRefused(ErrorCode.UNAUTHORIZED, "the bearer token is not valid")
+            if permission not in PERMISSIONS.get(operator.role, frozenset()):
+                raise RequestRefused(
+                    ErrorCode.FORBIDDEN, f"role {operator.role} may not {permission}"
+                )
+            request[OPERATOR_KEY] = operator
+            return await handler(request)
+
+        return wrapped
+
+    return decorate
+
+
+def operator_of(request: web.Request) -> Operator:
+    operator: Operator = request[OPERATOR_KEY]
+    return operator
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = orjson.loads(await request.read())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestRefused(ErrorCode.BAD_REQUEST, "the request body is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise RequestRefused(ErrorCode.BAD_REQUEST, "the request body must be a JSON object")
+    return data
+
+
+def page_args(request: web.Request) -> tuple[int, int | None]:
+    try:
+        limit = int(request.query.get("limit", "100"))
+        before = request.query.get("before")
+        return max(1, min(limit, MAX_PAGE)), None if before is None else int(before)
+    except ValueError as exc:
+        raise RequestRefused(ErrorCode.BAD_REQUEST, "limit and before must be integers") from exc

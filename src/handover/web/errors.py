@@ -1,0 +1,133 @@
+"""The one place that turns errors and outcomes into HTTP answers.
+
+Code below `web/` raises :class:`RequestRefused` with an :class:`ErrorCode`
+(or returns a :class:`ReceiveOutcome` on the federation path) and never picks
+a status; :data:`STATUS` does. `error_middleware` wraps every route, local and
+federation alike: a :class:`HandoverError` becomes its JSON error, anything
+else a plain 500 with the traceback logged, never sent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from handover.node.transport import Outcome
+from handover.protocol.errors import HandoverError
+from handover.store.errors import StoreError
+from handover.workflow.errors import ErrorCode, RequestRefused
+
+log = structlog.get_logger(__name__)
+
+STATUS: dict[ErrorCode, int] = {
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.JUSTIFICATION_REQUIRED: 400,
+    ErrorCode.JUSTIFICATION_TOO_LONG: 400,
+    ErrorCode.REASON_REQUIRED: 400,
+    ErrorCode.INVALID_PACKET: 400,
+    ErrorCode.INVALID_BATCH: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.RESTRICTED: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.NOT_RESTRICTED: 409,
+    ErrorCode.DELIVERY_PENDING: 409,
+    ErrorCode.AMBIGUOUS: 409,
+    ErrorCode.ERASED: 410,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.UNKNOWN_SCHEMA: 422,
+    ErrorCode.SCHEMA_INVALID: 422,
+    ErrorCode.NOT_PERMITTED: 422,
+    ErrorCode.CONSENT_REQUIRED: 422,
+    ErrorCode.UNKNOWN_RECIPIENT: 422,
+    ErrorCode.BODY_UNAVAILABLE: 500,
+    ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.UNAVAILABLE: 503,
+}
+# The federation answer to one packet (PROTOCOL.md section 6), both ways: the
+# routes answer with these statuses and the HTTP transport reads them back.
+OUTCOME_STATUS: dict[Outcome, int] = {
+    Outcome.ACCEPTED: 200,
+    Outcome.REJECTED: 422,
+    Outcome.INVALID: 400,
+    Outcome.TOO_LARGE: 413,
+}
+_OUTCOME_OF = {status: outcome for outcome, status in OUTCOME_STATUS.items()}
+
+
+def outcome_of(status: int) -> Outcome:
+    """The outcome an HTTP status means; anything unlisted is worth retrying."""
+    return _OUTCOME_OF.get(status, Outcome.UNAVAILABLE)
+
+
+# aiohttp's own refusals (routing, body size) by status.
+_HTTP_CODES = {
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+}
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def error_response(code: ErrorCode, message: str | None = None) -> web.Response:
+    data: dict[str, str] = {"error": code.value}
+    if message:
+        data["message"] = message
+    return json_response(data, STATUS[code])
+
+
+def _response_for(exc: BaseException) -> web.Response:
+    if isinstance(exc, RequestRefused):
+        return error_response(exc.code, exc.message)
+    if isinstance(exc, web.HTTPException):
+        code = _HTTP_CODES.get(exc.status)
+        if code is not None:
+            return error_response(code)
+        return json_response({"error": exc.reason.lower().replace(" ", "_")}, exc.status)
+    if isinstance(exc, StoreError):
+        log.error("store_error", error=str(exc))
+        return error_response(ErrorCode.UNAVAILABLE, "the database is unavailable")
+    if isinstance(exc, HandoverError):
+        log.error("unhandled_handover_error", error_type=type(exc).__name__)
+        return error_response(ErrorCode.INTERNAL_ERROR)
+    log.exception("unhandled_exception")
+    return error_response(ErrorCode.INTERNAL_ERROR)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    try:
+        response: web.StreamResponse = await handler(request)
+    except Exception as exc:
+        response = _response_for(exc)
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    response.headers["X-Request-Id"] = request_id
+    log.debug(
+        "http_request",
+        request_id=request_id,
+        method=request.method,
+        path=request.path,  # path only: query strings may carry justifications
+        status=response.status,
+        ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    return response

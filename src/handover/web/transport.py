@@ -1,0 +1,143 @@
+"""HTTP between nodes (PROTOCOL.md section 6), client side: the real
+:class:`handover.node.transport.Transport`.
+
+The only place that makes outbound requests. aiohttp errors become
+:class:`TransportError` here, and HTTP statuses become outcomes
+(`web/errors.py` holds the one table both sides use).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+
+from handover.node.errors import TransportError
+from handover.node.transport import Answer, Outcome, chunks
+from handover.protocol.packet import MEDIA_TYPE
+from handover.web.errors import outcome_of
+
+KEYSET_PATH = "/.well-known/handover/keyset"
+LOG_HEAD_PATH = "/.well-known/handover/log-head"
+DIGESTS_PATH = "/federation/v1/log/digests"
+PACKETS_PATH = "/federation/v1/packets"
+BATCH_PATH = "/federation/v1/packets:batch"
+
+
+class HttpTransport:
+    def __init__(self, timeout_s: float = 30.0) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self._no_batch: set[str] = set()
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=64),
+                headers={"User-Agent": "handover/0.1"},
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _get(self, url: str, params: dict[str, Any] | None = None) -> bytes:
+        try:
+            async with self._client().get(url, params=params) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    raise TransportError(f"GET {url} answered {resp.status}")
+                return body
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise TransportError(f"GET {url} failed: {type(exc).__name__}") from exc
+
+    async def fetch_keyset(self, base_url: str) -> bytes:
+        return await self._get(base_url.rstrip("/") + KEYSET_PATH)
+
+    async def fetch_log_head(self, base_url: str) -> bytes:
+        return await self._get(base_url.rstrip("/") + LOG_HEAD_PATH)
+
+    async def fetch_digests(self, base_url: str, after: int, limit: int) -> list[str]:
+        body = await self._get(
+            base_url.rstrip("/") + DIGESTS_PATH, {"after": str(after), "limit": str(limit)}
+        )
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise TransportError("digests answer is not JSON") from exc
+        if (
+            not isinstance(data, dict)
+            or set(data) != {"after", "digests"}
+            or data["after"] != after
+            or not isinstance(data["digests"], list)
+            or not all(isinstance(d, str) for d in data["digests"])
+        ):
+            raise TransportError("digests answer does not have the protocol's shape")
+        digests: list[str] = data["digests"]
+        return digests
+
+    async def post_packet(self, base_url: str, wire: bytes) -> Answer:
+        url = base_url.rstrip("/") + PACKETS_PATH
+        try:
+            async with self._client().post(
+                url, data=wire, headers={"Content-Type": MEDIA_TYPE}
+            ) as resp:
+                body = await resp.read()
+                outcome = outcome_of(resp.status)
+                if outcome in (Outcome.ACCEPTED, Outcome.REJECTED):
+                    return Answer(outcome, body)
+                return Answer(outcome, None, f"peer answered HTTP {resp.status}")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise TransportError(f"POST {url} failed: {type(exc).__name__}") from exc
+
+    async def post_batch(self, base_url: str, wires: Sequence[bytes]) -> list[Answer]:
+        """POST packets in batches of at most 256 and at most ~16 MiB per request.
+
+        Falls back to single POSTs for peers that do not offer the batch endpoint,
+        and for a batch the peer refuses as too large (each packet alone may fit).
+        """
+        results: list[Answer] = []
+        for chunk in chunks(wires):
+            results += await self._post_chunk(base_url, chunk)
+        return results
+
+    async def _post_chunk(self, base_url: str, wires: Sequence[bytes]) -> list[Answer]:
+        if len(wires) == 1 or base_url in self._no_batch:
+            return [await self.post_packet(base_url, w) for w in wires]
+        url = base_url.rstrip("/") + BATCH_PATH
+        payload = b'{"packets":[' + b",".join(wires) + b"]}"
+        try:
+            async with self._client().post(
+                url, data=payload, headers={"Content-Type": "application/json"}
+            ) as resp:
+                body = await resp.read()
+                if resp.status in (404, 405):
+                    self._no_batch.add(base_url)
+                    return [await self.post_packet(base_url, w) for w in wires]
+                if resp.status == 413:
+                    return [await self.post_packet(base_url, w) for w in wires]
+                if resp.status != 200:
+                    detail = f"peer answered HTTP {resp.status} to a batch"
+                    return [Answer(Outcome.UNAVAILABLE, None, detail) for _ in wires]
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise TransportError(f"POST {url} failed: {type(exc).__name__}") from exc
+        try:
+            results = orjson.loads(body)["results"]
+            if not isinstance(results, list) or len(results) != len(wires):
+                raise ValueError("result count")
+            out = []
+            for item in results:
+                receipt = item.get("receipt")
+                # the receiver's compact wire JSON, as our own CJ writes it
+                wire = (
+                    None if receipt is None else orjson.dumps(receipt, option=orjson.OPT_SORT_KEYS)
+                )
+                out.append(Answer(outcome_of(int(item["status"])), wire))
+            return out
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise TransportError("batch answer does not have the protocol's shape") from exc

@@ -1,0 +1,99 @@
+"""The API error codes and the exceptions the node raises for a refused request.
+
+Code below `web/` raises :class:`RequestRefused` with an :class:`ErrorCode`
+and a message for the person; it never chooses an HTTP status. The one place
+that maps codes to statuses is `handover.web.errors`; `schemas/openapi.yaml`
+documents the same codes (a test holds the two together).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from handover.protocol.errors import HandoverError
+
+
+class ErrorCode(StrEnum):
+    """Stable error codes of the local and federation APIs (the `error` field)."""
+
+    BAD_REQUEST = "bad_request"
+    """The request is malformed: a missing or wrongly typed parameter or field."""
+    JUSTIFICATION_REQUIRED = "justification_required"
+    """Reading or changing personal data needs a justification."""
+    JUSTIFICATION_TOO_LONG = "justification_too_long"
+    """A justification is over 1,000 characters."""
+    REASON_REQUIRED = "reason_required"
+    """This review outcome needs a reason."""
+    UNAUTHORIZED = "unauthorized"
+    """No bearer token, or not a valid one."""
+    FORBIDDEN = "forbidden"
+    """The operator's role may not do this."""
+    RESTRICTED = "restricted"
+    """The item is restricted (Art 16(3)): only an admin may lift it."""
+    NOT_FOUND = "not_found"
+    """No such packet, case, review or route."""
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    """The route exists but not with this HTTP method."""
+    CONFLICT = "conflict"
+    """The request conflicts with what is stored (for example a taken local id)."""
+    NOT_RESTRICTED = "not_restricted"
+    """Lifting a restriction of an item that is not restricted."""
+    DELIVERY_PENDING = "delivery_pending"
+    """A delivery of the packet is still pending; wait for it to finish."""
+    AMBIGUOUS = "ambiguous"
+    """The pid names more than one held packet: say which direction and sender."""
+    ERASED = "erased"
+    """The content was erased; only its metadata is held."""
+    TOO_LARGE = "too_large"
+    """The request body is over the limit."""
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    """The request's content type is not one this route takes."""
+    UNKNOWN_SCHEMA = "unknown_schema"
+    """The packet schema is not one this node knows."""
+    SCHEMA_INVALID = "schema_invalid"
+    """The body does not validate against its schema (paths name where)."""
+    NOT_PERMITTED = "not_permitted"
+    """The sharing policy does not allow this (names the field or recipient)."""
+    CONSENT_REQUIRED = "consent_required"
+    """The sharing policy allows this only with a consent that is not in force."""
+    UNKNOWN_RECIPIENT = "unknown_recipient"
+    """A recipient that is not a pinned peer with a valid keyset."""
+    INVALID_PACKET = "invalid_packet"
+    """Federation: the packet failed a receive check (the reason stays local)."""
+    INVALID_BATCH = "invalid_batch"
+    """Federation: not `{"packets": [...]}` with 1 to 256 objects."""
+    BODY_UNAVAILABLE = "body_unavailable"
+    """A stored body could not be decrypted (storage key missing or wrong)."""
+    UNAVAILABLE = "unavailable"
+    """The database is unavailable; try again later."""
+    INTERNAL_ERROR = "internal_error"
+    """An unexpected failure; the traceback is in the node's log, never in the answer."""
+
+
+class RequestRefused(HandoverError):
+    """The node refuses a request: a stable code plus a message for the person.
+
+    The message names identifiers and field names, never personal data values.
+    `paths` optionally lists JSON Pointers of offending body fields.
+    """
+
+    def __init__(self, code: ErrorCode, message: str, paths: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.paths = paths or []
+
+
+class BodyUnavailable(RequestRefused):
+    """A stored body (or wire) could not be decrypted with the storage key.
+
+    Always names the packet; never answered with an empty body instead.
+    """
+
+    def __init__(self, pid: str) -> None:
+        super().__init__(
+            ErrorCode.BODY_UNAVAILABLE,
+            f"the stored content of packet {pid} cannot be decrypted with this node's storage"
+            " key (keys/storage.key missing or replaced?)",
+        )
+        self.pid = pid

@@ -1,0 +1,313 @@
+"""Art 7(3) / Art 16 rectification, the sender's side: a sender corrects, erases
+or restricts a packet it sent, and tells every node it disclosed the packet to.
+
+On the sender (`rectify`): the recipients are the target's deliveries that hold
+a signed `accepted` receipt (the disclosure record). Each gets a
+`handover/rectification-notice/1` through the normal submission path (policy,
+`disclosure` entry, outbox, delivery); for RECTIFY the corrected body is
+reduced to the recipient kind's policy view, exactly as a submission would be,
+so a rectification never discloses more than sending the corrected packet
+would. The sender's own copy is changed too, and the rectification is recorded
+per recipient; the notice's delivery (its signed receipt) is the recipient's
+acknowledgement (`status`). Changing a held copy, and the receiver's side of a
+notice, are in `corrections.py`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import structlog
+
+from handover.protocol.canonical import cj_dumps, cj_loads
+from handover.protocol.errors import SchemaInvalid, UnknownSchema
+from handover.protocol.timeutil import Clock
+from handover.store import lifecycle as lifecycle_store
+from handover.store.auditlog import Appender, AuditWriter
+from handover.store.db import Connection, Database
+from handover.workflow.access import Operator, require_justification
+from handover.workflow.corrections import RECTIFICATION, Corrections
+from handover.workflow.engine import Workflow
+from handover.workflow.errors import ErrorCode, RequestRefused
+from handover.workflow.ports import Peers, Submitter
+from handover.workflow.retention import Held
+
+log = structlog.get_logger(__name__)
+
+ACTIONS = ("RECTIFY", "ERASE", "RESTRICT")
+
+
+def _today(now: int) -> str:
+    return dt.datetime.fromtimestamp(now / 1000, dt.UTC).date().isoformat()
+
+
+class Rectification:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        writer: AuditWriter,
+        workflow: Workflow,
+        peers: Peers,
+        corrections: Corrections,
+        submitter: Submitter,
+        clock: Clock,
+    ) -> None:
+        self.db = db
+        self.writer = writer
+        self.workflow = workflow
+        self.policy = workflow.policy
+        self.registry = workflow.registry
+        self.peers = peers
+        self.corrections = corrections
+        self.submitter = submitter
+        self.clock = clock
+        notice = self.registry.document(RECTIFICATION)["properties"]
+        self.reasons: list[str] = list(notice["reason"]["enum"])
+        self.target_schemas: frozenset[str] = frozenset(notice["target_schema"]["enum"])
+
+    async def rectify(
+        self,
+        operator: Operator,
+        pid: str,
+        *,
+        action: object,
+        reason: object,
+        justification: object,
+        explanation: object = None,
+        corrected_body: object = None,
+        quality: object = None,
+    ) -> dict[str, Any]:
+        """Rectify, erase or restrict a packet this node sent, and notify its recipients.
+
+        Raises:
+            ApiError: 400 malformed request; 404 not a packet this node sent;
+                409 a delivery of it is still pending; 410 already erased;
+                422 a corrected body that is invalid or changes the case, a
+                recipient the policy or the directory refuses.
+        """
+        why = require_justification(justification)
+        if action not in ACTIONS:
+            raise RequestRefused(ErrorCode.BAD_REQUEST, f"'action' is one of {', '.join(ACTIONS)}")
+        if reason not in self.reasons:
+            raise RequestRefused(
+                ErrorCode.BAD_REQUEST, f"'reason' is one of {', '.join(self.reasons)}"
+            )
+        if explanation is not None and not isinstance(explanation, str):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'explanation' is a string")
+        if quality is not None and not isinstance(quality, dict):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'quality' is an object")
+        if action == "RECTIFY" and not isinstance(corrected_body, dict):
+            raise RequestRefused(
+                ErrorCode.BAD_REQUEST, "RECTIFY needs 'corrected_body', a JSON object"
+            )
+        if action != "RECTIFY" and corrected_body is not None:
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'corrected_body' is only for RECTIFY")
+        async with self.db.connection() as conn:
+            row = await lifecycle_store.held_one(conn, "sent", pid, None)
+            deliveries = await lifecycle_store.deliveries(conn, pid)
+            consents = (
+                await self.workflow.consents(conn, row["case_ref"]) if row is not None else set()
+            )
+        if row is None:
+            raise RequestRefused(ErrorCode.NOT_FOUND, "this node sent no packet with that pid")
+        target = Held.from_row(row)
+        if target.erased_at is not None:
+            raise RequestRefused(
+                ErrorCode.ERASED, "the content of this packet has already been erased"
+            )
+        if target.schema not in self.target_schemas or target.case_ref is None:
+            raise RequestRefused(ErrorCode.NOT_PERMITTED, f"a {target.schema} cannot be rectified")
+        if target.pending:
+            raise RequestRefused(
+                ErrorCode.DELIVERY_PENDING,
+                "a delivery of this packet is still pending: wait until it is delivered or"
+                " expired (`handover status PID --wait`), then rectify it",
+            )
+        holders = [d["node"] for d in deliveries if d["status"] == "delivered"]
+        now = self.clock()
+        base: dict[str, Any] = {
+            "case_ref": target.case_ref,
+            "target_pid": pid,
+            "target_schema": target.schema,
+            "action": action,
+            "reason": reason,
+        }
+        if explanation is not None:
+            base["explanation"] = explanation
+        views: dict[str, tuple[dict[str, Any], list[str]]] = {}
+        own_copy: dict[str, Any] | None = None
+        if action == "RECTIFY":
+            assert isinstance(corrected_body, dict)
+            # The own copy takes the first holder's view (any recipient's if none holds it).
+            nodes = holders or [deliveries[0]["node"]]
+            views = self._views(target, corrected_body, nodes, consents)
+            own_copy = views[nodes[0]][0]
+            if quality is None:
+                quality = corrected_body.get("quality")
+        base["quality"] = quality or {
+            "as_of": _today(now),
+            "source_system": "handover",
+            "basis": "FACT",
+        }
+
+        # One notice per distinct body (views differ by recipient kind).
+        groups: dict[bytes, tuple[dict[str, Any], list[str], list[str]]] = {}
+        for node in holders:
+            notice = dict(base)
+            removed: list[str] = []
+            if action == "RECTIFY":
+                notice["corrected_body"], removed = views[node]
+            group = groups.setdefault(cj_dumps(notice), (notice, [], removed))
+            group[1].append(node)
+        for notice, to, _removed in groups.values():
+            self._check_notice(notice, to)
+
+        async def record(conn: Connection, appender: Appender) -> int:
+            rect_id = await lifecycle_store.add_rectification(
+                conn,
+                target_pid=pid,
+                action=str(action),
+                reason=str(reason),
+                operator=operator.name,
+                nodes=holders,
+                now=now,
+            )
+            await self.corrections.apply(
+                conn,
+                appender,
+                target,
+                str(action),
+                corrected=own_copy,
+                restriction=f"{reason} (rectification {rect_id} of this node)",
+                notice_pid=None,
+                operator=operator.name,
+                justification=why,
+                rectification=rect_id,
+                reason=reason,
+            )
+            return rect_id
+
+        rect_id: int = await self.writer.run(record)
+        packets: list[dict[str, Any]] = []
+        for notice, to, removed in groups.values():
+            sent = await self.submitter.submit(
+                operator, to=to, schema_id=RECTIFICATION, body=notice, justification=why
+            )
+            async with self.db.transaction() as conn:
+                for packet in sent:
+                    for node in packet["to"]:
+                        await lifecycle_store.set_notice(conn, rect_id, node, packet["pid"])
+            packets += [{**p, "removed": removed} for p in sent]
+        log.info(
+            "rectification_sent",
+            target=pid,
+            action=action,
+            rectification=rect_id,
+            notices=[p["pid"] for p in packets],
+        )
+        return {"rectification": rect_id, "target_pid": pid, "action": action, "packets": packets}
+
+    def _views(
+        self,
+        target: Held,
+        corrected: dict[str, Any],
+        nodes: list[str],
+        consents: set[str],
+    ) -> dict[str, tuple[dict[str, Any], list[str]]]:
+        """The corrected body each recipient may receive (its kind's policy view)."""
+        try:
+            self.registry.validate(target.schema, corrected)
+        except (SchemaInvalid, UnknownSchema) as exc:
+            raise RequestRefused(ErrorCode.SCHEMA_INVALID, f"the corrected body: {exc}") from exc
+        if corrected.get("case_ref") != target.case_ref:
+            raise RequestRefused(
+                ErrorCode.SCHEMA_INVALID, "the corrected body must keep the target's case_ref"
+            )
+        views: dict[str, tuple[dict[str, Any], list[str]]] = {}
+        for node in nodes:
+            kind = self.workflow.kind_of(node)
+            if kind is None:
+                raise RequestRefused(
+                    ErrorCode.NOT_PERMITTED, f"the agency kind of {node} is unknown"
+                )
+            scope = self.policy.packet_consent(target.schema, kind)
+            if scope is not None and scope not in consents:
+                raise RequestRefused(
+                    ErrorCode.CONSENT_REQUIRED,
+                    f"{node} ({kind}) may receive {target.schema} only with {scope} consent,"
+                    " which is no longer in force: ERASE or RESTRICT the packet instead",
+                )
+            view = self.policy.view(target.schema, kind, corrected, consents)
+            if view.removed:
+                try:
+                    self.registry.validate(target.schema, view.body)
+                except (SchemaInvalid, UnknownSchema) as exc:
+                    raise RequestRefused(
+                        ErrorCode.NOT_PERMITTED,
+                        f"the corrected body as {node} ({kind}) may receive it would not be"
+                        f" valid: {exc}",
+                    ) from exc
+            views[node] = (view.body, view.removed)
+        return views
+
+    def _check_notice(self, notice: dict[str, Any], nodes: list[str]) -> None:
+        """Refuse before anything changes what submitting the notice would refuse."""
+        try:
+            self.registry.validate(RECTIFICATION, notice)
+        except (SchemaInvalid, UnknownSchema) as exc:
+            raise RequestRefused(
+                ErrorCode.SCHEMA_INVALID, f"the rectification notice: {exc}"
+            ) from exc
+        for node in nodes:
+            kind = self.workflow.kind_of(node)
+            if kind is None or not self.policy.may_send(RECTIFICATION, self.workflow.kind, kind):
+                raise RequestRefused(
+                    ErrorCode.NOT_PERMITTED, f"the sharing policy does not let us notify {node}"
+                )
+            if self.peers.keyset(node) is None:
+                raise RequestRefused(
+                    ErrorCode.UNKNOWN_RECIPIENT, f"{node} is not a pinned peer with a valid keyset"
+                )
+
+    async def status(self, pid: str) -> dict[str, Any]:
+        """Each rectification of a sent packet and every recipient's acknowledgement.
+
+        Raises:
+            ApiError: 404 not a packet this node sent.
+        """
+        async with self.db.connection() as conn:
+            target = await lifecycle_store.held_one(conn, "sent", pid, None)
+            rows = await lifecycle_store.rectifications_of(conn, pid)
+        if target is None:
+            raise RequestRefused(ErrorCode.NOT_FOUND, "this node sent no packet with that pid")
+        items: dict[int, dict[str, Any]] = {}
+        for r in rows:
+            item = items.setdefault(
+                r["id"],
+                {
+                    "id": r["id"],
+                    "action": r["action"],
+                    "reason": r["reason"],
+                    "operator": r["operator"],
+                    "at": r["created_at"],
+                    "recipients": [],
+                },
+            )
+            status = "not_sent" if r["notice_pid"] is None else r["status"]
+            item["recipients"].append(
+                {
+                    "node": r["node"],
+                    "notice_pid": r["notice_pid"],
+                    "status": status,
+                    "acknowledged": status == "delivered",
+                    "receipt": None if r["receipt"] is None else cj_loads(bytes(r["receipt"])),
+                    "reason": r["delivery_reason"],
+                    "finished_at": r["finished_at"],
+                }
+            )
+        acknowledged = all(
+            rec["acknowledged"] for item in items.values() for rec in item["recipients"]
+        )
+        return {"pid": pid, "acknowledged": acknowledged, "rectifications": list(items.values())}

@@ -1,0 +1,474 @@
+"""Art 5 time limits: review dates of held packets, the review list, and the
+outcomes of a review (EXTEND, RESTRICT, ERASE) and lifting a restriction.
+
+Each schema has a retention rule in the policy file (`retention`): a review
+falls due `months` after an anchor, the case's supervision end, its release
+date, or when the packet was stored. While the anchor date is unknown the
+fallback rule applies. A stored packet's row is written at the end of its
+group commit, so its date is set by `schedule` (before every review listing,
+and by the node's maintenance loop) from the case's dates at that time; a
+packet that sets the case's supervision end or release date (workflow hooks
+`on_sent` / `on_received`), or a rectification that corrects one, recomputes
+the dates of everything held for the case.
+
+Every outcome is an audit entry (`alteration`, or `erasure` for ERASE) naming
+identifiers and field names only. Erasure clears the content columns; the row
+stays as metadata and, for a received packet, as the replay record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from calendar import monthrange
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from handover.protocol.timeutil import Clock
+from handover.store import cases as case_store
+from handover.store import lifecycle as lifecycle_store
+from handover.store.auditlog import Appender, AuditWriter
+from handover.store.db import Connection, Database
+from handover.workflow.access import require_justification
+from handover.workflow.engine import (
+    RELEASE_NOTICE,
+    SUPERVISION_END,
+    ReceivedContext,
+    SentContext,
+    date_ms,
+)
+from handover.workflow.errors import BodyUnavailable, ErrorCode, RequestRefused
+from handover.workflow.policy import Policy, RetentionRule
+from handover.workflow.vault import Vault
+
+if TYPE_CHECKING:
+    from handover.workflow.access import Operator
+
+log = structlog.get_logger(__name__)
+
+OUTCOMES = ("EXTEND", "RESTRICT", "ERASE", "LIFT")
+DIRECTIONS = ("sent", "received")
+# Packets that set a case's anchor dates (Workflow._record): their arrival moves reviews.
+ANCHOR_SCHEMAS = frozenset({SUPERVISION_END, RELEASE_NOTICE})
+MAX_REASON = 1000
+MAX_REVIEWS = 500
+
+
+def add_months(at_ms: int, months: int) -> int:
+    """`at_ms` plus calendar months (the day clamped to the month's last day), in UTC."""
+    at = dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC)
+    index = at.month - 1 + months
+    year, month = at.year + index // 12, index % 12 + 1
+    moved = at.replace(year=year, month=month, day=min(at.day, monthrange(year, month)[1]))
+    return int(moved.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class Held:
+    """One held packet: sent (outbox) or received (accepted, keyed by sender and pid)."""
+
+    direction: str
+    pid: str
+    sender: str | None
+    schema: str
+    case_ref: str | None
+    counterparts: list[str]
+    review_at: int | None
+    restricted: str | None
+    erased_at: int | None
+    body_box: bytes | None
+    fields: list[str] | None
+    pending: int
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Held:
+        return cls(
+            direction=row["direction"],
+            pid=row["pid"],
+            sender=row["sender"],
+            schema=row["schema_id"],
+            case_ref=row["case_ref"],
+            counterparts=list(row["counterparts"]),
+            review_at=row["review_at"],
+            restricted=row["restricted"],
+            erased_at=row["erased_at"],
+            body_box=None if row["body_box"] is None else bytes(row["body_box"]),
+            fields=None if row["fields"] is None else list(row["fields"]),
+            pending=int(row["pending"]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "direction": self.direction,
+            "sender": self.sender,
+            "schema": self.schema,
+            "case_ref": self.case_ref,
+            "counterparts": self.counterparts,
+            "review_at": self.review_at,
+            "restricted": self.restricted,
+            "erased": self.erased_at is not None,
+        }
+
+
+class Retention:
+    def __init__(
+        self,
+        *,
+        node: str,
+        db: Database,
+        writer: AuditWriter,
+        policy: Policy,
+        vault: Vault,
+        clock: Clock,
+    ) -> None:
+        self.node = node
+        self.db = db
+        self.writer = writer
+        self.policy = policy
+        self.vault = vault
+        self.clock = clock
+
+    # --- review dates (workflow hooks, inside the audit writer's transaction) ----------
+
+    def review_date(self, schema: str, case: dict[str, Any] | None, stored_at: int) -> int:
+        """When a packet of `schema` stored at `stored_at` falls due, given its case's dates."""
+        rule, fallback = self.policy.retention(schema)
+        for candidate in (rule, fallback):
+            anchor = self._anchor(candidate, case, stored_at)
+            if anchor is not None:
+                return add_months(anchor, candidate.months)
+        return add_months(stored_at, fallback.months)
+
+    @staticmethod
+    def _anchor(rule: RetentionRule, case: dict[str, Any] | None, stored_at: int) -> int | None:
+        if rule.anchor == "stored":
+            return stored_at
+        if case is None:
+            return None
+        return date_ms(
+            case["supervision_end" if rule.anchor == "supervision_end" else "release_date"]
+        )
+
+    async def on_sent(self, conn: Connection, context: SentContext) -> None:
+        if context.dates_changed and context.case_ref is not None:
+            await lifecycle_store.unschedule_case(conn, context.case_ref, context.defer)
+
+    async def on_received(self, conn: Connection, context: ReceivedContext) -> None:
+        if context.dates_changed and context.case_ref is not None:
+            await lifecycle_store.unschedule_case(conn, context.case_ref, context.defer)
+
+    async def _on_stored(self, conn: Connection, schema: str, case_ref: str | None) -> None:
+        """A packet that sets the case's supervision end or release date moves the
+        reviews of everything held for the case.
+
+        The stored packet's own row is written at the end of the group commit
+        (deferred), so it is not visible here: it gets its date from
+        :meth:`schedule`, like every packet, computed from the case's dates then.
+        """
+        if case_ref is not None and schema in ANCHOR_SCHEMAS:
+            await self.recompute_case(conn, case_ref)
+
+    async def schedule(self, conn: Connection, batch: int = 5000) -> int:
+        """Give every held packet without a review date its date from the rule."""
+        done = 0
+        while True:
+            rows = await lifecycle_store.unscheduled(conn, batch)
+            await lifecycle_store.set_reviews(
+                conn,
+                [
+                    (
+                        r["direction"],
+                        r["pid"],
+                        r["sender"],
+                        # A date an EXTEND decision set stays the earliest it can fall.
+                        max(
+                            self.review_date(r["schema_id"], r, r["stored_at"]),
+                            r["review_extended"] or 0,
+                        ),
+                    )
+                    for r in rows
+                ],
+            )
+            done += len(rows)
+            if len(rows) < batch:
+                return done
+
+    async def recompute_case(self, conn: Connection, case_ref: str) -> int:
+        """Recompute the review date of every held packet of a case; returns how many moved.
+
+        A date an EXTEND decision set stays the earliest the review can fall.
+        """
+        case = await case_store.get(conn, case_ref)
+        moved = 0
+        for row in await lifecycle_store.held_in_case(conn, case_ref):
+            review_at = self.review_date(row["schema_id"], case, row["stored_at"])
+            if row["review_extended"] is not None:
+                review_at = max(review_at, row["review_extended"])
+            if review_at != row["review_at"]:
+                await lifecycle_store.set_review(
+                    conn, row["direction"], row["pid"], row["sender"], review_at=review_at
+                )
+                moved += 1
+        return moved
+
+    # --- the review list and its outcomes ----------------------------------------------
+
+    async def reviews(
+        self, now: int | None = None, limit: int = MAX_REVIEWS
+    ) -> list[dict[str, Any]]:
+        """Held, not erased packets whose review is due at `now` (default: the clock)."""
+        at = self.clock() if now is None else now
+        async with self.db.transaction() as conn:
+            await self.schedule(conn)
+            rows = await lifecycle_store.due(conn, at, limit)
+        return [Held.from_row(r).to_json() for r in rows]
+
+    async def find(self, pid: str, direction: object = None, sender: object = None) -> Held:
+        """The one held packet `pid` names (with `direction` / `sender` to disambiguate).
+
+        Raises:
+            ApiError: 400 malformed selector, 404 none, 409 more than one matches.
+        """
+        if direction is not None and direction not in DIRECTIONS:
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'direction' is 'sent' or 'received'")
+        if sender is not None and not isinstance(sender, str):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'sender' is a node id")
+        async with self.db.connection() as conn:
+            rows = await lifecycle_store.held(conn, pid)
+        found = [
+            Held.from_row(r)
+            for r in rows
+            if (direction is None or r["direction"] == direction)
+            and (sender is None or r["sender"] == sender)
+        ]
+        if not found:
+            raise RequestRefused(ErrorCode.NOT_FOUND, "this node holds no packet with that pid")
+        if len(found) > 1:
+            raise RequestRefused(
+                ErrorCode.AMBIGUOUS,
+                "more than one held packet has that pid: give 'direction' (and 'sender')",
+            )
+        return found[0]
+
+    async def decide(
+        self,
+        operator: Operator,
+        pid: str,
+        *,
+        outcome: object,
+        justification: object,
+        new_date: object = None,
+        reason: object = None,
+        direction: object = None,
+        sender: object = None,
+    ) -> dict[str, Any]:
+        """Record a review outcome for a held packet, with its audit entry.
+
+        EXTEND needs `new_date` (YYYY-MM-DD, in the future); RESTRICT needs a
+        `reason` and takes an optional `new_date` for the next review (default:
+        the fallback rule's period from now); ERASE clears the content; LIFT
+        (admin only) lifts a restriction.
+
+        Raises:
+            ApiError: 400 malformed or missing input, 403 LIFT by a non-admin,
+                404 / 409 as :meth:`find`, 409 LIFT of an unrestricted packet,
+                410 the packet is already erased.
+        """
+        if outcome not in OUTCOMES:
+            raise RequestRefused(
+                ErrorCode.BAD_REQUEST, f"'outcome' is one of {', '.join(OUTCOMES)}"
+            )
+        why = require_justification(justification)
+        if outcome == "LIFT":
+            return await self.lift(operator, pid, why, direction=direction, sender=sender)
+        now = self.clock()
+        if outcome == "ERASE" and new_date is not None:
+            raise RequestRefused(
+                ErrorCode.BAD_REQUEST, "'review_at' is only for EXTEND and RESTRICT"
+            )
+        review_at = self._new_date(new_date, now, required=outcome == "EXTEND")
+        # A date the operator chose is the earliest a recomputed rule date may set.
+        extended = review_at
+        if outcome == "RESTRICT":
+            if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
+                raise RequestRefused(
+                    ErrorCode.REASON_REQUIRED, "RESTRICT needs a 'reason' of 1 to 1000 characters"
+                )
+            if review_at is None:
+                review_at = add_months(now, self.policy.doc.retention.fallback.months)
+        elif reason is not None:
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'reason' is only for RESTRICT")
+        held = await self.find(pid, direction, sender)
+        if held.erased_at is not None:
+            raise RequestRefused(
+                ErrorCode.ERASED, "the content of this packet has already been erased"
+            )
+
+        async def job(conn: Connection, appender: Appender) -> None:
+            if outcome == "ERASE":
+                await self.erase(
+                    conn, appender, held, operator=operator.name, justification=why, outcome="ERASE"
+                )
+                return
+            assert review_at is not None
+            changed = ["review_at"]
+            if outcome == "RESTRICT":
+                await lifecycle_store.set_restricted(
+                    conn, held.direction, held.pid, held.sender, str(reason).strip()
+                )
+                changed.insert(0, "restricted")
+            await lifecycle_store.set_review(
+                conn, held.direction, held.pid, held.sender, review_at=review_at, extended=extended
+            )
+            self._append(
+                appender,
+                "alteration",
+                held,
+                outcome=outcome,
+                changed=changed,
+                review_at=review_at,
+                operator=operator.name,
+                justification=why,
+            )
+
+        await self.writer.run(job)
+        log.info("review_decided", pid=pid, direction=held.direction, outcome=outcome)
+        return await self._state(held)
+
+    async def lift(
+        self,
+        operator: Operator,
+        pid: str,
+        justification: object,
+        *,
+        direction: object = None,
+        sender: object = None,
+    ) -> dict[str, Any]:
+        """Lift a restriction: an admin only, with a justification.
+
+        Raises:
+            ApiError: 400 no justification, 403 not an admin, 404 / 409 as
+                :meth:`find`, 409 not restricted, 410 erased.
+        """
+        if operator.role != "admin":
+            raise RequestRefused(ErrorCode.FORBIDDEN, "only an admin may lift a restriction")
+        why = require_justification(justification)
+        held = await self.find(pid, direction, sender)
+        if held.erased_at is not None:
+            raise RequestRefused(ErrorCode.ERASED, "the content of this packet has been erased")
+        if held.restricted is None:
+            raise RequestRefused(ErrorCode.NOT_RESTRICTED, "this packet is not restricted")
+
+        async def job(conn: Connection, appender: Appender) -> None:
+            await lifecycle_store.set_restricted(conn, held.direction, held.pid, held.sender, None)
+            self._append(
+                appender,
+                "alteration",
+                held,
+                outcome="LIFT",
+                changed=["restricted"],
+                operator=operator.name,
+                justification=why,
+            )
+
+        await self.writer.run(job)
+        log.info("restriction_lifted", pid=pid, direction=held.direction, operator=operator.name)
+        return await self._state(held)
+
+    async def _state(self, held: Held) -> dict[str, Any]:
+        async with self.db.connection() as conn:
+            row = await lifecycle_store.held_one(conn, held.direction, held.pid, held.sender)
+        assert row is not None
+        return Held.from_row(row).to_json()
+
+    @staticmethod
+    def _new_date(value: object, now: int, *, required: bool) -> int | None:
+        if value is None and not required:
+            return None
+        at = date_ms(value)
+        if at is None:
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'review_at' must be a date, YYYY-MM-DD")
+        if at <= now:
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'review_at' must be a date in the future")
+        return at
+
+    # --- primitives (inside a writer job; rectification uses them too) -------------------
+
+    def body_fields(self, held: Held) -> list[str] | None:
+        """The top-level field names of a held body (names only, for audit entries)."""
+        if held.fields is not None:
+            return held.fields
+        if held.body_box is None:
+            return None
+        try:
+            return sorted(self.vault.open(held.pid, held.body_box))
+        except BodyUnavailable:
+            # Erasure must never be blocked by a body that cannot be read: the
+            # entry then names no fields, and the log says why.
+            log.warning("body_unavailable", pid=held.pid, operation="erase")
+            return None
+
+    async def erase(
+        self,
+        conn: Connection,
+        appender: Appender,
+        held: Held,
+        *,
+        operator: str | None,
+        justification: str | None,
+        **why: Any,
+    ) -> None:
+        """Clear a held packet's content with an `erasure` entry; then the rectification
+        notices that carry a corrected copy of it (they would otherwise outlive it)."""
+        now = self.clock()
+        if not await lifecycle_store.erase(conn, held.direction, held.pid, held.sender, now):
+            return
+        self._append(
+            appender,
+            "erasure",
+            held,
+            fields=self.body_fields(held),
+            operator=operator,
+            justification=justification,
+            **why,
+        )
+        if held.direction == "sent":
+            copies = await lifecycle_store.sent_rectify_notices(conn, held.pid)
+        else:
+            assert held.sender is not None
+            copies = await lifecycle_store.received_rectify_notices(conn, held.sender, held.pid)
+        for notice_pid in copies:
+            row = await lifecycle_store.held_one(conn, held.direction, notice_pid, held.sender)
+            if row is not None and row["erased_at"] is None:
+                await self.erase(
+                    conn,
+                    appender,
+                    Held.from_row(row),
+                    operator=operator,
+                    justification=justification,
+                    erased_with=held.pid,
+                )
+
+    def _append(self, appender: Appender, op: str, held: Held, **fields: Any) -> None:
+        appender.append(
+            op,
+            pid=held.pid,
+            case_ref=held.case_ref,
+            schema=held.schema,
+            direction=held.direction,
+            counterpart=held.sender,
+            to=held.counterparts if held.direction == "sent" else None,
+            org=self.node,
+            **fields,
+        )
+
+    async def sweep(self) -> None:
+        """Maintenance: date new packets' reviews, and finish erasures of sent packets
+        whose deliveries were still pending then."""
+        async with self.db.transaction() as conn:
+            scheduled = await self.schedule(conn)
+            cleared = await lifecycle_store.clear_erased_wires(conn)
+        if scheduled or cleared:
+            log.info("retention_sweep", scheduled=scheduled, erased_wires_cleared=cleared)

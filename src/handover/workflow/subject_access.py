@@ -1,0 +1,259 @@
+"""Subject access (LED Art 14): what this node holds for one case, in one export.
+
+`SubjectAccess.export` gathers, for a case: the case record, every packet held
+(received: its origin; sent: its recipients, the fields disclosed and those
+withheld by minimisation, the consent relied on), the purposes and recipients
+from the audit log, retention dates, restrictions and consent. A restricted
+item is listed with its recorded reason but without its content (the LED
+Art 15 ground); an erased item is listed as erased. The export is itself a
+`consultation` in the audit log, with the operator's justification.
+
+`render_markdown` turns an export into a report written for the data subject
+and a caseworker reading it together.
+
+    web/subject.py (GET /api/v1/cases/{ref}/export)  ->  SubjectAccess.export
+    nodecli `handover export subject`  ->  that route  ->  render_markdown
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from handover.protocol.canonical import cj_loads
+from handover.protocol.errors import EncodingError
+from handover.protocol.timeutil import Clock
+from handover.store import cases as case_store
+from handover.store import subject as subject_store
+from handover.store.auditlog import Appender, AuditWriter
+from handover.store.db import Connection, Database
+from handover.workflow.access import require_justification
+from handover.workflow.cases import CASE_REF_MAX, Cases
+from handover.workflow.errors import ErrorCode, RequestRefused
+from handover.workflow.policy import Policy
+from handover.workflow.ports import Peers
+from handover.workflow.vault import Vault
+
+if TYPE_CHECKING:
+    from handover.workflow.access import Operator
+
+EXPORT_FORMAT = "handover/subject-export/1"
+PURPOSE = "subject access request"
+# Audit operations whose justification is a purpose the data was used for.
+PURPOSE_OPS = ("disclosure", "consultation")
+
+
+class SubjectAccess:
+    def __init__(
+        self,
+        *,
+        node: str,
+        kind: str,
+        db: Database,
+        writer: AuditWriter,
+        policy: Policy,
+        peers: Peers,
+        vault: Vault,
+        cases: Cases,
+        clock: Clock,
+    ) -> None:
+        self.node = node
+        self.kind = kind
+        self.db = db
+        self.writer = writer
+        self.policy = policy
+        self.peers = peers
+        self.vault = vault
+        self.cases = cases
+        self.clock = clock
+
+    async def export(self, operator: Operator, ref: str, justification: object) -> dict[str, Any]:
+        """Everything this node holds for the case `ref` (shared reference or local id).
+
+        Raises:
+            ApiError: 400 without a justification or with a malformed reference,
+                404 for an unknown case, 500 if a stored body cannot be decrypted.
+        """
+        why = require_justification(justification)
+        if not ref or len(ref) > CASE_REF_MAX:
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "a case reference is 1 to 64 characters")
+        case_ref = await self.cases.resolve(ref)
+        async with self.db.connection() as conn:
+            case = await case_store.get(conn, case_ref)
+            received = await subject_store.received(conn, case_ref)
+            sent = await subject_store.sent(conn, case_ref)
+            entries = await subject_store.audit_entries(conn, case_ref)
+            consents = await subject_store.consents(conn, case_ref)
+        assert case is not None  # resolve() found it
+        log = [_parse_entry(seq, raw) for seq, raw in entries]
+        export: dict[str, Any] = {
+            "format": EXPORT_FORMAT,
+            "node": self.node,
+            "agency_kind": self.kind,
+            "case": {
+                "case_ref": case_ref,
+                "local_id": case["local_id"],
+                "created_at": case["created_at"],
+                "updated_at": case["updated_at"],
+                "release_date": case["release_date"],
+                "supervision_end": case["supervision_end"],
+            },
+            "received": [self._received_item(r) for r in received],
+            "sent": [self._sent_item(r) for r in sent],
+            "purposes": _purposes(log),
+            "recipients": self._recipients(log, sent),
+            "consents": [
+                {
+                    "scope": c["scope"],
+                    "state": c["state"],
+                    "consent_id": c["consent_id"],
+                    "basis": c["basis"],
+                    "pid": c["pid"],
+                    "author": c["author"],
+                    "recorded_at": c["recorded_at"],
+                }
+                for c in consents
+            ],
+        }
+        items = export["received"] + export["sent"]
+        # Art 25: the names of the fields shown, per packet; restricted and erased
+        # packets are listed without content.
+        shown = {p["pid"]: sorted(p["body"]) for p in items if "body" in p}
+        withheld = [p["pid"] for p in items if "body" not in p]
+
+        async def job(conn: Connection, appender: Appender) -> tuple[int, int]:
+            position = appender.append(
+                "consultation",
+                case_ref=case_ref,
+                purpose=PURPOSE,
+                shown=shown or None,
+                withheld=withheld or None,
+                operator=operator.name,
+                org=self.node,
+                justification=why,
+            )
+            return position.seq, self.clock()
+
+        seq, at = await self.writer.run(job)
+        export["export"] = {
+            "at": at,
+            "operator": operator.name,
+            "purpose": PURPOSE,
+            "justification": why,
+            "audit_seq": seq,
+        }
+        return export
+
+    # --- one item per packet held ---------------------------------------------------
+
+    def _retention_rule(self, schema: str) -> dict[str, Any]:
+        rule, fallback = self.policy.retention(schema)
+        return {
+            "anchor": rule.anchor,
+            "months": rule.months,
+            "fallback": {"anchor": fallback.anchor, "months": fallback.months},
+        }
+
+    def _content(self, item: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+        """Add the state of the item's content, and the body when it may be shown."""
+        item["erased"] = row["erased_at"] is not None or row["body_box"] is None
+        item["erased_at"] = row["erased_at"]
+        item["restricted"] = row["restricted"] is not None
+        item["restriction_reason"] = row["restricted"]
+        if not item["erased"] and not item["restricted"]:
+            item["body"] = self.vault.open(row["pid"], row["body_box"])
+        return item
+
+    def _received_item(self, row: dict[str, Any]) -> dict[str, Any]:
+        item = {
+            "pid": row["pid"],
+            "schema": row["schema_id"],
+            "origin": {"node": row["sender"], "kind": self.peers.kind(row["sender"])},
+            "issued_at": row["iat"],
+            "received_at": row["received_at"],
+            "review_at": row["review_at"],
+            "retention_rule": self._retention_rule(row["schema_id"]),
+            "rectified_by": row["rectified_by"],
+        }
+        return self._content(item, row)
+
+    def _sent_item(self, row: dict[str, Any]) -> dict[str, Any]:
+        item = {
+            "pid": row["pid"],
+            "schema": row["schema_id"],
+            "sent_at": row["created_at"],
+            "operator": row["operator"],
+            "recipients": [
+                {
+                    "node": d["node"],
+                    "kind": self.peers.kind(d["node"]),
+                    "status": d["status"],
+                    "reason": d["reason"],
+                    "finished_at": d["finished_at"],
+                }
+                for d in row["deliveries"]
+            ],
+            "fields": list(row["fields"] or []),
+            "withheld": list(row["removed"] or []),
+            "consents": list(row["consents"] or []),
+            "review_at": row["review_at"],
+            "retention_rule": self._retention_rule(row["schema_id"]),
+        }
+        return self._content(item, row)
+
+    def _recipients(
+        self, log: list[dict[str, Any]], sent: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """One line per (disclosure, recipient) from the disclosure log, with the
+        delivery state this node holds for it."""
+        status = {(s["pid"], d["node"]): d["status"] for s in sent for d in s["deliveries"]}
+        out = []
+        for entry in log:
+            if entry.get("op") != "disclosure":
+                continue
+            for node in entry.get("to", []):
+                out.append(
+                    {
+                        "node": node,
+                        "kind": self.peers.kind(node),
+                        "pid": entry.get("pid"),
+                        "schema": entry.get("schema"),
+                        "at": entry.get("at"),
+                        "fields": entry.get("fields", []),
+                        "withheld": entry.get("removed", []),
+                        "consents": entry.get("consents", []),
+                        "operator": entry.get("operator"),
+                        "justification": entry.get("justification"),
+                        "status": status.get((entry.get("pid"), node)),
+                        "audit_seq": entry["seq"],
+                    }
+                )
+        return out
+
+
+def _parse_entry(seq: int, raw: bytes) -> dict[str, Any]:
+    try:
+        entry = cj_loads(raw)
+    except EncodingError:
+        entry = None
+    if not isinstance(entry, dict):  # `audit verify` names such an entry; list it as unreadable
+        return {"seq": seq, "op": "unreadable"}
+    return entry
+
+
+def _purposes(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "op": e["op"],
+            "at": e.get("at"),
+            "justification": e.get("justification"),
+            "purpose": e.get("purpose"),
+            "pid": e.get("pid"),
+            "schema": e.get("schema"),
+            "counterpart": e.get("counterpart"),
+            "to": e.get("to"),
+            "operator": e.get("operator"),
+            "audit_seq": e["seq"],
+        }
+        for e in log
+        if e.get("op") in PURPOSE_OPS
+    ]

@@ -767,7 +767,7 @@ def test_receipts_cross_verify() -> None:
             sender=SENDER.node,
             pid=opened.pid,
             pd=opened.pd,
-            recipients=[R1.node, R2.node],
+            recipient=R1.node,
             keyset_for={R1.node: R1.pkg}.get,
             now=NOW,
         )
@@ -799,7 +799,7 @@ def test_receipts_cross_verify() -> None:
             sender=SENDER.node,
             pid=opened.pid,
             pd=opened.pd,
-            recipients=[R1.node],
+            recipient=R1.node,
             keyset_for={SENDER.node: SENDER.pkg}.get,
             now=NOW,
         )

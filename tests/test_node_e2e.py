@@ -46,7 +46,7 @@ def test_packet_delivered_end_to_end_with_verifiable_receipt(fed: Federation) ->
         sender=PRISON,
         pid=pid,
         pd=bytes(row["pd"]),
-        recipients=[PROBATION],
+        recipient=PROBATION,
         keyset_for={PROBATION: keyset}.get,
         now=now_ms(),
     )

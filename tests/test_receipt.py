@@ -82,15 +82,19 @@ def verify(
     alice: Node,
     *keysets: Node,
     now: int = NOW,
-    recipients: tuple[str, ...] | None = None,
+    recipient: str | None = None,
 ) -> Receipt:
+    """Verify as the sender would for the delivery to `recipient` (default: the
+    first node given that the packet was addressed to)."""
     table = {n.name: n.keyset for n in keysets}
+    if recipient is None:
+        recipient = next((n.name for n in keysets if n.name in packet.to), packet.to[0])
     return verify_receipt(
         wire,
         sender=alice.name,
         pid=packet.pid,
         pd=packet.pd,
-        recipients=packet.to if recipients is None else recipients,
+        recipient=recipient,
         keyset_for=table.get,
         now=now,
     )
@@ -103,7 +107,9 @@ def test_accepted_receipt_round_trip(
     packet: SealedPacket, alice: Node, bob: Node, carol: Node
 ) -> None:
     for node in (bob, carol):
-        r = verify(receipt_of(node, packet, alice.name), packet, alice, bob, carol)
+        r = verify(
+            receipt_of(node, packet, alice.name), packet, alice, bob, carol, recipient=node.name
+        )
         assert (r.signer, r.to, r.pid, r.pd, r.status, r.reason) == (
             node.name,
             alice.name,
@@ -154,7 +160,7 @@ def test_make_receipt_requires_reason_exactly_when_rejected(
 def test_signer_not_a_recipient(packet: SealedPacket, alice: Node, mallory: Node) -> None:
     wire = receipt_of(mallory, packet, alice.name)
     with pytest.raises(
-        InvalidReceipt, match=r"receipt signer mallory\.example was not a recipient"
+        InvalidReceipt, match=r"receipt signer mallory\.example is not probation\.bob\.example"
     ):
         verify(wire, packet, alice, mallory)
 
@@ -259,6 +265,16 @@ def test_tampered_body(packet: SealedPacket, alice: Node, bob: Node) -> None:
     wire = dump_wire_object({"hp1r": b64u_encode(rb), "sig": good["sig"]})
     with pytest.raises(InvalidReceipt, match="receipt signature does not verify"):
         verify(wire, packet, alice, bob)
+
+
+def test_receipt_from_another_recipient_is_refused_for_bobs_delivery(
+    packet: SealedPacket, alice: Node, bob: Node, carol: Node
+) -> None:
+    """PROTOCOL.md section 4: a receipt counts only for the delivery to its signer."""
+    carols = receipt_of(carol, packet, alice.name)
+    assert verify(carols, packet, alice, bob, carol, recipient=carol.name).signer == carol.name
+    with pytest.raises(InvalidReceipt, match=r"is not probation\.bob\.example"):
+        verify(carols, packet, alice, bob, carol, recipient=bob.name)
 
 
 def test_receipt_signed_by_another_recipient_in_bobs_name(

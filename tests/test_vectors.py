@@ -328,7 +328,7 @@ def test_receipt_rebuilds_and_verifies(name: str) -> None:
         sender=v["sender"],
         pid=v["pid"],
         pd=b64u_decode(v["pd"]),
-        recipients=v["recipients"],
+        recipient=signer.node,
         keyset_for={signer.node: signer.keyset}.get,
         now=v["now"],
     )

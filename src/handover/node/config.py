@@ -95,7 +95,10 @@ def write_config(directory: Path, settings: dict[str, object]) -> Path:
         raise ConfigError(f"{path} already exists; refusing to overwrite it")
     lines = ["# handover node settings; see README.md", ""]
     lines += [f"{key} = {_toml_value(value)}" for key, value in settings.items() if value != ""]
-    path.write_text("\n".join(lines) + "\n", "utf-8")
+    # The DSN may hold a password: owner-only, like the key files.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n")
     return path
 
 

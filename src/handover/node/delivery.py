@@ -241,7 +241,7 @@ class DeliveryWorker:
                 sender=self.config.node,
                 pid=row.pid,
                 pd=row.pd,
-                recipients=row.recipients,
+                recipient=row.node,
                 keyset_for=self.directory.keyset,
                 now=self.clock(),
             )

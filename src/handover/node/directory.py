@@ -10,6 +10,7 @@ until it expires.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import structlog
@@ -28,6 +29,7 @@ log = structlog.get_logger(__name__)
 REFRESH_BEFORE_EXPIRY_MS = 2 * DAY_MS
 OWN_RESIGN_BEFORE_EXPIRY_MS = 6 * DAY_MS  # re-sign our own keyset daily
 UNKNOWN_KID_REFETCH_MS = MINUTE_MS
+RELOAD_UNKNOWN_S = 5.0
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Directory:
         self.clock = clock
         self.peers: dict[str, Peer] = {}
         self._lock = asyncio.Lock()
+        self._loaded_at = float("-inf")
 
     # --- own keys -------------------------------------------------------------
 
@@ -73,6 +76,7 @@ class Directory:
 
     async def load(self) -> None:
         """(Re)load pins and last accepted keysets from the database."""
+        self._loaded_at = time.monotonic()
         async with self.db.connection() as conn:
             rows = await peer_store.all_peers(conn)
         now = self.clock()
@@ -154,7 +158,13 @@ class Directory:
         if keyset is not None and keyset.key(kid) is not None:
             return keyset
         if node not in self.peers:
-            await self.load()  # a peer pinned by `handover peers add` since we started
+            # A peer pinned since we started: NOTIFY reloads the list at once, so
+            # reloading here is a fallback, at most every few seconds (an
+            # unknown sender must not cost a database round trip per packet).
+            now = time.monotonic()
+            if now - self._loaded_at < RELOAD_UNKNOWN_S:
+                return None
+            await self.load()
             if node not in self.peers:
                 return None
         peer = self.peers[node]

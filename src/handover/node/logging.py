@@ -30,6 +30,23 @@ def _orjson_dumps(event: Any, **_kw: Any) -> bytes:
     return orjson.dumps(event, default=str)
 
 
+class _LibraryLogs(logging.Handler):
+    """Libraries' stdlib log records (aiohttp's server errors, asyncpg) as one
+    structured line each: the logger, the static message template and the
+    exception type. Never the interpolated arguments or a traceback: those can
+    quote what a client sent (a malformed request line, a header)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        structlog.get_logger("library").log(
+            record.levelno,
+            "library_log",
+            logger=record.name,
+            message=str(record.msg)[:200],
+            error_type=None if exc is None else type(exc).__name__,
+        )
+
+
 def configure(fmt: str = "auto", level: str = "info") -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: Any
@@ -60,3 +77,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
     # aiohttp's access log would print URLs (with query strings such as
     # justifications); keep it off, our middleware logs requests itself.
     logging.getLogger("aiohttp.access").disabled = True
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_LibraryLogs(level=logging.WARNING))

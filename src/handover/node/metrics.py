@@ -43,17 +43,21 @@ class Gauge:
     def __init__(self, name: str, help_text: str) -> None:
         self.name = name
         self.help = help_text
-        self.value = 0.0
+        self.values: dict[Labels, float] = {(): 0.0}
 
-    def set(self, value: float) -> None:
-        self.value = value
+    def set(self, value: float, **labels: str) -> None:
+        if labels:
+            self.values.pop((), None)
+        self.values[tuple(sorted(labels.items()))] = value
+
+    @property
+    def value(self) -> float:
+        return self.values.get((), 0.0)
 
     def render(self) -> list[str]:
-        return [
-            f"# HELP {self.name} {self.help}",
-            f"# TYPE {self.name} gauge",
-            f"{self.name} {self.value:g}",
-        ]
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge"]
+        lines += [f"{self.name}{_fmt_labels(k)} {v:g}" for k, v in sorted(self.values.items())]
+        return lines
 
 
 class Histogram:
@@ -93,7 +97,8 @@ class Metrics:
             "handover_packets_received_total", "Packets received, by status (accepted/rejected)."
         )
         self.invalid = Counter(
-            "handover_packets_invalid_total", "Packets refused as invalid_packet, by reason."
+            "handover_packets_invalid_total",
+            "Packets refused as invalid_packet, by stage (authenticated sender or not).",
         )
         self.attempts = Counter(
             "handover_delivery_attempts_total", "Delivery attempts, by outcome."
@@ -112,6 +117,17 @@ class Metrics:
         self.delivery_seconds = Histogram(
             "handover_delivery_seconds", "Time from queueing a packet to its stored receipt."
         )
+        self.budget_in_use = Gauge(
+            "handover_byte_budget_in_use_bytes", "Bytes of request bodies held, by budget."
+        )
+        self.budget_exhausted = Gauge(
+            "handover_byte_budget_exhausted_total",
+            "Requests refused because the byte budget stayed full, by budget.",
+        )
+        self.security_refusals = Gauge(
+            "handover_security_refusals_total",
+            "Refusals counted in the security log instead of the audit log.",
+        )
         self.collectors: list[Callable[[], object]] = []
 
     def render(self) -> str:
@@ -124,6 +140,9 @@ class Metrics:
             self.deliveries,
             self.outbox_depth,
             self.overdue,
+            self.budget_in_use,
+            self.budget_exhausted,
+            self.security_refusals,
             self.receive_seconds,
             self.submit_seconds,
             self.delivery_seconds,

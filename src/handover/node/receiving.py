@@ -19,6 +19,7 @@ import structlog
 
 from handover.node.directory import Directory
 from handover.node.metrics import Metrics
+from handover.node.security import SecurityLog
 from handover.node.transport import Answer, Outcome
 from handover.protocol import crypto
 from handover.protocol.canonical import b64u_encode
@@ -29,6 +30,7 @@ from handover.protocol.errors import (
     Rejected,
 )
 from handover.protocol.opening import (
+    AUTHENTICATED_REASONS,
     Opened,
     StoredReplay,
     UnverifiedPacket,
@@ -76,6 +78,7 @@ class Receiver:
         vault: Vault,
         workflow: Workflow,
         clock: Clock,
+        security: SecurityLog,
         received_hooks: Sequence[ReceivedHook] = (),
         receive_checks: Sequence[ReceiveCheck] = (),
     ) -> None:
@@ -91,15 +94,16 @@ class Receiver:
         self.vault = vault
         self.workflow = workflow
         self.clock = clock
+        self.security = security
         self._received_hooks = tuple(received_hooks)
         self._receive_checks = tuple(receive_checks)
 
-    async def receive(self, wire: bytes) -> Answer:
+    async def receive(self, wire: bytes, source: str = "unknown") -> Answer:
         """Every receive check of PROTOCOL.md section 3 for one packet."""
-        (result,) = await self.receive_many([wire])
+        (result,) = await self.receive_many([wire], source)
         return result
 
-    async def receive_many(self, wires: list[bytes]) -> list[Answer]:
+    async def receive_many(self, wires: list[bytes], source: str = "unknown") -> list[Answer]:
         """Receive packets, each handled exactly as if posted alone.
 
         Steps 1-2 and the replay shortcut (3) run first for all of them (one
@@ -107,6 +111,11 @@ class Receiver:
         every packet, replay record, audit entry and receipt of
         the batch together (step 9's policy check runs inside it, so it sees
         consent recorded by packets earlier in the same batch).
+
+        A refusal gets a `rejection` audit entry only when its sender was
+        authenticated (a pinned peer's signature verified) and within that
+        sender's allowance; every other refusal is counted in the security
+        log against `source`, the address the packets came from.
         """
         started = time.perf_counter()
         results: list[Answer | None] = [None] * len(wires)
@@ -116,7 +125,7 @@ class Receiver:
             try:
                 parsed.append((i, parse_packet(wire)))
             except InvalidPacket as exc:
-                invalid.append((exc, None))
+                invalid.append((_detached(exc), None))
                 results[i] = Answer(Outcome.INVALID)
         stored: dict[tuple[str, str], tuple[bytes, bytes]] = {}
         if parsed:
@@ -148,13 +157,23 @@ class Receiver:
                     )
                 )
             except InvalidPacket as exc:
-                invalid.append((exc, packet))
+                invalid.append((_detached(exc), packet))
                 results[i] = Answer(Outcome.INVALID)
+        audited: list[tuple[InvalidPacket, UnverifiedPacket]] = []
         for refusal, claimed in invalid:
             self._note_invalid(refusal, claimed)
+            if (
+                claimed is not None
+                and refusal.reason in AUTHENTICATED_REASONS
+                and self.security.senders.take(claimed.sender)
+            ):
+                audited.append((refusal, claimed))
+            else:
+                self.security.note(source, refusal.reason.value)
+                self.security.sources.take(source)
 
         async def job(conn: Connection, appender: Appender) -> list[_Stored]:
-            for refusal, claimed in invalid:
+            for refusal, claimed in audited:
                 self._audit_invalid(appender, refusal, claimed)
             done: dict[tuple[str, str], _Stored] = {}
             again = await received_store.replay_records(
@@ -174,7 +193,7 @@ class Receiver:
                 out.append(item)
             return out
 
-        if opened or invalid:
+        if opened or audited:
             stored_items: list[_Stored] = await self.writer.run(job)
             for (i, _), item in zip(opened, stored_items, strict=True):
                 results[i] = self._after_store(item)
@@ -297,26 +316,40 @@ class Receiver:
         return rejection
 
     def _note_invalid(self, exc: InvalidPacket, packet: UnverifiedPacket | None) -> None:
-        self.metrics.invalid.inc(reason=exc.reason.value)
+        # The metric says only whether the sender was authenticated: a label per
+        # reason would tell anyone who reads it which agencies are pinned.
+        stage = "authenticated" if exc.reason in AUTHENTICATED_REASONS else "unauthenticated"
+        self.metrics.invalid.inc(stage=stage)
+        # Reason codes only: a parser's detail may quote the sender's bytes.
         log.warning(
             "packet_invalid",
             reason=exc.reason.value,
-            detail=exc.detail,
             claimed_sender=None if packet is None else packet.sender,
             claimed_pid=None if packet is None else packet.pid,
         )
 
     def _audit_invalid(
-        self, appender: Appender, exc: InvalidPacket, packet: UnverifiedPacket | None
+        self, appender: Appender, exc: InvalidPacket, packet: UnverifiedPacket
     ) -> None:
-        """A precise local audit entry for a refused packet; the peer only sees
-        `invalid_packet`. Claimed identifiers are marked unverified."""
+        """A precise local audit entry for a refused packet from an authenticated
+        sender; the peer only sees `invalid_packet`. Reason codes and lengths,
+        never input text; the pid is marked unverified (the payload was not)."""
         appender.append(
             "rejection",
             reason=exc.reason.value,
-            detail=exc.detail[:200],
-            unverified_sender=None if packet is None else packet.sender,
-            unverified_pid=None if packet is None else packet.pid,
-            pd=None if packet is None else b64u_encode(packet.pd),
+            bytes=len(packet.wire),
+            unverified_sender=packet.sender,
+            unverified_pid=packet.pid,
+            pd=b64u_encode(packet.pd),
             org=self.node,
         )
+
+
+def _detached(exc: InvalidPacket) -> InvalidPacket:
+    """The refusal without its traceback and chained exceptions: kept in a list in
+    the frame that raised it, they would form a cycle holding that frame's
+    locals (a wire of up to 22.5 MiB) until the cycle collector runs."""
+    exc.__traceback__ = None
+    exc.__context__ = None
+    exc.__cause__ = None
+    return exc

@@ -24,6 +24,7 @@ from handover.node.directory import Directory
 from handover.node.inbox import Inbox
 from handover.node.metrics import Metrics
 from handover.node.receiving import Receiver
+from handover.node.security import SecurityLog
 from handover.node.sending import Sender
 from handover.node.transport import Answer, Transport
 from handover.protocol.errors import ConfigError, HandoverError
@@ -45,9 +46,12 @@ from handover.workflow.vault import Vault
 
 log = structlog.get_logger(__name__)
 MAINTENANCE_S = 60.0
-# Bytes of packets being sealed or opened at once (memory, not request count,
-# is what large packets exhaust).
+SECURITY_FLUSH_S = 5.0
+# Bytes of packets being read, sealed or opened at once (memory, not request
+# count, is what large packets exhaust): one budget for what partner nodes
+# send, one for local submissions, so neither can starve the other.
 WORK_BUDGET_BYTES = 32 * 1024 * 1024
+LOCAL_BUDGET_BYTES = 32 * 1024 * 1024
 
 
 class Node:
@@ -86,6 +90,7 @@ class Node:
         self.retention = Retention(
             node=config.node, db=db, writer=writer, policy=self.policy, vault=vault, clock=clock
         )
+        self.security = SecurityLog(db, clock)
         corrections = Corrections(
             node=config.node,
             workflow=self.workflow,
@@ -116,6 +121,7 @@ class Node:
             vault=vault,
             workflow=self.workflow,
             clock=clock,
+            security=self.security,
             received_hooks=[corrections.on_received, self.retention.on_received],
             receive_checks=[corrections.check],
         )
@@ -155,6 +161,7 @@ class Node:
         )
         self.auth = Authenticator(db)
         self.budget = ByteBudget(WORK_BUDGET_BYTES)
+        self.local_budget = ByteBudget(LOCAL_BUDGET_BYTES)
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -199,6 +206,7 @@ class Node:
         self.delivery.start()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
         self._tasks.append(asyncio.create_task(self._witness_loop(), name="witness"))
+        self._tasks.append(asyncio.create_task(self._flush_security(), name="security"))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -208,6 +216,8 @@ class Node:
                 await task
         self._tasks = []
         await self.delivery.stop()
+        with contextlib.suppress(HandoverError):
+            await self.security.flush()
         await self.writer.stop()
         await self.transport.close()
         await self.db.close()
@@ -226,9 +236,18 @@ class Node:
                     log.info("own_keyset_resigned", serial=self.directory.keys.keyset.serial)
                 await self.directory.refresh_due()
                 await self.retention.sweep()
+                await self.security.prune()
             except HandoverError as exc:
                 log.error("maintenance_failed", error=str(exc))
             await asyncio.sleep(MAINTENANCE_S)
+
+    async def _flush_security(self) -> None:
+        while True:
+            await asyncio.sleep(SECURITY_FLUSH_S)
+            try:
+                await self.security.flush()
+            except HandoverError as exc:
+                log.error("security_log_flush_failed", error=str(exc))
 
     async def _witness_loop(self) -> None:
         await asyncio.sleep(min(60.0, self.config.checkpoint_check_s))
@@ -252,8 +271,8 @@ class Node:
     async def entry_digests(self, after: int, limit: int) -> list[bytes]:
         return await self.audit.entry_digests(after, limit)
 
-    async def receive_many(self, wires: list[bytes]) -> list[Answer]:
-        return await self.receiver.receive_many(wires)
+    async def receive_many(self, wires: list[bytes], source: str = "memory") -> list[Answer]:
+        return await self.receiver.receive_many(wires, source)
 
     # --- used by the web layer -----------------------------------------------------
 
@@ -267,9 +286,18 @@ class Node:
             keys_ok = self.clock() <= self.directory.keys.keyset.exp
         except ConfigError:
             keys_ok = False
-        return {"database": await self.db.ping(), "keys": keys_ok}
+        return {
+            "database": await self.db.ping(),
+            "keys": keys_ok,
+            # False while work waits for memory: the node is at its limit.
+            "budget": not (self.budget.exhausted or self.local_budget.exhausted),
+        }
 
     async def refresh_gauges(self) -> None:
+        for name, budget in (("federation", self.budget), ("local", self.local_budget)):
+            self.metrics.budget_in_use.set(budget.in_use, budget=name)
+            self.metrics.budget_exhausted.set(budget.exhausted_total, budget=name)
+        self.metrics.security_refusals.set(self.security.noted)
         with contextlib.suppress(HandoverError):
             async with self.db.connection() as conn:
                 self.metrics.outbox_depth.set(await outbox_store.depth(conn))

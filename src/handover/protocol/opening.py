@@ -49,6 +49,24 @@ from handover.protocol.packet import (
 )
 from handover.protocol.timeutil import SKEW_MS
 
+# Refusals at or after the signature check of step 4: the sender named in the
+# header is authenticated (its pinned key signed these bytes).
+AUTHENTICATED_REASONS = frozenset(
+    {
+        Reason.EXPIRED,
+        Reason.NOT_YET_VALID,
+        Reason.BAD_LIFETIME,
+        Reason.NOT_A_RECIPIENT,
+        Reason.UNKNOWN_RECIPIENT_KEY,
+        Reason.CIPHERTEXT_MISMATCH,
+        Reason.UNWRAP_FAILED,
+        Reason.KEY_COMMITMENT_MISMATCH,
+        Reason.DECRYPT_FAILED,
+        Reason.BAD_PADDING,
+        Reason.BAD_PAYLOAD,
+    }
+)
+
 
 @dataclass(frozen=True)
 class UnverifiedPacket:

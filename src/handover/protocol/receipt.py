@@ -3,7 +3,7 @@ committing to its audit-log position after recording it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,19 +144,23 @@ def verify_receipt(
     sender: str,
     pid: str,
     pd: bytes,
-    recipients: Collection[str],
+    recipient: str,
     keyset_for: Callable[[str], Keyset | None],
     now: int,
 ) -> Receipt:
-    """The sender's receipt check (section 4): signer was a recipient, to is us,
-    pid and pd match our outbox record, signature valid under the signer's keyset.
+    """The sender's receipt check (section 4) for the delivery to `recipient`:
+    the signer is that recipient, to is us, pid and pd match our outbox record,
+    and the signature is valid under the signer's keyset. A receipt signed by
+    another recipient of the same packet is refused for this delivery.
 
     Raises:
         InvalidReceipt: naming the rule broken.
     """
     receipt, sig = parse_receipt(wire)
-    if receipt.signer not in recipients:
-        raise InvalidReceipt(f"receipt signer {receipt.signer} was not a recipient")
+    if receipt.signer != recipient:
+        raise InvalidReceipt(
+            f"receipt signer {receipt.signer} is not {recipient}, whose delivery it answers"
+        )
     if receipt.to != sender:
         raise InvalidReceipt("receipt is addressed to another node")
     if receipt.pid != pid or not crypto.constant_time_equal(receipt.pd, pd):

@@ -6,7 +6,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from handover.protocol.packet import MAX_REQUEST_BYTES
-from handover.web.edge import MAX_PAGE, NODE_KEY, json_body, operator_of, page_args, requires
+from handover.web.edge import (
+    LOCAL_INTAKE,
+    MAX_PAGE,
+    NODE_KEY,
+    json_object,
+    operator_of,
+    page_args,
+    requires,
+)
 from handover.web.errors import json_response
 from handover.workflow.errors import ErrorCode, RequestRefused
 
@@ -14,9 +22,9 @@ from handover.workflow.errors import ErrorCode, RequestRefused
 @requires("send")
 async def submit_packet(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    # A body is held in several forms while it is sealed: admit by size.
-    async with node.budget.take(request.content_length or MAX_REQUEST_BYTES):
-        data = await json_body(request)
+    # The body's bytes stay reserved in the local budget while it is sealed.
+    async with request.app[LOCAL_INTAKE].body(request, MAX_REQUEST_BYTES) as raw:
+        data = json_object(raw)
         unknown = set(data) - {"to", "schema", "body", "justification", "minimise"}
         if unknown:
             raise RequestRefused(

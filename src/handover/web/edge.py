@@ -16,10 +16,18 @@ import orjson
 from aiohttp import web
 
 from handover.node.runtime import Node
+from handover.web.intake import Intake
 from handover.workflow.access import Operator
 from handover.workflow.errors import ErrorCode, RequestRefused
 
 NODE_KEY: web.AppKey[Node] = web.AppKey("node")
+# Bodies from partner nodes and from local clients are read through separate
+# intakes (web/intake.py) with separate byte budgets, so a flood on the
+# federation port cannot starve caseworkers' submissions.
+FEDERATION_INTAKE: web.AppKey[Intake] = web.AppKey("federation_intake")
+LOCAL_INTAKE: web.AppKey[Intake] = web.AppKey("local_intake")
+# Local API bodies other than packet submissions are small.
+MAX_SMALL_BODY = 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPERATOR_KEY = "handover.operator"
 MAX_PAGE = 500
@@ -61,9 +69,15 @@ def operator_of(request: web.Request) -> Operator:
     return operator
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request, limit: int = MAX_SMALL_BODY) -> dict[str, Any]:
+    """The request's JSON object, read through the local intake."""
+    async with request.app[LOCAL_INTAKE].body(request, limit) as raw:
+        return json_object(raw)
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
     try:
-        data = orjson.loads(await request.read())
+        data = orjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestRefused(ErrorCode.BAD_REQUEST, "the request body is not valid JSON") from exc
     if not isinstance(data, dict):

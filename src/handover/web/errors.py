@@ -10,6 +10,7 @@ else a plain 500 with the traceback logged, never sent.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any
@@ -41,6 +42,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.DELIVERY_PENDING: 409,
     ErrorCode.AMBIGUOUS: 409,
     ErrorCode.ERASED: 410,
+    ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.UNKNOWN_SCHEMA: 422,
@@ -48,9 +50,11 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.NOT_PERMITTED: 422,
     ErrorCode.CONSENT_REQUIRED: 422,
     ErrorCode.UNKNOWN_RECIPIENT: 422,
+    ErrorCode.TOO_MANY_REQUESTS: 429,
     ErrorCode.BODY_UNAVAILABLE: 500,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.BUSY: 503,
 }
 # The federation answer to one packet (PROTOCOL.md section 6), both ways: the
 # routes answer with these statuses and the HTTP transport reads them back.
@@ -75,6 +79,9 @@ _HTTP_CODES = {
     413: ErrorCode.TOO_LARGE,
     415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 }
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -112,7 +119,9 @@ def _response_for(exc: BaseException) -> web.Response:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    # A caller's request id is echoed and logged only when it is a short token.
+    offered = request.headers.get("X-Request-Id", "")
+    request_id = offered if _REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex[:16]
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
     try:

@@ -6,38 +6,43 @@ import json
 
 from aiohttp import web
 
+from handover.node.security import TokenBuckets
 from handover.node.transport import MAX_BATCH, Answer, Outcome
 from handover.protocol.canonical import b64u_encode
 from handover.protocol.errors import EncodingError
 from handover.protocol.packet import MAX_REQUEST_BYTES
-from handover.web.edge import NODE_KEY
+from handover.web.edge import FEDERATION_INTAKE, NODE_KEY
 from handover.web.errors import OUTCOME_STATUS, error_response, json_response
-from handover.workflow.errors import ErrorCode
+from handover.workflow.errors import ErrorCode, RequestRefused
 
 MAX_DIGESTS = 10_000
 ACCEPTED_TYPES = ("application/vnd.handover.packet+json", "application/json")
-
-
-async def _read_limited(request: web.Request, limit: int) -> bytes | None:
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return None
-    return None if len(body) > limit else body
 
 
 async def post_packet(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     if request.content_type not in ACCEPTED_TYPES:
         return error_response(ErrorCode.UNSUPPORTED_MEDIA_TYPE)
-    async with node.budget.take(request.content_length or MAX_REQUEST_BYTES):
-        wire = await _read_limited(request, MAX_REQUEST_BYTES)
-        if wire is None:
-            return error_response(ErrorCode.TOO_LARGE)
-        answer = await node.receiver.receive(wire)
+    source = _admit(request)
+    async with request.app[FEDERATION_INTAKE].body(request, MAX_REQUEST_BYTES) as wire:
+        answer = await node.receiver.receive(wire, source)
     return _answer_response(answer)
+
+
+def _admit(request: web.Request) -> str:
+    """The source address, if it has not used up its allowance of refused packets.
+
+    Raises:
+        RequestRefused: `too_many_requests`, before the body is read.
+    """
+    source = request.remote or "unknown"
+    node = request.app[NODE_KEY]
+    if not node.security.sources.allows(source):
+        node.security.note(source, "rate_limited")
+        raise RequestRefused(
+            ErrorCode.TOO_MANY_REQUESTS, "too many refused packets from this address"
+        )
+    return source
 
 
 def _answer_response(answer: Answer) -> web.Response:
@@ -51,17 +56,14 @@ def _answer_response(answer: Answer) -> web.Response:
 async def post_batch(request: web.Request) -> web.Response:
     """Up to 256 packets, each handled exactly as if posted alone."""
     node = request.app[NODE_KEY]
-    async with node.budget.take(request.content_length or MAX_REQUEST_BYTES):
-        raw = await _read_limited(request, MAX_REQUEST_BYTES * 4)
-        if raw is None:
-            return error_response(ErrorCode.TOO_LARGE)
+    source = _admit(request)
+    async with request.app[FEDERATION_INTAKE].body(request, MAX_REQUEST_BYTES * 4) as raw:
         try:
             packets = _split_batch(raw)
-        except (ValueError, UnicodeDecodeError, EncodingError):
+        except (ValueError, UnicodeDecodeError, EncodingError, RecursionError):
             return error_response(ErrorCode.INVALID_BATCH)
-        del raw
         fits = [p for p in packets if len(p) <= MAX_REQUEST_BYTES]
-        received = iter(await node.receiver.receive_many(fits))
+        received = iter(await node.receiver.receive_many(fits, source))
     answers = [
         next(received) if len(p) <= MAX_REQUEST_BYTES else Answer(Outcome.TOO_LARGE)
         for p in packets
@@ -140,6 +142,12 @@ async def get_log_head(request: web.Request) -> web.Response:
 
 async def get_digests(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
+    source = request.remote or "unknown"
+    if not request.app[DIGEST_REQUESTS].take(source):
+        node.security.note(source, "digests_rate_limited")
+        raise RequestRefused(
+            ErrorCode.TOO_MANY_REQUESTS, "too many log digest requests from this address"
+        )
     try:
         after = int(request.query.get("after", "0"))
         limit = int(request.query.get("limit", str(MAX_DIGESTS)))
@@ -151,7 +159,13 @@ async def get_digests(request: web.Request) -> web.Response:
     return json_response({"after": after, "digests": [b64u_encode(d) for d in digests]})
 
 
+# Digest pages are read from the database and hashed: a peer witnessing a long
+# log asks for many pages at once, then none for a day; 1 a second after that.
+DIGEST_REQUESTS: web.AppKey[TokenBuckets] = web.AppKey("digest_requests")
+
+
 def add_routes(app: web.Application) -> None:
+    app[DIGEST_REQUESTS] = TokenBuckets(capacity=200, rate=1.0)
     app.router.add_post("/federation/v1/packets", post_packet)
     app.router.add_post("/federation/v1/packets:batch", post_batch)
     app.router.add_get("/.well-known/handover/keyset", get_keyset)

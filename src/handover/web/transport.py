@@ -27,6 +27,28 @@ PACKETS_PATH = "/federation/v1/packets"
 BATCH_PATH = "/federation/v1/packets:batch"
 
 
+# Answers from peers are read up to a cap: a peer (or whatever answers at its
+# URL) cannot make this node hold more than a few MiB per request.
+MAX_KEYSET_ANSWER = 1024 * 1024
+MAX_SMALL_ANSWER = 64 * 1024
+MAX_RECEIPT_ANSWER = 16 * 1024
+DIGEST_CHARS = 48  # a quoted 43-character b64u digest and a comma
+
+
+async def read_capped(resp: aiohttp.ClientResponse, cap: int, url: str) -> bytes:
+    """The answer's body, or TransportError once it passes `cap` bytes."""
+    if resp.content_length is not None and resp.content_length > cap:
+        raise TransportError(f"{url} answered with more than {cap} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > cap:
+            raise TransportError(f"{url} answered with more than {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class HttpTransport:
     def __init__(self, timeout_s: float = 30.0) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -46,10 +68,10 @@ class HttpTransport:
         if self._session is not None:
             await self._session.close()
 
-    async def _get(self, url: str, params: dict[str, Any] | None = None) -> bytes:
+    async def _get(self, url: str, cap: int, params: dict[str, Any] | None = None) -> bytes:
         try:
             async with self._client().get(url, params=params) as resp:
-                body = await resp.read()
+                body = await read_capped(resp, cap, url)
                 if resp.status != 200:
                     raise TransportError(f"GET {url} answered {resp.status}")
                 return body
@@ -57,14 +79,16 @@ class HttpTransport:
             raise TransportError(f"GET {url} failed: {type(exc).__name__}") from exc
 
     async def fetch_keyset(self, base_url: str) -> bytes:
-        return await self._get(base_url.rstrip("/") + KEYSET_PATH)
+        return await self._get(base_url.rstrip("/") + KEYSET_PATH, MAX_KEYSET_ANSWER)
 
     async def fetch_log_head(self, base_url: str) -> bytes:
-        return await self._get(base_url.rstrip("/") + LOG_HEAD_PATH)
+        return await self._get(base_url.rstrip("/") + LOG_HEAD_PATH, MAX_SMALL_ANSWER)
 
     async def fetch_digests(self, base_url: str, after: int, limit: int) -> list[str]:
         body = await self._get(
-            base_url.rstrip("/") + DIGESTS_PATH, {"after": str(after), "limit": str(limit)}
+            base_url.rstrip("/") + DIGESTS_PATH,
+            MAX_SMALL_ANSWER + limit * DIGEST_CHARS,
+            {"after": str(after), "limit": str(limit)},
         )
         try:
             data = json.loads(body)
@@ -87,7 +111,7 @@ class HttpTransport:
             async with self._client().post(
                 url, data=wire, headers={"Content-Type": MEDIA_TYPE}
             ) as resp:
-                body = await resp.read()
+                body = await read_capped(resp, MAX_RECEIPT_ANSWER, url)
                 outcome = outcome_of(resp.status)
                 if outcome in (Outcome.ACCEPTED, Outcome.REJECTED):
                     return Answer(outcome, body)
@@ -115,7 +139,9 @@ class HttpTransport:
             async with self._client().post(
                 url, data=payload, headers={"Content-Type": "application/json"}
             ) as resp:
-                body = await resp.read()
+                body = await read_capped(
+                    resp, MAX_SMALL_ANSWER + len(wires) * MAX_RECEIPT_ANSWER, url
+                )
                 if resp.status in (404, 405):
                     self._no_batch.add(base_url)
                     return [await self.post_packet(base_url, w) for w in wires]

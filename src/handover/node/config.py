@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from handover.protocol.errors import ConfigError
 from handover.protocol.keyset import is_node_id
@@ -25,7 +33,18 @@ class NodeConfig(BaseModel):
     node: str
     kind: AgencyKind
     listen: str = "127.0.0.1:8480"
+    # The local API, metrics and the web interface listen here; empty: on
+    # `listen` too, which is allowed only for a loopback `listen`.
+    local_listen: str = ""
     public_url: str = ""
+    # TLS on the federation listener (PEM files, relative to the node directory).
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Mutual TLS: federation POSTs need a client certificate from this CA.
+    tls_client_ca: str = ""
+    # What this node presents when it connects out (default: its server certificate).
+    tls_client_cert: str = ""
+    tls_client_key: str = ""
     dsn: str = ""
     ttl_days: int = Field(default=14, ge=1, le=30)
     log_format: Literal["json", "console", "auto"] = "auto"
@@ -46,29 +65,50 @@ class NodeConfig(BaseModel):
             raise ValueError("node must be a lowercase DNS-style name")
         return value
 
-    @field_validator("listen")
+    @field_validator("listen", "local_listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError("listen must be HOST:PORT")
+        if value == "":
+            return value
+        split_address(value)
+        return value
+
+    @field_validator("tls_key")
+    @classmethod
+    def _tls_pair(cls, value: str, info: ValidationInfo) -> str:
+        if bool(value) != bool(info.data.get("tls_cert")):
+            raise ValueError("tls_cert and tls_key go together")
         return value
 
     @property
     def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]")
+        return split_address(self.listen)[0]
 
     @property
     def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
+        return split_address(self.listen)[1]
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
 
     @property
     def url(self) -> str:
         """The URL peers use to reach this node."""
         if self.public_url:
             return self.public_url.rstrip("/")
-        host = self.host if ":" not in self.host else f"[{self.host}]"
-        return f"http://{host}:{self.port}"
+        return address_url("https" if self.tls else "http", self.listen)
+
+    @property
+    def local_url(self) -> str:
+        """The URL of the local API (what CLI commands and integrators use)."""
+        if self.local_listen:
+            return address_url("http", self.local_listen)
+        return address_url("https" if self.tls else "http", self.listen)
+
+    def path(self, name: str) -> Path:
+        """A setting's file, relative to the node directory."""
+        return self.directory / name
 
     @property
     def keys_dir(self) -> Path:
@@ -77,6 +117,33 @@ class NodeConfig(BaseModel):
     @property
     def pgdata(self) -> Path:
         return self.directory / "pgdata"
+
+
+def split_address(value: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 hosts in brackets) as (host, port).
+
+    Raises:
+        ValueError: not HOST:PORT with a port of 0 to 65535.
+    """
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("an address is HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def address_url(scheme: str, address: str) -> str:
+    host, port = split_address(address)
+    return f"{scheme}://{host if ':' not in host else f'[{host}]'}:{port}"
+
+
+def is_loopback(address: str) -> bool:
+    host = split_address(address)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _toml_value(value: object) -> str:
@@ -115,7 +182,7 @@ def load_config(directory: Path) -> NodeConfig:
         raise ConfigError(f"{path} not found; run `handover init` first") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    for key in ("dsn", "listen", "public_url", "log_format", "log_level"):
+    for key in ("dsn", "listen", "local_listen", "public_url", "log_format", "log_level"):
         env = os.environ.get(f"HANDOVER_{key.upper()}")
         if env is not None:
             raw[key] = env

@@ -37,12 +37,23 @@ def _admit(request: web.Request) -> str:
     """
     source = request.remote or "unknown"
     node = request.app[NODE_KEY]
+    if node.config.tls_client_ca and not _peer_certificate(request):
+        raise RequestRefused(
+            ErrorCode.CLIENT_CERTIFICATE_REQUIRED,
+            "this node takes packets only over mutual TLS: present a client certificate",
+        )
     if not node.security.sources.allows(source):
         node.security.note(source, "rate_limited")
         raise RequestRefused(
             ErrorCode.TOO_MANY_REQUESTS, "too many refused packets from this address"
         )
     return source
+
+
+def _peer_certificate(request: web.Request) -> object:
+    """The client certificate verified at the TLS handshake, if any."""
+    transport = request.transport
+    return None if transport is None else transport.get_extra_info("peercert")
 
 
 def _answer_response(answer: Answer) -> web.Response:

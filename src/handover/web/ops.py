@@ -30,7 +30,10 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-def add_routes(app: web.Application) -> None:
+def add_health_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+
+
+def add_metrics_route(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)

@@ -9,16 +9,21 @@ The only place that makes outbound requests. aiohttp errors become
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
+from handover.node.config import NodeConfig
 from handover.node.errors import TransportError
 from handover.node.transport import Answer, Outcome, chunks
 from handover.protocol.packet import MEDIA_TYPE
 from handover.web.errors import outcome_of
+from handover.web.tls import client_context
 
 KEYSET_PATH = "/.well-known/handover/keyset"
 LOG_HEAD_PATH = "/.well-known/handover/log-head"
@@ -49,11 +54,37 @@ async def read_capped(resp: aiohttp.ClientResponse, cap: int, url: str) -> bytes
     return b"".join(chunks)
 
 
+def peer_ca_path(directory: Path, base_url: str) -> Path:
+    """Where `handover peers add --ca FILE` keeps the CA bundle for a peer's URL."""
+    netloc = urlsplit(base_url).netloc.replace(":", "_").replace("/", "_")
+    return directory / "tls" / "peers" / f"{netloc}.pem"
+
+
 class HttpTransport:
-    def __init__(self, timeout_s: float = 30.0) -> None:
+    def __init__(self, timeout_s: float = 30.0, config: NodeConfig | None = None) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._no_batch: set[str] = set()
+        self._config = config
+        self._contexts: dict[str, ssl.SSLContext] = {}
+
+    @classmethod
+    def for_config(cls, config: NodeConfig) -> HttpTransport:
+        """The node's transport: its timeout, client certificate and peers' CA bundles."""
+        return cls(config.delivery_timeout_s, config)
+
+    def _ssl(self, url: str) -> ssl.SSLContext | bool:
+        """Verification for an https URL: the peer's pinned CA bundle if there is one,
+        else the system trust store (True); plain http needs none."""
+        if not url.startswith("https://") or self._config is None:
+            return True
+        netloc = urlsplit(url).netloc
+        context = self._contexts.get(netloc)
+        if context is None:
+            ca = peer_ca_path(self._config.directory, url)
+            context = client_context(self._config, str(ca) if ca.exists() else None)
+            self._contexts[netloc] = context
+        return context
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -70,7 +101,7 @@ class HttpTransport:
 
     async def _get(self, url: str, cap: int, params: dict[str, Any] | None = None) -> bytes:
         try:
-            async with self._client().get(url, params=params) as resp:
+            async with self._client().get(url, params=params, ssl=self._ssl(url)) as resp:
                 body = await read_capped(resp, cap, url)
                 if resp.status != 200:
                     raise TransportError(f"GET {url} answered {resp.status}")
@@ -109,7 +140,7 @@ class HttpTransport:
         url = base_url.rstrip("/") + PACKETS_PATH
         try:
             async with self._client().post(
-                url, data=wire, headers={"Content-Type": MEDIA_TYPE}
+                url, data=wire, headers={"Content-Type": MEDIA_TYPE}, ssl=self._ssl(url)
             ) as resp:
                 body = await read_capped(resp, MAX_RECEIPT_ANSWER, url)
                 outcome = outcome_of(resp.status)
@@ -137,7 +168,7 @@ class HttpTransport:
         payload = b'{"packets":[' + b",".join(wires) + b"]}"
         try:
             async with self._client().post(
-                url, data=payload, headers={"Content-Type": "application/json"}
+                url, data=payload, headers={"Content-Type": "application/json"}, ssl=self._ssl(url)
             ) as resp:
                 body = await read_capped(
                     resp, MAX_SMALL_ANSWER + len(wires) * MAX_RECEIPT_ANSWER, url

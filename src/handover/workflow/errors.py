@@ -28,6 +28,8 @@ class ErrorCode(StrEnum):
     """No bearer token, or not a valid one."""
     FORBIDDEN = "forbidden"
     """The operator's role may not do this."""
+    CLIENT_CERTIFICATE_REQUIRED = "client_certificate_required"
+    """Federation: this node takes packets only over mutual TLS with a client certificate."""
     RESTRICTED = "restricted"
     """The item is restricted (Art 16(3)): only an admin may lift it."""
     NOT_FOUND = "not_found"

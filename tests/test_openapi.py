@@ -10,9 +10,7 @@ the documented schemas and status codes.
 
 from __future__ import annotations
 
-import importlib
 import json
-import pkgutil
 import re
 from functools import cache
 from pathlib import Path
@@ -21,9 +19,7 @@ from typing import Any
 import jsonschema_rs
 import pytest
 import yaml
-from aiohttp import web
 
-import handover.web
 from federation import RELEASE_NOTICE, Federation, example
 from handover.node.witness import PeerReport, Statement
 from handover.protocol import crypto
@@ -49,13 +45,14 @@ def document() -> dict[str, Any]:
 
 
 def served_routes() -> set[tuple[str, str]]:
-    """(METHOD, path template) of every route the web modules register."""
-    app = web.Application()
-    for info in pkgutil.iter_modules(handover.web.__path__):
-        module = importlib.import_module(f"handover.web.{info.name}")
-        add_routes = getattr(module, "add_routes", None)
-        if add_routes is not None:
-            add_routes(app)
+    """(METHOD, path template) of every route the node's applications serve."""
+    from types import SimpleNamespace
+
+    from handover.node.budget import ByteBudget
+    from handover.web.app import create_app
+
+    stub = SimpleNamespace(budget=ByteBudget(1), local_budget=ByteBudget(1))
+    app = create_app(stub, "both")  # type: ignore[arg-type]
     routes = set()
     for resource in app.router.resources():
         for route in resource:

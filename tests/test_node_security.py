@@ -132,7 +132,7 @@ def metrics(node: NodeProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], f
             match = _SAMPLE.match(line)
             assert match, f"not a Prometheus sample line: {line!r}"
             name, labels, value = match.groups()
-            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            base = re.sub(r"_(bucket|sum|count|total|created)$", "", name)
             family = name if name in typed else base
             assert family in typed and family in helped, f"sample without HELP/TYPE: {line!r}"
             samples[(name, frozenset(_LABEL.findall(labels or "")))] = float(value)
@@ -562,7 +562,10 @@ def test_health_readiness_and_metrics_follow_traffic(fed: Federation) -> None:
     assert prison.get("/healthz") == (200, {"status": "ok"})
     assert prison.get("/readyz") == (
         200,
-        {"ready": True, "checks": {"database": True, "keys": True, "budget": True}},
+        {
+            "ready": True,
+            "checks": {"database": True, "keys": True, "budget": True, "audit_chain": True},
+        },
     )
     with urllib.request.urlopen(prison.url + "/metrics", timeout=10) as resp:
         assert resp.headers.get_content_type() == "text/plain"

@@ -155,7 +155,7 @@ class DeliveryWorker:
         self._inflight_bytes -= size
 
     async def _expire(self, now: int) -> int:
-        async def job(conn: Connection, appender: Appender) -> int:
+        async def job(conn: Connection, appender: Appender) -> list[str]:
             rows = await outbox_store.claim_expired(conn, now=now, limit=1000)
             for pid, node in rows:
                 await outbox_store.finish(
@@ -171,16 +171,18 @@ class DeliveryWorker:
                 appender.append(
                     "delivery", pid=pid, counterpart=node, status="expired", org=self.config.node
                 )
-            return len(rows)
+            return [node for _pid, node in rows]
 
         async with self.db.connection() as conn:
             if not await outbox_store.any_expired(conn, now):
                 return 0
-        count: int = await self.writer.run(job)
-        if count:
-            self.metrics.deliveries.inc(count, status="expired")
-            log.warning("deliveries_expired", count=count)
-        return count
+        peers: list[str] = await self.writer.run(job)
+        for peer in peers:
+            self.metrics.dead_letters.inc(peer=peer)
+        if peers:
+            self.metrics.deliveries.inc(len(peers), status="expired")
+            log.warning("deliveries_expired", count=len(peers))
+        return len(peers)
 
     async def _deliver(self, node: str, rows: list[outbox_store.Claimed]) -> None:
         try:
@@ -311,8 +313,12 @@ class DeliveryWorker:
 
         done: list[tuple[_Final, int]] = await self.writer.run(job)
         for final, queued_at in done:
+            peer = final.row.node
             self.metrics.deliveries.inc(status=final.status)
             self.metrics.delivery_seconds.observe(max(0, now - queued_at) / 1000)
+            self.metrics.peer_delivery_seconds.observe(max(0, now - queued_at) / 1000, peer=peer)
+            if final.receipt is not None:
+                self.metrics.peer_last_success.set(now / 1000, peer=peer)
             log.info(
                 "packet_delivered",
                 pid=final.row.pid,
@@ -328,6 +334,7 @@ class DeliveryWorker:
 
     async def _retry(self, rows: list[outbox_store.Claimed], error: str) -> None:
         now = self.clock()
+        self.metrics.peer_failures.inc(len(rows), peer=rows[0].node)
         async with self.db.connection() as conn:
             await outbox_store.reschedule_many(
                 conn,

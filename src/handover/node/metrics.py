@@ -1,151 +1,170 @@
-"""A small Prometheus text-format registry (counters, gauges, histograms)."""
+"""The node's metrics, through prometheus-client (rendered at GET /metrics on the
+local listener).
+
+Each node has its own registry (several nodes may share a process in tests),
+with the process and platform collectors. Label values are escaped by the
+library. Metric names are part of the operations interface: dashboards and
+alert rules in deploy/monitoring/ use them.
+"""
 
 from __future__ import annotations
 
-import bisect
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+
+from prometheus_client import (
+    CollectorRegistry,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client import Counter as _Counter
+from prometheus_client import Gauge as _Gauge
+from prometheus_client import Histogram as _Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-Labels = tuple[tuple[str, str], ...]
-
-
-def _fmt_labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{k}="{v}"' for k, v in labels)
-    return "{" + inner + "}"
+DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 
 
 class Counter:
-    def __init__(self, name: str, help_text: str) -> None:
-        self.name = name
-        self.help = help_text
-        self.values: dict[Labels, float] = defaultdict(float)
+    """A counter with fixed label names: `inc(amount, **labels)`."""
+
+    def __init__(
+        self, registry: CollectorRegistry, name: str, help_text: str, labels: Sequence[str] = ()
+    ) -> None:
+        self._metric = _Counter(name, help_text, list(labels), registry=registry)
+        self._labelled = bool(labels)
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        self.values[tuple(sorted(labels.items()))] += amount
-
-    def value(self, **labels: str) -> float:
-        return self.values.get(tuple(sorted(labels.items())), 0.0)
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        if not self.values:
-            lines.append(f"{self.name} 0")
-        lines += [f"{self.name}{_fmt_labels(k)} {v:g}" for k, v in sorted(self.values.items())]
-        return lines
+        target = self._metric.labels(**labels) if self._labelled else self._metric
+        target.inc(amount)
 
 
 class Gauge:
-    """A gauge read at scrape time from a callback (set by the node)."""
+    """A gauge with fixed label names: `set(value, **labels)`."""
 
-    def __init__(self, name: str, help_text: str) -> None:
-        self.name = name
-        self.help = help_text
-        self.values: dict[Labels, float] = {(): 0.0}
+    def __init__(
+        self, registry: CollectorRegistry, name: str, help_text: str, labels: Sequence[str] = ()
+    ) -> None:
+        self._metric = _Gauge(name, help_text, list(labels), registry=registry)
+        self._labelled = bool(labels)
 
     def set(self, value: float, **labels: str) -> None:
-        if labels:
-            self.values.pop((), None)
-        self.values[tuple(sorted(labels.items()))] = value
-
-    @property
-    def value(self) -> float:
-        return self.values.get((), 0.0)
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge"]
-        lines += [f"{self.name}{_fmt_labels(k)} {v:g}" for k, v in sorted(self.values.items())]
-        return lines
+        target = self._metric.labels(**labels) if self._labelled else self._metric
+        target.set(value)
 
 
 class Histogram:
+    """A histogram with fixed label names: `observe(value, **labels)`."""
+
     def __init__(
-        self, name: str, help_text: str, buckets: Sequence[float] = LATENCY_BUCKETS
+        self,
+        registry: CollectorRegistry,
+        name: str,
+        help_text: str,
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] = LATENCY_BUCKETS,
     ) -> None:
-        self.name = name
-        self.help = help_text
-        self.buckets = tuple(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)
-        self.sum = 0.0
-        self.count = 0
+        self._metric = _Histogram(
+            name, help_text, list(labels), registry=registry, buckets=tuple(buckets)
+        )
+        self._labelled = bool(labels)
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        cumulative = 0
-        for bound, n in zip(self.buckets, self.counts, strict=False):
-            cumulative += n
-            lines.append(f'{self.name}_bucket{{le="{bound:g}"}} {cumulative}')
-        lines.append(f'{self.name}_bucket{{le="+Inf"}} {self.count}')
-        lines.append(f"{self.name}_sum {self.sum:g}")
-        lines.append(f"{self.name}_count {self.count}")
-        return lines
+    def observe(self, value: float, **labels: str) -> None:
+        target = self._metric.labels(**labels) if self._labelled else self._metric
+        target.observe(value)
 
 
 class Metrics:
-    """The node's metrics, rendered at GET /metrics."""
+    """Every metric the node exports."""
 
     def __init__(self) -> None:
-        self.sent = Counter("handover_packets_sent_total", "Packets sealed and queued.")
+        r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.sent = Counter(r, "handover_packets_sent", "Packets sealed and queued.", ["schema"])
         self.received = Counter(
-            "handover_packets_received_total", "Packets received, by status (accepted/rejected)."
+            r, "handover_packets_received", "Packets received, by status.", ["status"]
         )
         self.invalid = Counter(
-            "handover_packets_invalid_total",
+            r,
+            "handover_packets_invalid",
             "Packets refused as invalid_packet, by stage (authenticated sender or not).",
+            ["stage"],
         )
         self.attempts = Counter(
-            "handover_delivery_attempts_total", "Delivery attempts, by outcome."
+            r, "handover_delivery_attempts", "Delivery attempts, by outcome.", ["outcome"]
         )
         self.deliveries = Counter(
-            "handover_deliveries_finished_total", "Deliveries finished, by final status."
+            r, "handover_deliveries_finished", "Deliveries finished, by final status.", ["status"]
         )
-        self.outbox_depth = Gauge("handover_outbox_depth", "Pending deliveries.")
-        self.overdue = Gauge("handover_overdue_expectations", "Overdue continuity-of-care items.")
-        self.receive_seconds = Histogram(
-            "handover_receive_seconds", "Time to receive, store and receipt one packet."
+        self.dead_letters = Counter(
+            r, "handover_dead_letters", "Deliveries that expired undelivered, by peer.", ["peer"]
         )
-        self.submit_seconds = Histogram(
-            "handover_submit_seconds", "Time to validate, log, seal and queue one submission."
+        self.peer_failures = Counter(
+            r, "handover_peer_failures", "Failed delivery attempts, by peer.", ["peer"]
         )
-        self.delivery_seconds = Histogram(
-            "handover_delivery_seconds", "Time from queueing a packet to its stored receipt."
+        self.peer_last_success = Gauge(
+            r,
+            "handover_peer_last_success_timestamp_seconds",
+            "When a delivery to the peer last ended with a verified receipt.",
+            ["peer"],
+        )
+        self.peer_keyset_expiry = Gauge(
+            r,
+            "handover_peer_keyset_expiry_timestamp_seconds",
+            "When the peer's accepted keyset expires.",
+            ["peer"],
+        )
+        self.peer_delivery_seconds = Histogram(
+            r,
+            "handover_peer_delivery_seconds",
+            "Time from queueing a packet to its stored receipt, by peer.",
+            ["peer"],
+            DELIVERY_BUCKETS,
+        )
+        self.outbox_depth = Gauge(r, "handover_outbox_depth", "Pending deliveries.")
+        self.outbox_oldest = Gauge(
+            r, "handover_outbox_oldest_age_seconds", "Age of the oldest pending delivery."
+        )
+        self.overdue = Gauge(
+            r, "handover_overdue_expectations", "Overdue continuity-of-care items."
+        )
+        self.audit_chain_ok = Gauge(
+            r,
+            "handover_audit_chain_ok",
+            "1 while the tail of the own audit chain verified at start, 0 if it is broken.",
         )
         self.budget_in_use = Gauge(
-            "handover_byte_budget_in_use_bytes", "Bytes of request bodies held, by budget."
+            r,
+            "handover_byte_budget_in_use_bytes",
+            "Bytes of request bodies held, by budget.",
+            ["budget"],
         )
         self.budget_exhausted = Gauge(
+            r,
             "handover_byte_budget_exhausted_total",
             "Requests refused because the byte budget stayed full, by budget.",
+            ["budget"],
         )
         self.security_refusals = Gauge(
+            r,
             "handover_security_refusals_total",
             "Refusals counted in the security log instead of the audit log.",
         )
-        self.collectors: list[Callable[[], object]] = []
+        self.receive_seconds = Histogram(
+            r, "handover_receive_seconds", "Time to receive, store and receipt one packet."
+        )
+        self.submit_seconds = Histogram(
+            r,
+            "handover_submit_seconds",
+            "Time to validate, log, seal and queue one submission.",
+        )
+        self.delivery_seconds = Histogram(
+            r,
+            "handover_delivery_seconds",
+            "Time from queueing a packet to its stored receipt.",
+            buckets=DELIVERY_BUCKETS,
+        )
 
-    def render(self) -> str:
-        lines: list[str] = []
-        for metric in (
-            self.sent,
-            self.received,
-            self.invalid,
-            self.attempts,
-            self.deliveries,
-            self.outbox_depth,
-            self.overdue,
-            self.budget_in_use,
-            self.budget_exhausted,
-            self.security_refusals,
-            self.receive_seconds,
-            self.submit_seconds,
-            self.delivery_seconds,
-        ):
-            lines += metric.render()
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -31,7 +31,7 @@ from handover.protocol.errors import ConfigError, HandoverError
 from handover.protocol.timeutil import DAY_MS, Clock, now_ms
 from handover.store import cases as case_store
 from handover.store import outbox as outbox_store
-from handover.store.auditlog import AuditWriter
+from handover.store.auditlog import AuditWriter, verify_chain
 from handover.store.db import Database
 from handover.workflow.access import Operator
 from handover.workflow.cases import Cases
@@ -47,6 +47,8 @@ from handover.workflow.vault import Vault
 log = structlog.get_logger(__name__)
 MAINTENANCE_S = 60.0
 SECURITY_FLUSH_S = 5.0
+# Entries of the own chain recomputed at start (a full check: `handover audit verify`).
+AUDIT_TAIL_CHECK = 10_000
 # Bytes of packets being read, sealed or opened at once (memory, not request
 # count, is what large packets exhaust): one budget for what partner nodes
 # send, one for local submissions, so neither can starve the other.
@@ -160,6 +162,7 @@ class Node:
             node=config.node, db=db, directory=directory, transport=transport, clock=clock
         )
         self.auth = Authenticator(db)
+        self.chain_ok = True
         self.budget = ByteBudget(WORK_BUDGET_BYTES)
         self.local_budget = ByteBudget(LOCAL_BUDGET_BYTES)
         self._tasks: list[asyncio.Task[None]] = []
@@ -196,6 +199,13 @@ class Node:
     # --- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
+        # A node whose recent audit entries were edited stays not ready until
+        # someone looks (`handover audit verify` names the entry).
+        tail = await verify_chain(self.db, tail=AUDIT_TAIL_CHECK)
+        self.chain_ok = tail.ok
+        self.metrics.audit_chain_ok.set(1 if tail.ok else 0)
+        if not tail.ok:
+            log.error("audit_chain_broken", bad_seq=tail.bad_seq, problem=tail.problem)
         self.writer.start()
         self.directory.maintain_own_keyset()
         await self.db.listen(
@@ -291,6 +301,7 @@ class Node:
             "keys": keys_ok,
             # False while work waits for memory: the node is at its limit.
             "budget": not (self.budget.exhausted or self.local_budget.exhausted),
+            "audit_chain": self.chain_ok,
         }
 
     async def refresh_gauges(self) -> None:
@@ -298,7 +309,13 @@ class Node:
             self.metrics.budget_in_use.set(budget.in_use, budget=name)
             self.metrics.budget_exhausted.set(budget.exhausted_total, budget=name)
         self.metrics.security_refusals.set(self.security.noted)
+        now = self.clock()
+        for node, peer in self.directory.peers.items():
+            if peer.keyset is not None:
+                self.metrics.peer_keyset_expiry.set(peer.keyset.exp / 1000, peer=node)
         with contextlib.suppress(HandoverError):
             async with self.db.connection() as conn:
                 self.metrics.outbox_depth.set(await outbox_store.depth(conn))
+                oldest = await outbox_store.oldest_pending(conn)
+                self.metrics.outbox_oldest.set(0 if oldest is None else (now - oldest) / 1000)
                 self.metrics.overdue.set(await case_store.overdue_count(conn, self.clock()))

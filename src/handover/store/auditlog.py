@@ -247,11 +247,23 @@ class ChainReport:
         return out
 
 
-async def verify_chain(db: Database, page_size: int = 5000) -> ChainReport:
-    """Recompute the whole chain from the stored entry bytes; name the first bad entry."""
+async def verify_chain(
+    db: Database, page_size: int = 5000, *, tail: int | None = None
+) -> ChainReport:
+    """Recompute the chain from the stored entry bytes; name the first bad entry.
+
+    With `tail`, only the last `tail` entries are recomputed, starting from the
+    head stored before them (the check `handover serve` makes at start).
+    """
     head = auditchain.ZERO_HEAD
     expected_seq = 1
     async with db.connection() as conn:
+        if tail is not None:
+            last, _ = await audit_store.last_head(conn)
+            start = max(0, last - tail)
+            if start:
+                ((_seq, _entry, head),) = await audit_store.entries(conn, start - 1, 1)
+                expected_seq = start + 1
         while True:
             rows = await audit_store.entries(conn, expected_seq - 1, page_size)
             for seq, entry, stored_head in rows:

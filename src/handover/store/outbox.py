@@ -273,3 +273,12 @@ async def receipts_from(conn: Connection, node: str) -> list[tuple[str, bytes, i
         node,
     )
     return [(r["pid"], bytes(r["receipt"]), r["receipt_serial"]) for r in rows]
+
+
+async def oldest_pending(conn: Connection) -> int | None:
+    """When the oldest pending delivery's packet was queued (ms), or None."""
+    value = await conn.fetchval(
+        "SELECT min(o.created_at) FROM deliveries d JOIN outbox o USING (pid)"
+        " WHERE d.status = 'pending'"
+    )
+    return None if value is None else int(value)

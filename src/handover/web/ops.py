@@ -23,7 +23,7 @@ async def metrics(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     await node.refresh_gauges()
     return web.Response(
-        text=node.metrics.render(),
+        body=node.metrics.render(),
         content_type="text/plain",
         charset="utf-8",
         headers={"X-Content-Type-Options": "nosniff"},

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeAlias
+from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 import asyncpg.pool
@@ -159,6 +160,41 @@ class EmbeddedPostgres:
             self._server = None
 
 
+CONNECT_TIMEOUT_S = 30.0
+
+
+def describe_dsn(dsn: str) -> str:
+    """host:port/database of a DSN (URL or key=value form), never its password."""
+    if "://" in dsn:
+        try:
+            url = urlsplit(dsn)
+            host, port = url.hostname, url.port
+        except ValueError:
+            return "an unparsable DSN (check dsn in handover.toml)"
+        query = dict(parse_qsl(url.query))
+        host = host or query.get("host") or "localhost"
+        database = url.path.lstrip("/") or query.get("dbname") or "(default database)"
+        return f"{host}:{port or query.get('port') or 5432}/{database}"
+    pairs = dict(part.split("=", 1) for part in dsn.split() if "=" in part)
+    return (
+        f"{pairs.get('host', 'localhost')}:{pairs.get('port', '5432')}"
+        f"/{pairs.get('dbname', '(default database)')}"
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line reason: the server's message or the error's kind (never the DSN)."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {CONNECT_TIMEOUT_S:g} s"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(exc).splitlines()[0][:200]
+    if isinstance(exc, ValueError):
+        return "the DSN is malformed"
+    return type(exc).__name__
+
+
 class Database:
     """The node's asyncpg pool."""
 
@@ -182,11 +218,21 @@ class Database:
             embedded = EmbeddedPostgres(pgdata)
             dsn = await asyncio.get_running_loop().run_in_executor(None, embedded.start)
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
-        except (OSError, asyncpg.PostgresError) as exc:
+            pool = await asyncio.wait_for(
+                asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size), CONNECT_TIMEOUT_S
+            )
+        except (
+            OSError,
+            TimeoutError,
+            ValueError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+        ) as exc:
             if embedded is not None:
                 embedded.stop()
-            raise StoreError(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {describe_dsn(dsn)}: {_reason(exc)}"
+            ) from exc
         db = cls(pool, embedded)
         async with db.connection() as conn:
             await migrate(conn)

@@ -128,17 +128,21 @@ def _sign_and_write(
     return wire
 
 
-def _new_keys(directory: Path, now: int) -> list[KeyEntry]:
-    sig = crypto.SigningKey.generate()
+def _new_key(directory: Path, key_type: str, now: int) -> KeyEntry:
+    """A new active key of `key_type`, its private half written 0600."""
+    if key_type == "ed25519-sig":
+        sig = crypto.SigningKey.generate()
+        kid = crypto.kid("ed25519-sig", sig.public_key)
+        write_private(directory / f"sig-{kid}.key", b64u_encode(sig.seed).encode() + b"\n")
+        return KeyEntry(kid, "ed25519-sig", sig.public_key, now, "active")
     box = crypto.BoxKey.generate()
-    sig_kid = crypto.kid("ed25519-sig", sig.public_key)
-    box_kid = crypto.kid("x25519-box", box.public_key)
-    write_private(directory / f"sig-{sig_kid}.key", b64u_encode(sig.seed).encode() + b"\n")
-    write_private(directory / f"box-{box_kid}.key", b64u_encode(box.secret).encode() + b"\n")
-    return [
-        KeyEntry(sig_kid, "ed25519-sig", sig.public_key, now, "active"),
-        KeyEntry(box_kid, "x25519-box", box.public_key, now, "active"),
-    ]
+    kid = crypto.kid("x25519-box", box.public_key)
+    write_private(directory / f"box-{kid}.key", b64u_encode(box.secret).encode() + b"\n")
+    return KeyEntry(kid, "x25519-box", box.public_key, now, "active")
+
+
+def _new_keys(directory: Path, now: int) -> list[KeyEntry]:
+    return [_new_key(directory, "ed25519-sig", now), _new_key(directory, "x25519-box", now)]
 
 
 def init_keys(
@@ -230,6 +234,41 @@ def rotate(keys: NodeKeys, now: int, lifetime_ms: int = MAX_KEYSET_LIFETIME_MS) 
         keys.directory, keys.root, keys.node, keys.keyset.serial + 1, entries, now, lifetime_ms
     )
     return load_keys(keys.directory)
+
+
+def revoke(
+    keys: NodeKeys, kid: str, now: int, lifetime_ms: int = MAX_KEYSET_LIFETIME_MS
+) -> NodeKeys:
+    """Mark key `kid` revoked with `until = now` (PROTOCOL.md section 2: peers accept
+    nothing signed by it dated after, and a revoked x25519 key decrypts nothing).
+
+    Revoking an active key puts a new key of its type in its place, so the node
+    goes on signing and receiving; the private key of a revoked x25519 key is
+    destroyed at once.
+
+    Raises:
+        ConfigError: no such kid, or it is already revoked.
+    """
+    entry = next((k for k in keys.keyset.keys if k.kid == kid), None)
+    if entry is None:
+        raise ConfigError(f"the keyset has no key {kid}: see `handover keys fingerprint`")
+    if entry.status == "revoked":
+        raise ConfigError(f"key {kid} is already revoked")
+    entries = [
+        KeyEntry(k.kid, k.type, k.public_key, k.nbf, "revoked", now) if k.kid == kid else k
+        for k in keys.keyset.keys
+    ]
+    if entry.status == "active":
+        entries.append(_new_key(keys.directory, entry.type, now))
+    _sign_and_write(
+        keys.directory, keys.root, keys.node, keys.keyset.serial + 1, entries, now, lifetime_ms
+    )
+    if entry.type == "ed25519-sig":
+        (keys.directory / f"sig-{kid}.key").unlink(missing_ok=True)
+    revoked = load_keys(keys.directory)
+    if destroy_expired(revoked, now):
+        revoked = load_keys(keys.directory)
+    return revoked
 
 
 def destroy_expired(keys: NodeKeys, now: int) -> list[str]:

@@ -1,0 +1,60 @@
+"""Revoking a key: the keyset says so, peers accept the change, the node goes on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from handover.node import keystore
+from handover.protocol.errors import ConfigError
+from handover.protocol.keyset import accept_keyset
+
+NOW = 1_767_225_600_000
+
+
+def test_revoking_the_active_signing_key_replaces_it_and_peers_accept_the_change(
+    tmp_path: Path,
+) -> None:
+    keys = keystore.init_keys(tmp_path / "keys", "prison.example", NOW)
+    old = keys.identity().kid
+    first = accept_keyset(
+        keys.keyset.wire, node="prison.example", fingerprint=keys.fingerprint, now=NOW
+    )
+
+    revoked = keystore.revoke(keys, old, NOW + 1000)
+
+    (entry,) = [k for k in revoked.keyset.keys if k.kid == old]
+    assert (entry.status, entry.until) == ("revoked", NOW + 1000)
+    assert revoked.identity().kid != old  # a new active signing key took its place
+    assert revoked.keyset.serial == keys.keyset.serial + 1
+    assert not (tmp_path / "keys" / f"sig-{old}.key").exists()
+    # A peer holding the earlier keyset accepts the new one (status change only).
+    seen = accept_keyset(
+        revoked.keyset.wire,
+        node="prison.example",
+        fingerprint=keys.fingerprint,
+        now=NOW + 2000,
+        last=first,
+    )
+    assert seen.signing_key_for(old, NOW + 2000) is None
+    assert seen.signing_key_for(old, NOW) is None  # revoked: nothing is accepted
+
+
+def test_revoking_an_encryption_key_destroys_its_private_half(tmp_path: Path) -> None:
+    keys = keystore.init_keys(tmp_path / "keys", "prison.example", NOW)
+    (box,) = [k.kid for k in keys.keyset.keys if k.type == "x25519-box"]
+    revoked = keystore.revoke(keys, box, NOW + 1000)
+    assert not (tmp_path / "keys" / f"box-{box}.key").exists()
+    assert box not in revoked.boxes
+    assert [k.kid for k in revoked.keyset.keys if k.status == "active"] != []
+
+
+def test_revoking_an_unknown_or_revoked_key_is_refused(tmp_path: Path) -> None:
+    keys = keystore.init_keys(tmp_path / "keys", "prison.example", NOW)
+    with pytest.raises(ConfigError, match="no key"):
+        keystore.revoke(keys, "A" * 22, NOW)
+    kid = keys.identity().kid
+    revoked = keystore.revoke(keys, kid, NOW + 1)
+    with pytest.raises(ConfigError, match="already revoked"):
+        keystore.revoke(revoked, kid, NOW + 2)

@@ -233,20 +233,20 @@ class Sender:
         if row is None:
             raise RequestRefused(ErrorCode.NOT_FOUND, "no sent packet with that pid")
         return {
-            "pid": row["pid"],
-            "schema": row["schema_id"],
-            "case_ref": row["case_ref"],
-            "iat": row["iat"],
-            "exp": row["exp"],
+            "pid": row.pid,
+            "schema": row.schema_id,
+            "case_ref": row.case_ref,
+            "iat": row.iat,
+            "exp": row.exp,
             "deliveries": [
                 {
-                    "node": d["node"],
-                    "status": d["status"],
-                    "attempts": d["attempts"],
-                    "receipt": None if d["receipt"] is None else json.loads(d["receipt"]),
-                    "reason": d["reason"],
-                    "last_error": d["last_error"],
+                    "node": d.node,
+                    "status": d.status,
+                    "attempts": d.attempts,
+                    "receipt": None if d.receipt is None else json.loads(d.receipt),
+                    "reason": d.reason,
+                    "last_error": d.last_error,
                 }
-                for d in row["deliveries"]
+                for d in row.deliveries
             ],
         }

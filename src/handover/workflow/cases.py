@@ -11,6 +11,7 @@ from handover.store import cases as case_store
 from handover.store import continuity as continuity_store
 from handover.store.continuity import Agreement
 from handover.store.db import Database
+from handover.store.errors import Conflict
 from handover.workflow.errors import ErrorCode, RequestRefused
 from handover.workflow.ports import Submitter
 from handover.workflow.vault import Vault
@@ -159,15 +160,11 @@ class Cases:
                 ErrorCode.BAD_REQUEST, "local_id is a string of 1 to 64 characters"
             )
         case_ref = await self.resolve(_check_ref(ref))
-        async with self.db.connection() as conn:
-            try:
+        try:
+            async with self.db.connection() as conn:
                 await case_store.set_local_id(conn, case_ref, local_id)
-            except Exception as exc:  # unique index: another case has this local id
-                if type(exc).__name__ == "UniqueViolationError":
-                    raise RequestRefused(
-                        ErrorCode.CONFLICT, "another case has that local id"
-                    ) from exc
-                raise
+        except Conflict as exc:  # the unique index: another case has this local id
+            raise RequestRefused(ErrorCode.CONFLICT, "another case has that local id") from exc
         return {"case_ref": case_ref, "local_id": local_id}
 
     async def overdue(self) -> list[dict[str, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import structlog
@@ -10,6 +9,7 @@ import structlog
 from handover.store import received as received_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
+from handover.store.receipts import receipt_json
 from handover.workflow.access import Operator, require_justification
 from handover.workflow.errors import ErrorCode, RequestRefused
 from handover.workflow.vault import Vault
@@ -91,5 +91,5 @@ class Inbox:
             "iat": row.iat,
             "exp": row.exp,
             "received_at": row.received_at,
-            "receipt": json.loads(row.receipt),
+            "receipt": receipt_json(row.receipt),
         }

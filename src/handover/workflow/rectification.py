@@ -20,13 +20,14 @@ from typing import Any
 
 import structlog
 
-from handover.protocol.canonical import cj_dumps, cj_loads
+from handover.protocol.canonical import cj_dumps
 from handover.protocol.errors import SchemaInvalid, UnknownSchema
 from handover.protocol.timeutil import Clock
 from handover.store import lifecycle as lifecycle_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 from handover.store.lifecycle import HeldCopy
+from handover.store.receipts import receipt_json
 from handover.workflow.access import Operator, require_justification
 from handover.workflow.corrections import RECTIFICATION, Corrections
 from handover.workflow.engine import Workflow
@@ -303,7 +304,7 @@ class Rectification:
                     "notice_pid": r.notice_pid,
                     "status": status,
                     "acknowledged": status == "delivered",
-                    "receipt": None if r.receipt is None else cj_loads(r.receipt),
+                    "receipt": receipt_json(r.receipt),
                     "reason": r.delivery_reason,
                     "finished_at": r.finished_at,
                 }

@@ -227,6 +227,13 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection; asyncpg's errors become the store's as they leave it.
+
+        Raises:
+            Conflict: a unique constraint held. It is raised as the `async with`
+                block exits, so catch it around the block, not inside it.
+            StoreError: any other database error.
+        """
         try:
             async with self.pool.acquire() as conn:
                 yield conn

@@ -254,7 +254,8 @@ async def verify_chain(db: Database, page_size: int = 5000) -> ChainReport:
     async with db.connection() as conn:
         while True:
             rows = await audit_store.entries(conn, expected_seq - 1, page_size)
-            for seq, entry, stored_head in rows:
+            for row in rows:
+                seq, entry = row.seq, row.entry
                 if seq != expected_seq:
                     return ChainReport(False, seq - 1, head, expected_seq, "entry is missing")
                 try:
@@ -264,7 +265,7 @@ async def verify_chain(db: Database, page_size: int = 5000) -> ChainReport:
                 if not isinstance(parsed, dict) or parsed.get("seq") != seq:
                     return ChainReport(False, seq - 1, head, seq, "entry seq does not match")
                 head = auditchain.next_head(head, entry)
-                if head != stored_head:
+                if head != row.head:
                     return ChainReport(
                         False, seq - 1, head, seq, "stored head does not match the recomputed chain"
                     )

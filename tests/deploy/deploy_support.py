@@ -290,3 +290,18 @@ def markdown_anchors(path: Path) -> set[str]:
         elif not in_code and line.startswith("#"):
             anchors.add(github_anchor(line.lstrip("#")))
     return anchors
+
+
+# --- the demo CA and a local HTTP(S) server ----------------------------------------------
+
+
+def make_demo_ca(out: Path, *nodes: str) -> Path:
+    """Run deploy/tls/make-demo-ca.sh into `out`; returns `out`."""
+    run = subprocess.run(
+        ["sh", str(DEPLOY / "tls" / "make-demo-ca.sh"), "-o", str(out), *nodes],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    return out

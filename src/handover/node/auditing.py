@@ -43,7 +43,7 @@ class AuditLog:
     async def entry_digests(self, after: int, limit: int) -> list[bytes]:
         async with self.db.connection() as conn:
             rows = await audit_store.entries(conn, after, limit)
-        return [auditchain.entry_digest(entry) for _seq, entry, _head in rows]
+        return [auditchain.entry_digest(r.entry) for r in rows]
 
     async def entries(
         self, *, after: int, limit: int, case_ref: str | None, pid: str | None
@@ -53,8 +53,7 @@ class AuditLog:
                 conn, after=after, limit=limit, case_ref=case_ref, pid=pid
             )
         return [
-            {"seq": r["seq"], "entry": cj_loads(r["entry"]), "head": b64u_encode(r["head"])}
-            for r in rows
+            {"seq": r.seq, "entry": cj_loads(r.entry), "head": b64u_encode(r.head)} for r in rows
         ]
 
     async def verify(self, *, peers: bool) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import structlog
@@ -10,6 +9,7 @@ import structlog
 from handover.store import received as received_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
+from handover.store.receipts import receipt_json
 from handover.workflow.access import Operator, require_justification
 from handover.workflow.errors import ErrorCode, RequestRefused
 from handover.workflow.vault import Vault
@@ -34,15 +34,15 @@ class Inbox:
             rows = await received_store.inbox(conn, limit=limit, before=before, case_ref=case_ref)
         return [
             {
-                "pid": r["pid"],
-                "sender": r["sender"],
-                "schema": r["schema_id"],
-                "case_ref": r["case_ref"],
-                "iat": r["iat"],
-                "exp": r["exp"],
-                "received_at": r["received_at"],
-                "erased": not r["has_body"],
-                "restricted": r["restricted"],
+                "pid": r.pid,
+                "sender": r.sender,
+                "schema": r.schema_id,
+                "case_ref": r.case_ref,
+                "iat": r.iat,
+                "exp": r.exp,
+                "received_at": r.received_at,
+                "erased": not r.has_body,
+                "restricted": r.restricted,
             }
             for r in rows
         ]
@@ -58,23 +58,23 @@ class Inbox:
             row = await received_store.get(conn, pid)
         if row is None:
             raise RequestRefused(ErrorCode.NOT_FOUND, "no received packet with that pid")
-        if row["body_box"] is None:
+        if row.body_box is None:
             raise RequestRefused(ErrorCode.ERASED, "the content of this packet has been erased")
-        if row["restricted"] is not None:
+        if row.restricted is not None:
             raise RequestRefused(
                 ErrorCode.RESTRICTED,
                 "this packet is restricted: its content is shown to no one until an admin"
                 " lifts the restriction (POST /api/v1/packets/{pid}/restriction/lift)",
             )
-        body = self.vault.open(pid, row["body_box"])
+        body = self.vault.open(pid, row.body_box)
 
         async def job(conn: Connection, appender: Appender) -> None:
             appender.append(
                 "consultation",
                 pid=pid,
-                case_ref=row["case_ref"],
-                schema=row["schema_id"],
-                counterpart=row["sender"],
+                case_ref=row.case_ref,
+                schema=row.schema_id,
+                counterpart=row.sender,
                 fields=sorted(body),
                 operator=operator.name,
                 org=self.node,
@@ -84,12 +84,12 @@ class Inbox:
         await self.writer.run(job)
         return {
             "pid": pid,
-            "schema": row["schema_id"],
+            "schema": row.schema_id,
             "body": body,
-            "sender": row["sender"],
-            "case_ref": row["case_ref"],
-            "iat": row["iat"],
-            "exp": row["exp"],
-            "received_at": row["received_at"],
-            "receipt": json.loads(row["receipt"]),
+            "sender": row.sender,
+            "case_ref": row.case_ref,
+            "iat": row.iat,
+            "exp": row.exp,
+            "received_at": row.received_at,
+            "receipt": receipt_json(row.receipt),
         }

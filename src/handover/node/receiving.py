@@ -127,7 +127,7 @@ class Receiver:
             except InvalidPacket as exc:
                 invalid.append((_detached(exc), None))
                 results[i] = Answer(Outcome.INVALID)
-        stored: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        stored: dict[tuple[str, str], StoredReplay] = {}
         if parsed:
             async with self.db.connection() as conn:
                 stored = await received_store.replay_records(
@@ -136,8 +136,7 @@ class Receiver:
         opened: list[tuple[int, Opened]] = []
         for i, packet in parsed:
             try:
-                hit = stored.get((packet.sender, packet.pid))
-                replayed = check_replay(packet, None if hit is None else StoredReplay(*hit))
+                replayed = check_replay(packet, stored.get((packet.sender, packet.pid)))
                 if replayed is not None:
                     results[i] = self._answer_stored(replayed)
                     continue
@@ -184,9 +183,11 @@ class Receiver:
                 key = (got.sender, got.pid)
                 if key in done or key in again:
                     # A copy of this packet was stored first (same batch or concurrently).
-                    pd, receipt = (done[key].pd, done[key].receipt) if key in done else again[key]
-                    conflict = not crypto.constant_time_equal(pd, got.pd)
-                    out.append(_Stored(got, got.pd, receipt, None, replay=True, conflict=conflict))
+                    first = done[key] if key in done else again[key]
+                    conflict = not crypto.constant_time_equal(first.pd, got.pd)
+                    out.append(
+                        _Stored(got, got.pd, first.receipt, None, replay=True, conflict=conflict)
+                    )
                     continue
                 item = await self._store_received(conn, appender, got)
                 done[key] = item

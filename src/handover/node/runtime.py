@@ -29,7 +29,7 @@ from handover.node.sending import Sender
 from handover.node.transport import Answer, Transport
 from handover.protocol.errors import ConfigError, HandoverError
 from handover.protocol.timeutil import DAY_MS, Clock, now_ms
-from handover.store import cases as case_store
+from handover.store import continuity as continuity_store
 from handover.store import outbox as outbox_store
 from handover.store.auditlog import AuditWriter, verify_chain
 from handover.store.db import Database
@@ -318,4 +318,4 @@ class Node:
                 self.metrics.outbox_depth.set(await outbox_store.depth(conn))
                 oldest = await outbox_store.oldest_pending(conn)
                 self.metrics.outbox_oldest.set(0 if oldest is None else (now - oldest) / 1000)
-                self.metrics.overdue.set(await case_store.overdue_count(conn, self.clock()))
+                self.metrics.overdue.set(await continuity_store.overdue_count(conn, self.clock()))

@@ -8,7 +8,6 @@ one audit-writer job; `delivery.py` then posts it.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +33,7 @@ from handover.protocol.timeutil import Clock
 from handover.store import outbox as outbox_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
+from handover.store.receipts import receipt_json
 from handover.workflow.access import Operator, require_justification
 from handover.workflow.engine import SentHook, Workflow, case_ref_of
 from handover.workflow.errors import ErrorCode, RequestRefused
@@ -233,20 +233,20 @@ class Sender:
         if row is None:
             raise RequestRefused(ErrorCode.NOT_FOUND, "no sent packet with that pid")
         return {
-            "pid": row["pid"],
-            "schema": row["schema_id"],
-            "case_ref": row["case_ref"],
-            "iat": row["iat"],
-            "exp": row["exp"],
+            "pid": row.pid,
+            "schema": row.schema_id,
+            "case_ref": row.case_ref,
+            "iat": row.iat,
+            "exp": row.exp,
             "deliveries": [
                 {
-                    "node": d["node"],
-                    "status": d["status"],
-                    "attempts": d["attempts"],
-                    "receipt": None if d["receipt"] is None else json.loads(d["receipt"]),
-                    "reason": d["reason"],
-                    "last_error": d["last_error"],
+                    "node": d.node,
+                    "status": d.status,
+                    "attempts": d.attempts,
+                    "receipt": receipt_json(d.receipt),
+                    "reason": d.reason,
+                    "last_error": d.last_error,
                 }
-                for d in row["deliveries"]
+                for d in row.deliveries
             ],
         }

@@ -72,16 +72,19 @@ class PeerReport:
 async def _statements(db: Database, node: str) -> list[Statement]:
     held: list[Statement] = []
     async with db.connection() as conn:
-        for pid, wire, _serial in await outbox_store.receipts_from(conn, node):
+        for r in await outbox_store.receipts_from(conn, node):
             try:
-                receipt, _sig = parse_receipt(wire)
+                receipt, _sig = parse_receipt(r.receipt)
             except InvalidReceipt:
                 continue
-            held.append(Statement(receipt.log.seq, receipt.log.head, "receipt", pid, wire.decode()))
-        for pid, seq, head in await received_store.sender_commitments(conn, node):
-            held.append(Statement(seq, head, "packet", pid, f"packet {pid} (sender log inside)"))
-        for seq, head, wire in await peer_store.checkpoints(conn, node):
-            held.append(Statement(seq, head, "checkpoint", str(seq), wire.decode()))
+            held.append(
+                Statement(receipt.log.seq, receipt.log.head, "receipt", r.pid, r.receipt.decode())
+            )
+        for c in await received_store.sender_commitments(conn, node):
+            signed = f"packet {c.pid} (sender log inside)"
+            held.append(Statement(c.sender_seq, c.sender_head, "packet", c.pid, signed))
+        for p in await peer_store.checkpoints(conn, node):
+            held.append(Statement(p.seq, p.head, "checkpoint", str(p.seq), p.wire.decode()))
     return held
 
 

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from handover.protocol.auditchain import ZERO_HEAD
-from handover.store.db import Connection
+from handover.store.db import Connection, to_rows
 
+# What Appender writes: (seq, at, op, entry, head, pid, case_ref).
 AuditRow = tuple[int, int, str, bytes, bytes, str | None, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One link of the chain: the exact CJ bytes hashed, and the head after them."""
+
+    seq: int
+    entry: bytes
+    head: bytes
 
 
 async def last_head(conn: Connection) -> tuple[int, bytes]:
@@ -34,19 +45,20 @@ async def insert(conn: Connection, rows: Sequence[AuditRow]) -> None:
         )
 
 
-async def entries(conn: Connection, after: int, limit: int) -> list[tuple[int, bytes, bytes]]:
-    """(seq, entry, head) for seq > after, in order."""
+async def entries(conn: Connection, after: int, limit: int) -> list[AuditEntry]:
+    """The entries after seq `after`, in order."""
     rows = await conn.fetch(
         "SELECT seq, entry, head FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
         after,
         limit,
     )
-    return [(int(r["seq"]), bytes(r["entry"]), bytes(r["head"])) for r in rows]
+    return to_rows(AuditEntry, rows)
 
 
 async def page(
     conn: Connection, *, after: int, limit: int, case_ref: str | None = None, pid: str | None = None
-) -> list[dict[str, Any]]:
+) -> list[AuditEntry]:
+    """The entries after seq `after`, in order, optionally only those of a case or a packet."""
     clauses = ["seq > $1"]
     args: list[Any] = [after]
     if case_ref is not None:
@@ -61,4 +73,4 @@ async def page(
         f" ORDER BY seq LIMIT ${len(args)}",
         *args,
     )
-    return [{"seq": r["seq"], "entry": bytes(r["entry"]), "head": bytes(r["head"])} for r in rows]
+    return to_rows(AuditEntry, rows)

@@ -262,11 +262,13 @@ async def verify_chain(
             last, _ = await audit_store.last_head(conn)
             start = max(0, last - tail)
             if start:
-                ((_seq, _entry, head),) = await audit_store.entries(conn, start - 1, 1)
+                (before,) = await audit_store.entries(conn, start - 1, 1)
+                head = before.head
                 expected_seq = start + 1
         while True:
             rows = await audit_store.entries(conn, expected_seq - 1, page_size)
-            for seq, entry, stored_head in rows:
+            for row in rows:
+                seq, entry = row.seq, row.entry
                 if seq != expected_seq:
                     return ChainReport(False, seq - 1, head, expected_seq, "entry is missing")
                 try:
@@ -276,7 +278,7 @@ async def verify_chain(
                 if not isinstance(parsed, dict) or parsed.get("seq") != seq:
                     return ChainReport(False, seq - 1, head, seq, "entry seq does not match")
                 head = auditchain.next_head(head, entry)
-                if head != stored_head:
+                if head != row.head:
                     return ChainReport(
                         False, seq - 1, head, seq, "stored head does not match the recomputed chain"
                     )

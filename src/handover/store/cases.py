@@ -1,11 +1,101 @@
-"""Queries for cases, consent, continuity expectations and responsibility agreements."""
+"""Queries for cases, their timelines and packets, and consent.
+
+Continuity-of-care expectations and responsibility agreements are in `continuity`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
-from handover.store.db import Connection, Deferred, write
+from handover.store.db import Connection, Deferred, to_row, to_rows
+
+_CASE = "case_ref, local_id, created_at, first_pid, release_date, supervision_end, updated_at"
+_CONSENT = "scope, state, consent_id, basis, pid, author, recorded_at"
+
+
+@dataclass(frozen=True, slots=True)
+class CaseRow:
+    """A case this node sent or received packets for, with its key dates (YYYY-MM-DD)."""
+
+    case_ref: str
+    local_id: str | None
+    created_at: int
+    first_pid: str
+    release_date: str | None
+    supervision_end: str | None
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class CaseSummary:
+    """A case in the case list: its row and how many packets it sent and received."""
+
+    case_ref: str
+    local_id: str | None
+    created_at: int
+    first_pid: str
+    release_date: str | None
+    supervision_end: str | None
+    updated_at: int
+    sent: int
+    received: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEvent:
+    """One event of a case's timeline: queued or finished per recipient, or accepted."""
+
+    at: int
+    direction: str  # sent | received
+    pid: str
+    schema_id: str
+    counterpart: str
+    event: str  # queued | delivered | rejected | expired | accepted
+
+
+@dataclass(frozen=True, slots=True)
+class CaseSentPacket:
+    """A packet sent for a case: what it disclosed and each recipient's delivery status."""
+
+    pid: str
+    schema_id: str
+    created_at: int
+    fields: tuple[str, ...] | None
+    removed: tuple[str, ...] | None
+    consents: tuple[str, ...] | None
+    review_at: int | None
+    restricted: str | None
+    erased_at: int | None
+    operator: str | None
+    nodes: tuple[str, ...]
+    statuses: tuple[str, ...]  # one per node
+
+
+@dataclass(frozen=True, slots=True)
+class CaseReceivedPacket:
+    """An accepted packet received for a case."""
+
+    sender: str
+    pid: str
+    schema_id: str
+    received_at: int
+    review_at: int | None
+    restricted: str | None
+    erased_at: int | None
+    rectified_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRecord:
+    """A consent-record of a case, given or withdrawn, sent or received."""
+
+    scope: str
+    state: str  # GIVEN | WITHDRAWN
+    consent_id: str
+    basis: str
+    pid: str
+    author: str
+    recorded_at: int
 
 
 async def touch(
@@ -56,9 +146,9 @@ async def set_local_id(conn: Connection, case_ref: str, local_id: str | None) ->
     return result.endswith(" 1")
 
 
-async def get(conn: Connection, case_ref: str) -> dict[str, Any] | None:
-    row = await conn.fetchrow("SELECT * FROM cases WHERE case_ref = $1", case_ref)
-    return None if row is None else dict(row)
+async def get(conn: Connection, case_ref: str) -> CaseRow | None:
+    row = await conn.fetchrow(f"SELECT {_CASE} FROM cases WHERE case_ref = $1", case_ref)  # noqa: S608
+    return None if row is None else to_row(CaseRow, row)
 
 
 async def by_local_id(conn: Connection, local_id: str) -> str | None:
@@ -68,7 +158,7 @@ async def by_local_id(conn: Connection, local_id: str) -> str | None:
     return value
 
 
-async def all_cases(conn: Connection, *, limit: int, before: int | None) -> list[dict[str, Any]]:
+async def all_cases(conn: Connection, *, limit: int, before: int | None) -> list[CaseSummary]:
     rows = await conn.fetch(
         "SELECT c.*,"
         " (SELECT count(*) FROM outbox o WHERE o.case_ref = c.case_ref) AS sent,"
@@ -79,10 +169,10 @@ async def all_cases(conn: Connection, *, limit: int, before: int | None) -> list
         before,
         limit,
     )
-    return [dict(r) for r in rows]
+    return to_rows(CaseSummary, rows)
 
 
-async def timeline(conn: Connection, case_ref: str) -> list[dict[str, Any]]:
+async def timeline(conn: Connection, case_ref: str) -> list[TimelineEvent]:
     """What this node sent and received for the case, derived from the outbox,
     the deliveries and the inbox (queued, then delivered / rejected / expired
     per recipient; accepted on receipt)."""
@@ -100,10 +190,10 @@ async def timeline(conn: Connection, case_ref: str) -> list[dict[str, Any]]:
         " ORDER BY at, pid, counterpart",
         case_ref,
     )
-    return [dict(r) for r in rows]
+    return to_rows(TimelineEvent, rows)
 
 
-async def sent_packets(conn: Connection, case_ref: str) -> list[dict[str, Any]]:
+async def sent_packets(conn: Connection, case_ref: str) -> list[CaseSentPacket]:
     rows = await conn.fetch(
         "SELECT o.pid, o.schema_id, o.created_at, o.fields, o.removed, o.consents,"
         " o.review_at, o.restricted, o.erased_at, o.operator,"
@@ -113,17 +203,17 @@ async def sent_packets(conn: Connection, case_ref: str) -> list[dict[str, Any]]:
         " GROUP BY o.pid ORDER BY o.created_at, o.pid",
         case_ref,
     )
-    return [dict(r) for r in rows]
+    return to_rows(CaseSentPacket, rows)
 
 
-async def received_packets(conn: Connection, case_ref: str) -> list[dict[str, Any]]:
+async def received_packets(conn: Connection, case_ref: str) -> list[CaseReceivedPacket]:
     rows = await conn.fetch(
         "SELECT sender, pid, schema_id, received_at, review_at, restricted, erased_at,"
         " rectified_by FROM received WHERE case_ref = $1 AND status = 'accepted'"
         " ORDER BY received_at, pid",
         case_ref,
     )
-    return [dict(r) for r in rows]
+    return to_rows(CaseReceivedPacket, rows)
 
 
 # --- consent ----------------------------------------------------------------------------
@@ -155,14 +245,14 @@ async def add_consent(
     )
 
 
-async def consent_states(conn: Connection, case_ref: str) -> dict[str, dict[str, Any]]:
+async def consent_states(conn: Connection, case_ref: str) -> dict[str, ConsentRecord]:
     """The newest consent record per scope for a case."""
     rows = await conn.fetch(
-        "SELECT DISTINCT ON (scope) scope, state, consent_id, basis, pid, author, recorded_at"
+        f"SELECT DISTINCT ON (scope) {_CONSENT}"  # noqa: S608 - constant SQL
         " FROM consents WHERE case_ref = $1 ORDER BY scope, id DESC",
         case_ref,
     )
-    return {r["scope"]: dict(r) for r in rows}
+    return {r["scope"]: to_row(ConsentRecord, r) for r in rows}
 
 
 async def recipients_under_consent(conn: Connection, case_ref: str, scope: str) -> list[str]:
@@ -174,146 +264,6 @@ async def recipients_under_consent(conn: Connection, case_ref: str, scope: str) 
         scope,
     )
     return [r["node"] for r in rows]
-
-
-# --- continuity of care -------------------------------------------------------------------
-
-
-async def expect(
-    conn: Connection,
-    *,
-    pid: str,
-    node: str,
-    case_ref: str,
-    schemas: Sequence[str],
-    deadline: int,
-    now: int,
-    defer: Deferred | None = None,
-) -> None:
-    await write(
-        conn,
-        defer,
-        "INSERT INTO expectations (pid, node, case_ref, schemas, deadline, created_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        pid,
-        node,
-        case_ref,
-        list(schemas),
-        deadline,
-        now,
-    )
-
-
-async def satisfy(
-    conn: Connection,
-    *,
-    case_ref: str,
-    node: str,
-    schema: str,
-    pid: str,
-    now: int,
-    in_reply_to: str | None = None,
-) -> list[str]:
-    """Mark open expectations of `schema` from `node` on this case as answered:
-    only the one for packet `in_reply_to` when the answer names one."""
-    rows = await conn.fetch(
-        "UPDATE expectations SET satisfied_pid = $4, satisfied_at = $5"
-        " WHERE case_ref = $1 AND node = $2 AND $3 = ANY(schemas) AND satisfied_pid IS NULL"
-        " AND ($6::text IS NULL OR pid = $6) RETURNING pid",
-        case_ref,
-        node,
-        schema,
-        pid,
-        now,
-        in_reply_to,
-    )
-    return [r["pid"] for r in rows]
-
-
-async def move_deadline(conn: Connection, pid: str, deadline: int) -> None:
-    """A rectified release date moves the open expectations its packet opened."""
-    await conn.execute(
-        "UPDATE expectations SET deadline = $2 WHERE pid = $1 AND satisfied_pid IS NULL",
-        pid,
-        deadline,
-    )
-
-
-async def overdue(conn: Connection, now: int) -> list[dict[str, Any]]:
-    rows = await conn.fetch(
-        "SELECT e.*, c.local_id FROM expectations e LEFT JOIN cases c USING (case_ref)"
-        " WHERE e.satisfied_pid IS NULL AND e.deadline < $1 ORDER BY e.deadline, e.pid, e.node",
-        now,
-    )
-    return [dict(r) for r in rows]
-
-
-async def overdue_count(conn: Connection, now: int) -> int:
-    value = await conn.fetchval(
-        "SELECT count(*) FROM expectations WHERE satisfied_pid IS NULL AND deadline < $1", now
-    )
-    return int(value)
-
-
-async def expectations_for_case(conn: Connection, case_ref: str) -> list[dict[str, Any]]:
-    rows = await conn.fetch(
-        "SELECT * FROM expectations WHERE case_ref = $1 ORDER BY created_at, pid, node", case_ref
-    )
-    return [dict(r) for r in rows]
-
-
-# --- responsibility agreements ---------------------------------------------------------------
-
-
-async def record_agreement(
-    conn: Connection,
-    *,
-    case_ref: str,
-    agreement_id: str,
-    revision: int,
-    pid: str,
-    author: str,
-    parties: Sequence[str],
-    valid_from: str,
-    valid_to: str | None,
-    now: int,
-) -> None:
-    await conn.execute(
-        "INSERT INTO agreements (case_ref, agreement_id, revision, pid, author, parties,"
-        " valid_from, valid_to, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        " ON CONFLICT (case_ref, agreement_id, revision) DO NOTHING",
-        case_ref,
-        agreement_id,
-        revision,
-        pid,
-        author,
-        list(parties),
-        valid_from,
-        valid_to,
-        now,
-    )
-
-
-async def acknowledge_agreement(
-    conn: Connection,
-    *,
-    case_ref: str,
-    agreement_id: str,
-    revision: int,
-    node: str,
-    acknowledged_at: str,
-    pid: str,
-) -> None:
-    await conn.execute(
-        "INSERT INTO agreement_acks (case_ref, agreement_id, revision, node, acknowledged_at,"
-        " pid) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        case_ref,
-        agreement_id,
-        revision,
-        node,
-        acknowledged_at,
-        pid,
-    )
 
 
 async def held_body(conn: Connection, pid: str) -> tuple[bytes | None, bool]:
@@ -329,24 +279,3 @@ async def held_body(conn: Connection, pid: str) -> tuple[bytes | None, bool]:
         return None, False
     box = row["body_box"]
     return (None if box is None else bytes(box)), bool(row["restricted"])
-
-
-async def current_agreement(conn: Connection, case_ref: str) -> dict[str, Any] | None:
-    """The newest revision of the most recently recorded agreement, with its acknowledgements."""
-    row = await conn.fetchrow(
-        "SELECT * FROM agreements WHERE case_ref = $1"
-        " ORDER BY recorded_at DESC, revision DESC LIMIT 1",
-        case_ref,
-    )
-    if row is None:
-        return None
-    acks = await conn.fetch(
-        "SELECT node, acknowledged_at, pid FROM agreement_acks"
-        " WHERE case_ref = $1 AND agreement_id = $2 AND revision = $3 ORDER BY node",
-        case_ref,
-        row["agreement_id"],
-        row["revision"],
-    )
-    out = dict(row)
-    out["acknowledgements"] = [dict(a) for a in acks]
-    return out

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import json
 import os
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 import asyncpg.pool
 
 from handover.store.errors import Conflict, StoreError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 # pg_advisory_xact_lock keys: one writer at a time per node database.
 AUDIT_LOCK = 0x68703161  # "hp1a"
@@ -26,6 +31,34 @@ Connection: TypeAlias = (
     "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 )
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+R = TypeVar("R", bound="DataclassInstance")
+
+
+# --- typed rows -------------------------------------------------------------------------
+#
+# Store functions hand other layers frozen dataclasses, never asyncpg records:
+# each query selects columns named like the fields of its row class.
+
+
+@functools.cache
+def _field_names(cls: type[DataclassInstance]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init)
+
+
+def _frozen(value: object) -> object:
+    # PostgreSQL arrays arrive as lists; a frozen row holds tuples.
+    return tuple(value) if isinstance(value, list) else value
+
+
+def to_row(cls: type[R], record: asyncpg.Record, **nested: object) -> R:
+    """`record` as a `cls`: one field per selected column of the same name (arrays
+    as tuples); `nested` gives the fields that come from another query."""
+    values = {name: _frozen(record[name]) for name in _field_names(cls) if name not in nested}
+    return cls(**values, **nested)
+
+
+def to_rows(cls: type[R], records: Iterable[asyncpg.Record]) -> list[R]:
+    return [to_row(cls, r) for r in records]
 
 
 class Deferred:
@@ -240,6 +273,13 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection; asyncpg's errors become the store's as they leave it.
+
+        Raises:
+            Conflict: a unique constraint held. It is raised as the `async with`
+                block exits, so catch it around the block, not inside it.
+            StoreError: any other database error.
+        """
         try:
             async with self.pool.acquire() as conn:
                 yield conn

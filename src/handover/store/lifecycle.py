@@ -10,9 +10,68 @@ a sent packet has no sender, so `sender` is None for it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
-from handover.store.db import Connection, Deferred, write
+from handover.store.db import Connection, Deferred, to_rows, write
+
+
+@dataclass(frozen=True, slots=True)
+class HeldCopy:
+    """A packet this node holds: sent (`outbox`) or accepted received (`received`)."""
+
+    direction: str  # sent | received
+    pid: str
+    sender: str | None  # None for a sent packet
+    schema_id: str
+    case_ref: str | None
+    stored_at: int
+    review_at: int | None
+    review_extended: int | None  # the date an EXTEND decision set
+    restricted: str | None  # the reason, while restricted
+    erased_at: int | None
+    body_box: bytes | None
+    fields: tuple[str, ...] | None  # what a sent packet disclosed; None when received
+    counterparts: tuple[str, ...]  # the recipients, or the sender
+    pending: int  # deliveries still pending
+
+
+@dataclass(frozen=True, slots=True)
+class UnscheduledCopy:
+    """A held packet without a review date, with its case's key dates (YYYY-MM-DD)."""
+
+    direction: str
+    pid: str
+    sender: str | None
+    schema_id: str
+    stored_at: int
+    review_extended: int | None
+    supervision_end: str | None
+    release_date: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStatus:
+    node: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class RectificationRecipient:
+    """One recipient of a rectification this node made, with its notice's delivery
+    (`status`, `receipt`, ... are None until the notice is queued)."""
+
+    id: int  # the rectification
+    action: str
+    reason: str
+    operator: str
+    created_at: int
+    node: str
+    notice_pid: str | None
+    status: str | None
+    receipt: bytes | None
+    delivery_reason: str | None
+    finished_at: int | None
+
 
 _HELD = (
     "SELECT 'sent' AS direction, o.pid, NULL::text AS sender, o.schema_id, o.case_ref,"
@@ -45,7 +104,7 @@ def _filter(direction: str) -> str:
 # --- finding held packets --------------------------------------------------------------
 
 
-async def due(conn: Connection, now: int, limit: int) -> list[dict[str, Any]]:
+async def due(conn: Connection, now: int, limit: int) -> list[HeldCopy]:
     """Held, not erased packets whose review date is `now` or earlier, oldest first."""
     rows = await conn.fetch(
         _HELD.format(
@@ -56,28 +115,28 @@ async def due(conn: Connection, now: int, limit: int) -> list[dict[str, Any]]:
         now,
         limit,
     )
-    return [dict(r) for r in rows]
+    return to_rows(HeldCopy, rows)
 
 
-async def held(conn: Connection, pid: str) -> list[dict[str, Any]]:
+async def held(conn: Connection, pid: str) -> list[HeldCopy]:
     """Every held packet with this pid: ours and, rarely, another sender's with the same id."""
     rows = await conn.fetch(
         _HELD.format(outbox="o.pid = $1", received="r.pid = $1") + " ORDER BY direction, sender",
         pid,
     )
-    return [dict(r) for r in rows]
+    return to_rows(HeldCopy, rows)
 
 
 async def held_one(
     conn: Connection, direction: str, pid: str, sender: str | None
-) -> dict[str, Any] | None:
-    for row in await held(conn, pid):
-        if row["direction"] == direction and row["sender"] == sender:
-            return row
+) -> HeldCopy | None:
+    for copy in await held(conn, pid):
+        if copy.direction == direction and copy.sender == sender:
+            return copy
     return None
 
 
-async def held_in_case(conn: Connection, case_ref: str) -> list[dict[str, Any]]:
+async def held_in_case(conn: Connection, case_ref: str) -> list[HeldCopy]:
     """The case's held packets that are not erased (to recompute review dates)."""
     rows = await conn.fetch(
         _HELD.format(
@@ -86,7 +145,7 @@ async def held_in_case(conn: Connection, case_ref: str) -> list[dict[str, Any]]:
         ),
         case_ref,
     )
-    return [dict(r) for r in rows]
+    return to_rows(HeldCopy, rows)
 
 
 async def unschedule_case(conn: Connection, case_ref: str, defer: Deferred | None) -> None:
@@ -102,7 +161,7 @@ async def unschedule_case(conn: Connection, case_ref: str, defer: Deferred | Non
         )
 
 
-async def unscheduled(conn: Connection, limit: int) -> list[dict[str, Any]]:
+async def unscheduled(conn: Connection, limit: int) -> list[UnscheduledCopy]:
     """Held, not erased packets without a review date yet, with their case's key dates."""
     inner = _HELD.format(
         outbox="o.review_at IS NULL AND o.erased_at IS NULL",
@@ -114,7 +173,7 @@ async def unscheduled(conn: Connection, limit: int) -> list[dict[str, Any]]:
         " LEFT JOIN cases c ON c.case_ref = h.case_ref LIMIT $1",
         limit,
     )
-    return [dict(r) for r in rows]
+    return to_rows(UnscheduledCopy, rows)
 
 
 async def set_reviews(conn: Connection, dates: Sequence[tuple[str, str, str | None, int]]) -> None:
@@ -229,9 +288,9 @@ async def clear_erased_wires(conn: Connection) -> int:
 # --- rectification: the sender's record ------------------------------------------------------
 
 
-async def deliveries(conn: Connection, pid: str) -> list[dict[str, Any]]:
+async def deliveries(conn: Connection, pid: str) -> list[DeliveryStatus]:
     rows = await conn.fetch("SELECT node, status FROM deliveries WHERE pid = $1 ORDER BY node", pid)
-    return [dict(r) for r in rows]
+    return to_rows(DeliveryStatus, rows)
 
 
 async def add_rectification(
@@ -270,7 +329,7 @@ async def set_notice(conn: Connection, rect_id: int, node: str, notice_pid: str)
     )
 
 
-async def rectifications_of(conn: Connection, target_pid: str) -> list[dict[str, Any]]:
+async def rectifications_of(conn: Connection, target_pid: str) -> list[RectificationRecipient]:
     """Each rectification of a sent packet with, per recipient, its notice's delivery."""
     rows = await conn.fetch(
         "SELECT x.id, x.action, x.reason, x.operator, x.created_at, r.node, r.notice_pid,"
@@ -280,7 +339,7 @@ async def rectifications_of(conn: Connection, target_pid: str) -> list[dict[str,
         " WHERE x.target_pid = $1 ORDER BY x.id, r.node",
         target_pid,
     )
-    return [dict(r) for r in rows]
+    return to_rows(RectificationRecipient, rows)
 
 
 async def sent_rectify_notices(conn: Connection, target_pid: str) -> list[str]:

@@ -4,11 +4,62 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from handover.store.db import Connection, Deferred, write
+from handover.store.db import Connection, Deferred, to_row, to_rows, write
 
 OUTBOX_CHANNEL = "handover_outbox"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One recipient's delivery of a sent packet; `receipt` is the signed receipt's wire."""
+
+    node: str
+    status: str  # pending | delivered | rejected | expired
+    attempts: int
+    receipt: bytes | None
+    reason: str | None
+    last_error: str | None
+    finished_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SentPacket:
+    """A packet in the outbox with its deliveries (ordered by node)."""
+
+    pid: str
+    schema_id: str
+    case_ref: str | None
+    iat: int
+    exp: int
+    created_at: int
+    log_seq: int
+    deliveries: tuple[Delivery, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryLine:
+    """One delivery with its packet's metadata (a line of the outbox listing)."""
+
+    pid: str
+    schema_id: str
+    case_ref: str | None
+    created_at: int
+    node: str
+    status: str
+    attempts: int
+    reason: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReceipt:
+    """A receipt a peer signed for one of our packets, with the serial of the keyset
+    that verified it."""
+
+    pid: str
+    receipt: bytes
+    receipt_serial: int | None
 
 
 async def insert(
@@ -71,8 +122,10 @@ async def notify(conn: Connection, defer: Deferred | None = None) -> None:
         defer.once(f"NOTIFY {OUTBOX_CHANNEL}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Claimed:
+    """A pending delivery leased to the caller, with what it needs to post it."""
+
     pid: str
     node: str
     wire: bytes
@@ -228,28 +281,26 @@ async def any_expired(conn: Connection, now: int) -> bool:
     )
 
 
-async def packet(conn: Connection, pid: str) -> dict[str, Any] | None:
-    row = await conn.fetchrow(
+async def packet(conn: Connection, pid: str) -> SentPacket | None:
+    found = await conn.fetchrow(
         "SELECT pid, schema_id, case_ref, iat, exp, created_at, log_seq FROM outbox WHERE pid = $1",
         pid,
     )
-    if row is None:
+    if found is None:
         return None
     deliveries = await conn.fetch(
         "SELECT node, status, attempts, receipt, reason, last_error, finished_at"
         " FROM deliveries WHERE pid = $1 ORDER BY node",
         pid,
     )
-    out = dict(row)
-    out["deliveries"] = [dict(d) for d in deliveries]
-    return out
+    return to_row(SentPacket, found, deliveries=tuple(to_rows(Delivery, deliveries)))
 
 
 async def packets(
     conn: Connection, *, status: str | None, limit: int, before: int | None
-) -> list[dict[str, Any]]:
+) -> list[DeliveryLine]:
     """Delivery rows (newest first), optionally only those with `status` (e.g. dead letters)."""
-    rows = await conn.fetch(
+    found = await conn.fetch(
         "SELECT o.pid, o.schema_id, o.case_ref, o.created_at, d.node, d.status, d.attempts,"
         " d.reason, d.last_error FROM outbox o JOIN deliveries d USING (pid)"
         " WHERE ($1::text IS NULL OR d.status = $1) AND ($2::bigint IS NULL OR o.created_at < $2)"
@@ -258,21 +309,21 @@ async def packets(
         before,
         limit,
     )
-    return [dict(r) for r in rows]
+    return to_rows(DeliveryLine, found)
 
 
 async def depth(conn: Connection) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM deliveries WHERE status = 'pending'"))
 
 
-async def receipts_from(conn: Connection, node: str) -> list[tuple[str, bytes, int | None]]:
-    """(pid, receipt wire, keyset serial) of every receipt held from `node`."""
-    rows = await conn.fetch(
+async def receipts_from(conn: Connection, node: str) -> list[PeerReceipt]:
+    """Every receipt held from `node`."""
+    found = await conn.fetch(
         "SELECT pid, receipt, receipt_serial FROM deliveries"
         " WHERE node = $1 AND receipt IS NOT NULL",
         node,
     )
-    return [(r["pid"], bytes(r["receipt"]), r["receipt_serial"]) for r in rows]
+    return to_rows(PeerReceipt, found)
 
 
 async def oldest_pending(conn: Connection) -> int | None:

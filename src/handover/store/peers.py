@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncpg
-
-from handover.store.db import Connection
+from handover.store.db import Connection, to_row, to_rows
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PeerRow:
+    """A pinned peer and the last keyset accepted from it (wire)."""
+
     node: str
     url: str
     fingerprint: str
@@ -22,27 +22,22 @@ class PeerRow:
     last_error: str | None
 
 
-def _row(rec: asyncpg.Record) -> PeerRow:
-    return PeerRow(
-        node=rec["node"],
-        url=rec["url"],
-        fingerprint=rec["fingerprint"],
-        kind=rec["kind"],
-        serial=rec["serial"],
-        keyset=None if rec["keyset"] is None else bytes(rec["keyset"]),
-        keyset_exp=rec["keyset_exp"],
-        fetched_at=rec["fetched_at"],
-        last_error=rec["last_error"],
-    )
+@dataclass(frozen=True, slots=True)
+class PeerCheckpoint:
+    """A signed checkpoint fetched from a peer: its log had `head` after entry `seq`."""
+
+    seq: int
+    head: bytes
+    wire: bytes
 
 
 async def all_peers(conn: Connection) -> list[PeerRow]:
-    return [_row(r) for r in await conn.fetch("SELECT * FROM peers ORDER BY node")]
+    return to_rows(PeerRow, await conn.fetch("SELECT * FROM peers ORDER BY node"))
 
 
 async def get(conn: Connection, node: str) -> PeerRow | None:
     r = await conn.fetchrow("SELECT * FROM peers WHERE node = $1", node)
-    return None if r is None else _row(r)
+    return None if r is None else to_row(PeerRow, r)
 
 
 async def upsert_pin(
@@ -112,12 +107,12 @@ async def store_checkpoint(
     )
 
 
-async def checkpoints(conn: Connection, node: str) -> list[tuple[int, bytes, bytes]]:
-    """(seq, head, wire) of every checkpoint held from `node`."""
+async def checkpoints(conn: Connection, node: str) -> list[PeerCheckpoint]:
+    """Every checkpoint held from `node`, by seq."""
     rows = await conn.fetch(
         "SELECT seq, head, wire FROM peer_checkpoints WHERE node = $1 ORDER BY seq", node
     )
-    return [(int(r["seq"]), bytes(r["head"]), bytes(r["wire"])) for r in rows]
+    return to_rows(PeerCheckpoint, rows)
 
 
 async def notify_pins(conn: Connection) -> None:

@@ -2,15 +2,66 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from handover.store.db import Connection, Deferred, write
+from handover.protocol.opening import StoredReplay
+from handover.store.db import Connection, Deferred, to_row, to_rows, write
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """An accepted packet as the inbox lists it (no content)."""
+
+    sender: str
+    pid: str
+    schema_id: str
+    case_ref: str | None
+    iat: int
+    exp: int
+    received_at: int
+    log_seq: int
+    has_body: bool  # False once erased
+    restricted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedPacket:
+    """An accepted received packet: its metadata, the receipt we signed for it
+    (wire) and its body sealed at rest (None once erased)."""
+
+    sender: str
+    pid: str
+    pd: bytes
+    status: str
+    reason: str | None
+    receipt: bytes
+    schema_id: str
+    case_ref: str | None
+    iat: int
+    exp: int
+    received_at: int
+    log_seq: int
+    sender_seq: int
+    sender_head: bytes
+    keyset_serial: int
+    body_box: bytes | None
+    restricted: str | None  # the reason, while restricted
+
+
+@dataclass(frozen=True, slots=True)
+class SenderCommitment:
+    """A sender's log position carried by a packet it sent us (`pid`)."""
+
+    pid: str
+    sender_seq: int
+    sender_head: bytes
 
 
 async def replay_records(
     conn: Connection, keys: list[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[bytes, bytes]]:
-    """(pd, receipt) for each (sender, pid) received before, in one query."""
+) -> dict[tuple[str, str], StoredReplay]:
+    """The replay record of each (sender, pid) received before, in one query."""
     if not keys:
         return {}
     rows = await conn.fetch(
@@ -20,7 +71,9 @@ async def replay_records(
         [k[0] for k in keys],
         [k[1] for k in keys],
     )
-    return {(r["sender"], r["pid"]): (bytes(r["pd"]), bytes(r["receipt"])) for r in rows}
+    return {
+        (r["sender"], r["pid"]): StoredReplay(bytes(r["pd"]), bytes(r["receipt"])) for r in rows
+    }
 
 
 async def insert(conn: Connection, defer: Deferred | None = None, **values: Any) -> None:
@@ -36,7 +89,7 @@ async def insert(conn: Connection, defer: Deferred | None = None, **values: Any)
 
 async def inbox(
     conn: Connection, *, limit: int, before: int | None, case_ref: str | None
-) -> list[dict[str, Any]]:
+) -> list[InboxItem]:
     rows = await conn.fetch(
         "SELECT sender, pid, schema_id, case_ref, iat, exp, received_at, log_seq,"
         " (body_box IS NOT NULL) AS has_body, (restricted IS NOT NULL) AS restricted"
@@ -48,23 +101,25 @@ async def inbox(
         case_ref,
         limit,
     )
-    return [dict(r) for r in rows]
+    return to_rows(InboxItem, rows)
 
 
-async def get(conn: Connection, pid: str) -> dict[str, Any] | None:
+async def get(conn: Connection, pid: str) -> ReceivedPacket | None:
+    """The accepted packet with this pid (the first received, should two senders
+    have used the same pid)."""
     row = await conn.fetchrow(
         "SELECT sender, pid, pd, status, reason, receipt, schema_id, case_ref, iat, exp,"
         " received_at, log_seq, sender_seq, sender_head, keyset_serial, body_box, restricted"
         " FROM received WHERE pid = $1 AND status = 'accepted' ORDER BY received_at LIMIT 1",
         pid,
     )
-    return None if row is None else dict(row)
+    return None if row is None else to_row(ReceivedPacket, row)
 
 
-async def sender_commitments(conn: Connection, node: str) -> list[tuple[str, int, bytes]]:
-    """(pid, seq, head) of every sender log position held from `node`."""
+async def sender_commitments(conn: Connection, node: str) -> list[SenderCommitment]:
+    """Every sender log position held from `node`."""
     rows = await conn.fetch(
         "SELECT pid, sender_seq, sender_head FROM received WHERE sender = $1 AND sender_seq > 0",
         node,
     )
-    return [(r["pid"], int(r["sender_seq"]), bytes(r["sender_head"])) for r in rows]
+    return to_rows(SenderCommitment, rows)

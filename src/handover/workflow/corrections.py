@@ -18,11 +18,13 @@ import structlog
 from handover.protocol.errors import RejectCode, Rejected
 from handover.protocol.timeutil import Clock
 from handover.store import cases as case_store
+from handover.store import continuity as continuity_store
 from handover.store import lifecycle as lifecycle_store
 from handover.store.auditlog import Appender
 from handover.store.db import Connection
+from handover.store.lifecycle import HeldCopy
 from handover.workflow.engine import SUPERVISION_END, ReceivedContext, Workflow, release_date
-from handover.workflow.retention import ANCHOR_SCHEMAS, Held, Retention
+from handover.workflow.retention import ANCHOR_SCHEMAS, Retention
 from handover.workflow.vault import Vault
 
 log = structlog.get_logger(__name__)
@@ -44,7 +46,7 @@ class Corrections:
         self,
         conn: Connection,
         appender: Appender,
-        held: Held,
+        held: HeldCopy,
         action: str,
         *,
         corrected: dict[str, Any] | None,
@@ -77,13 +79,13 @@ class Corrections:
                 body_box=self.vault.seal_body(corrected),
                 rectified_by=notice_pid,
             )
-            if held.schema in ANCHOR_SCHEMAS and held.case_ref is not None:
+            if held.schema_id in ANCHOR_SCHEMAS and held.case_ref is not None:
                 await self._correct_case_dates(conn, held, corrected)
         appender.append(
             "alteration",
             pid=held.pid,
             case_ref=held.case_ref,
-            schema=held.schema,
+            schema=held.schema_id,
             direction=held.direction,
             counterpart=held.sender,
             action=action,
@@ -94,7 +96,7 @@ class Corrections:
             **why,
         )
 
-    def _open(self, held: Held) -> dict[str, Any]:
+    def _open(self, held: HeldCopy) -> dict[str, Any]:
         """The held body, to name the fields a correction changes.
 
         Raises:
@@ -105,12 +107,12 @@ class Corrections:
         return self.vault.open(held.pid, held.body_box)
 
     async def _correct_case_dates(
-        self, conn: Connection, held: Held, corrected: dict[str, Any]
+        self, conn: Connection, held: HeldCopy, corrected: dict[str, Any]
     ) -> None:
         """A corrected supervision end or release date moves the case's reviews, and
         a corrected release date the continuity deadline of a release-notice we sent."""
         assert held.case_ref is not None
-        if held.schema == SUPERVISION_END:
+        if held.schema_id == SUPERVISION_END:
             end = corrected.get("end_date")
             await case_store.touch(
                 conn,
@@ -129,7 +131,7 @@ class Corrections:
             )
             deadline = self.workflow.deadline_for(corrected)
             if held.direction == "sent" and deadline is not None:
-                await case_store.move_deadline(conn, held.pid, deadline)
+                await continuity_store.move_deadline(conn, held.pid, deadline)
         await self.retention.recompute_case(conn, held.case_ref)
 
     # --- the receiver (workflow hooks, inside the receive transaction) ---------------------
@@ -144,9 +146,9 @@ class Corrections:
         problem = None
         if target is None:
             problem = "no packet with the target pid was accepted from this sender"
-        elif target["schema_id"] != body["target_schema"]:
+        elif target.schema_id != body["target_schema"]:
             problem = "the target's schema differs"
-        elif target["case_ref"] != body["case_ref"]:
+        elif target.case_ref != body["case_ref"]:
             problem = "the target's case differs"
         elif (
             body["action"] == "RECTIFY"
@@ -179,9 +181,10 @@ class Corrections:
         if context.appender is None:
             raise RuntimeError("received hooks need the audit appender of the receive job")
         body = context.body
-        row = await lifecycle_store.held_one(conn, "received", body["target_pid"], context.sender)
-        assert row is not None, "Rectification.check accepted a notice without its target"
-        target = Held.from_row(row)
+        target = await lifecycle_store.held_one(
+            conn, "received", body["target_pid"], context.sender
+        )
+        assert target is not None, "Rectification.check accepted a notice without its target"
         await lifecycle_store.record_applied(
             conn,
             sender=context.sender,

@@ -27,6 +27,7 @@ from handover.protocol.canonical import cj_dumps
 from handover.protocol.errors import RejectCode, Rejected, SchemaInvalid, UnknownSchema
 from handover.protocol.timeutil import DAY_MS, Clock, date_time
 from handover.store import cases as case_store
+from handover.store import continuity as continuity_store
 from handover.store.auditlog import Appender
 from handover.store.db import Connection, Deferred
 from handover.workflow.errors import ErrorCode, RequestRefused
@@ -145,7 +146,7 @@ class Workflow:
         if case_ref is None or not self.policy.uses_consent:
             return set()
         states = await case_store.consent_states(conn, case_ref)
-        return {scope for scope, row in states.items() if row["state"] == "GIVEN"}
+        return {scope for scope, record in states.items() if record.state == "GIVEN"}
 
     async def plan(
         self,
@@ -266,7 +267,7 @@ class Workflow:
                     kind = self.kind_of(node)
                     expected = self.policy.expectations(schema, kind) if kind else []
                     if expected:
-                        await case_store.expect(
+                        await continuity_store.expect(
                             conn,
                             pid=pid,
                             node=node,
@@ -324,7 +325,7 @@ class Workflow:
         satisfied: list[str] = []
         if schema in self._answers:
             reply_to = body.get("in_reply_to")
-            satisfied = await case_store.satisfy(
+            satisfied = await continuity_store.satisfy(
                 conn,
                 case_ref=case_ref,
                 node=sender,
@@ -377,7 +378,7 @@ class Workflow:
                 now=now,
             )
         elif schema == AGREEMENT:
-            await case_store.record_agreement(
+            await continuity_store.record_agreement(
                 conn,
                 case_ref=case_ref,
                 agreement_id=body["agreement_id"],
@@ -393,7 +394,7 @@ class Workflow:
                 (a["node"], a["acknowledged_at"]) for a in body.get("acknowledgements", [])
             ]
             for node, at in acks:
-                await case_store.acknowledge_agreement(
+                await continuity_store.acknowledge_agreement(
                     conn,
                     case_ref=case_ref,
                     agreement_id=body["agreement_id"],

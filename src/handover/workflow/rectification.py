@@ -20,18 +20,19 @@ from typing import Any
 
 import structlog
 
-from handover.protocol.canonical import cj_dumps, cj_loads
+from handover.protocol.canonical import cj_dumps
 from handover.protocol.errors import SchemaInvalid, UnknownSchema
 from handover.protocol.timeutil import Clock
 from handover.store import lifecycle as lifecycle_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
+from handover.store.lifecycle import HeldCopy
+from handover.store.receipts import receipt_json
 from handover.workflow.access import Operator, require_justification
 from handover.workflow.corrections import RECTIFICATION, Corrections
 from handover.workflow.engine import Workflow
 from handover.workflow.errors import ErrorCode, RequestRefused
 from handover.workflow.ports import Peers, Submitter
-from handover.workflow.retention import Held
 
 log = structlog.get_logger(__name__)
 
@@ -105,32 +106,33 @@ class Rectification:
         if action != "RECTIFY" and corrected_body is not None:
             raise RequestRefused(ErrorCode.BAD_REQUEST, "'corrected_body' is only for RECTIFY")
         async with self.db.connection() as conn:
-            row = await lifecycle_store.held_one(conn, "sent", pid, None)
+            target = await lifecycle_store.held_one(conn, "sent", pid, None)
             deliveries = await lifecycle_store.deliveries(conn, pid)
             consents = (
-                await self.workflow.consents(conn, row["case_ref"]) if row is not None else set()
+                await self.workflow.consents(conn, target.case_ref) if target is not None else set()
             )
-        if row is None:
+        if target is None:
             raise RequestRefused(ErrorCode.NOT_FOUND, "this node sent no packet with that pid")
-        target = Held.from_row(row)
         if target.erased_at is not None:
             raise RequestRefused(
                 ErrorCode.ERASED, "the content of this packet has already been erased"
             )
-        if target.schema not in self.target_schemas or target.case_ref is None:
-            raise RequestRefused(ErrorCode.NOT_PERMITTED, f"a {target.schema} cannot be rectified")
+        if target.schema_id not in self.target_schemas or target.case_ref is None:
+            raise RequestRefused(
+                ErrorCode.NOT_PERMITTED, f"a {target.schema_id} cannot be rectified"
+            )
         if target.pending:
             raise RequestRefused(
                 ErrorCode.DELIVERY_PENDING,
                 "a delivery of this packet is still pending: wait until it is delivered or"
                 " expired (`handover status PID --wait`), then rectify it",
             )
-        holders = [d["node"] for d in deliveries if d["status"] == "delivered"]
+        holders = [d.node for d in deliveries if d.status == "delivered"]
         now = self.clock()
         base: dict[str, Any] = {
             "case_ref": target.case_ref,
             "target_pid": pid,
-            "target_schema": target.schema,
+            "target_schema": target.schema_id,
             "action": action,
             "reason": reason,
         }
@@ -141,7 +143,7 @@ class Rectification:
         if action == "RECTIFY":
             assert isinstance(corrected_body, dict)
             # The own copy takes the first holder's view (any recipient's if none holds it).
-            nodes = holders or [deliveries[0]["node"]]
+            nodes = holders or [deliveries[0].node]
             views = self._views(target, corrected_body, nodes, consents)
             own_copy = views[nodes[0]][0]
             if quality is None:
@@ -211,14 +213,14 @@ class Rectification:
 
     def _views(
         self,
-        target: Held,
+        target: HeldCopy,
         corrected: dict[str, Any],
         nodes: list[str],
         consents: set[str],
     ) -> dict[str, tuple[dict[str, Any], list[str]]]:
         """The corrected body each recipient may receive (its kind's policy view)."""
         try:
-            self.registry.validate(target.schema, corrected)
+            self.registry.validate(target.schema_id, corrected)
         except (SchemaInvalid, UnknownSchema) as exc:
             raise RequestRefused(ErrorCode.SCHEMA_INVALID, f"the corrected body: {exc}") from exc
         if corrected.get("case_ref") != target.case_ref:
@@ -232,17 +234,17 @@ class Rectification:
                 raise RequestRefused(
                     ErrorCode.NOT_PERMITTED, f"the agency kind of {node} is unknown"
                 )
-            scope = self.policy.packet_consent(target.schema, kind)
+            scope = self.policy.packet_consent(target.schema_id, kind)
             if scope is not None and scope not in consents:
                 raise RequestRefused(
                     ErrorCode.CONSENT_REQUIRED,
-                    f"{node} ({kind}) may receive {target.schema} only with {scope} consent,"
+                    f"{node} ({kind}) may receive {target.schema_id} only with {scope} consent,"
                     " which is no longer in force: ERASE or RESTRICT the packet instead",
                 )
-            view = self.policy.view(target.schema, kind, corrected, consents)
+            view = self.policy.view(target.schema_id, kind, corrected, consents)
             if view.removed:
                 try:
-                    self.registry.validate(target.schema, view.body)
+                    self.registry.validate(target.schema_id, view.body)
                 except (SchemaInvalid, UnknownSchema) as exc:
                     raise RequestRefused(
                         ErrorCode.NOT_PERMITTED,
@@ -285,26 +287,26 @@ class Rectification:
         items: dict[int, dict[str, Any]] = {}
         for r in rows:
             item = items.setdefault(
-                r["id"],
+                r.id,
                 {
-                    "id": r["id"],
-                    "action": r["action"],
-                    "reason": r["reason"],
-                    "operator": r["operator"],
-                    "at": r["created_at"],
+                    "id": r.id,
+                    "action": r.action,
+                    "reason": r.reason,
+                    "operator": r.operator,
+                    "at": r.created_at,
                     "recipients": [],
                 },
             )
-            status = "not_sent" if r["notice_pid"] is None else r["status"]
+            status = "not_sent" if r.notice_pid is None else r.status
             item["recipients"].append(
                 {
-                    "node": r["node"],
-                    "notice_pid": r["notice_pid"],
+                    "node": r.node,
+                    "notice_pid": r.notice_pid,
                     "status": status,
                     "acknowledged": status == "delivered",
-                    "receipt": None if r["receipt"] is None else cj_loads(bytes(r["receipt"])),
-                    "reason": r["delivery_reason"],
-                    "finished_at": r["finished_at"],
+                    "receipt": receipt_json(r.receipt),
+                    "reason": r.delivery_reason,
+                    "finished_at": r.finished_at,
                 }
             )
         acknowledged = all(

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from calendar import monthrange
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -30,6 +29,7 @@ from handover.store import cases as case_store
 from handover.store import lifecycle as lifecycle_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
+from handover.store.lifecycle import HeldCopy
 from handover.workflow.access import require_justification
 from handover.workflow.engine import (
     RELEASE_NOTICE,
@@ -64,52 +64,29 @@ def add_months(at_ms: int, months: int) -> int:
     return int(moved.timestamp() * 1000)
 
 
-@dataclass(frozen=True)
-class Held:
-    """One held packet: sent (outbox) or received (accepted, keyed by sender and pid)."""
+class KeyDates(Protocol):
+    """A case's key dates (YYYY-MM-DD): a case row, or a held packet joined with its case."""
 
-    direction: str
-    pid: str
-    sender: str | None
-    schema: str
-    case_ref: str | None
-    counterparts: list[str]
-    review_at: int | None
-    restricted: str | None
-    erased_at: int | None
-    body_box: bytes | None
-    fields: list[str] | None
-    pending: int
+    @property
+    def supervision_end(self) -> str | None: ...
 
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Held:
-        return cls(
-            direction=row["direction"],
-            pid=row["pid"],
-            sender=row["sender"],
-            schema=row["schema_id"],
-            case_ref=row["case_ref"],
-            counterparts=list(row["counterparts"]),
-            review_at=row["review_at"],
-            restricted=row["restricted"],
-            erased_at=row["erased_at"],
-            body_box=None if row["body_box"] is None else bytes(row["body_box"]),
-            fields=None if row["fields"] is None else list(row["fields"]),
-            pending=int(row["pending"]),
-        )
+    @property
+    def release_date(self) -> str | None: ...
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "pid": self.pid,
-            "direction": self.direction,
-            "sender": self.sender,
-            "schema": self.schema,
-            "case_ref": self.case_ref,
-            "counterparts": self.counterparts,
-            "review_at": self.review_at,
-            "restricted": self.restricted,
-            "erased": self.erased_at is not None,
-        }
+
+def held_view(held: HeldCopy) -> dict[str, Any]:
+    """A held packet as the review list and the review outcomes show it."""
+    return {
+        "pid": held.pid,
+        "direction": held.direction,
+        "sender": held.sender,
+        "schema": held.schema_id,
+        "case_ref": held.case_ref,
+        "counterparts": list(held.counterparts),
+        "review_at": held.review_at,
+        "restricted": held.restricted,
+        "erased": held.erased_at is not None,
+    }
 
 
 class Retention:
@@ -132,7 +109,7 @@ class Retention:
 
     # --- review dates (workflow hooks, inside the audit writer's transaction) ----------
 
-    def review_date(self, schema: str, case: dict[str, Any] | None, stored_at: int) -> int:
+    def review_date(self, schema: str, case: KeyDates | None, stored_at: int) -> int:
         """When a packet of `schema` stored at `stored_at` falls due, given its case's dates."""
         rule, fallback = self.policy.retention(schema)
         for candidate in (rule, fallback):
@@ -142,13 +119,13 @@ class Retention:
         return add_months(stored_at, fallback.months)
 
     @staticmethod
-    def _anchor(rule: RetentionRule, case: dict[str, Any] | None, stored_at: int) -> int | None:
+    def _anchor(rule: RetentionRule, case: KeyDates | None, stored_at: int) -> int | None:
         if rule.anchor == "stored":
             return stored_at
         if case is None:
             return None
         return date_ms(
-            case["supervision_end" if rule.anchor == "supervision_end" else "release_date"]
+            case.supervision_end if rule.anchor == "supervision_end" else case.release_date
         )
 
     async def on_sent(self, conn: Connection, context: SentContext) -> None:
@@ -179,14 +156,11 @@ class Retention:
                 conn,
                 [
                     (
-                        r["direction"],
-                        r["pid"],
-                        r["sender"],
+                        r.direction,
+                        r.pid,
+                        r.sender,
                         # A date an EXTEND decision set stays the earliest it can fall.
-                        max(
-                            self.review_date(r["schema_id"], r, r["stored_at"]),
-                            r["review_extended"] or 0,
-                        ),
+                        max(self.review_date(r.schema_id, r, r.stored_at), r.review_extended or 0),
                     )
                     for r in rows
                 ],
@@ -202,13 +176,13 @@ class Retention:
         """
         case = await case_store.get(conn, case_ref)
         moved = 0
-        for row in await lifecycle_store.held_in_case(conn, case_ref):
-            review_at = self.review_date(row["schema_id"], case, row["stored_at"])
-            if row["review_extended"] is not None:
-                review_at = max(review_at, row["review_extended"])
-            if review_at != row["review_at"]:
+        for held in await lifecycle_store.held_in_case(conn, case_ref):
+            review_at = self.review_date(held.schema_id, case, held.stored_at)
+            if held.review_extended is not None:
+                review_at = max(review_at, held.review_extended)
+            if review_at != held.review_at:
                 await lifecycle_store.set_review(
-                    conn, row["direction"], row["pid"], row["sender"], review_at=review_at
+                    conn, held.direction, held.pid, held.sender, review_at=review_at
                 )
                 moved += 1
         return moved
@@ -223,9 +197,9 @@ class Retention:
         async with self.db.transaction() as conn:
             await self.schedule(conn)
             rows = await lifecycle_store.due(conn, at, limit)
-        return [Held.from_row(r).to_json() for r in rows]
+        return [held_view(r) for r in rows]
 
-    async def find(self, pid: str, direction: object = None, sender: object = None) -> Held:
+    async def find(self, pid: str, direction: object = None, sender: object = None) -> HeldCopy:
         """The one held packet `pid` names (with `direction` / `sender` to disambiguate).
 
         Raises:
@@ -238,10 +212,10 @@ class Retention:
         async with self.db.connection() as conn:
             rows = await lifecycle_store.held(conn, pid)
         found = [
-            Held.from_row(r)
+            r
             for r in rows
-            if (direction is None or r["direction"] == direction)
-            and (sender is None or r["sender"] == sender)
+            if (direction is None or r.direction == direction)
+            and (sender is None or r.sender == sender)
         ]
         if not found:
             raise RequestRefused(ErrorCode.NOT_FOUND, "this node holds no packet with that pid")
@@ -377,11 +351,11 @@ class Retention:
         log.info("restriction_lifted", pid=pid, direction=held.direction, operator=operator.name)
         return await self._state(held)
 
-    async def _state(self, held: Held) -> dict[str, Any]:
+    async def _state(self, held: HeldCopy) -> dict[str, Any]:
         async with self.db.connection() as conn:
-            row = await lifecycle_store.held_one(conn, held.direction, held.pid, held.sender)
-        assert row is not None
-        return Held.from_row(row).to_json()
+            current = await lifecycle_store.held_one(conn, held.direction, held.pid, held.sender)
+        assert current is not None
+        return held_view(current)
 
     @staticmethod
     def _new_date(value: object, now: int, *, required: bool) -> int | None:
@@ -396,10 +370,10 @@ class Retention:
 
     # --- primitives (inside a writer job; rectification uses them too) -------------------
 
-    def body_fields(self, held: Held) -> list[str] | None:
+    def body_fields(self, held: HeldCopy) -> list[str] | None:
         """The top-level field names of a held body (names only, for audit entries)."""
         if held.fields is not None:
-            return held.fields
+            return list(held.fields)
         if held.body_box is None:
             return None
         try:
@@ -414,7 +388,7 @@ class Retention:
         self,
         conn: Connection,
         appender: Appender,
-        held: Held,
+        held: HeldCopy,
         *,
         operator: str | None,
         justification: str | None,
@@ -440,26 +414,26 @@ class Retention:
             assert held.sender is not None
             copies = await lifecycle_store.received_rectify_notices(conn, held.sender, held.pid)
         for notice_pid in copies:
-            row = await lifecycle_store.held_one(conn, held.direction, notice_pid, held.sender)
-            if row is not None and row["erased_at"] is None:
+            copy = await lifecycle_store.held_one(conn, held.direction, notice_pid, held.sender)
+            if copy is not None and copy.erased_at is None:
                 await self.erase(
                     conn,
                     appender,
-                    Held.from_row(row),
+                    copy,
                     operator=operator,
                     justification=justification,
                     erased_with=held.pid,
                 )
 
-    def _append(self, appender: Appender, op: str, held: Held, **fields: Any) -> None:
+    def _append(self, appender: Appender, op: str, held: HeldCopy, **fields: Any) -> None:
         appender.append(
             op,
             pid=held.pid,
             case_ref=held.case_ref,
-            schema=held.schema,
+            schema=held.schema_id,
             direction=held.direction,
             counterpart=held.sender,
-            to=held.counterparts if held.direction == "sent" else None,
+            to=list(held.counterparts) if held.direction == "sent" else None,
             org=self.node,
             **fields,
         )

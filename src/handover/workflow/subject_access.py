@@ -26,6 +26,7 @@ from handover.store import cases as case_store
 from handover.store import subject as subject_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
+from handover.store.subject import ReceivedRecord, SentRecord
 from handover.workflow.access import require_justification
 from handover.workflow.cases import CASE_REF_MAX, Cases
 from handover.workflow.errors import ErrorCode, RequestRefused
@@ -91,11 +92,11 @@ class SubjectAccess:
             "agency_kind": self.kind,
             "case": {
                 "case_ref": case_ref,
-                "local_id": case["local_id"],
-                "created_at": case["created_at"],
-                "updated_at": case["updated_at"],
-                "release_date": case["release_date"],
-                "supervision_end": case["supervision_end"],
+                "local_id": case.local_id,
+                "created_at": case.created_at,
+                "updated_at": case.updated_at,
+                "release_date": case.release_date,
+                "supervision_end": case.supervision_end,
             },
             "received": [self._received_item(r) for r in received],
             "sent": [self._sent_item(r) for r in sent],
@@ -103,13 +104,13 @@ class SubjectAccess:
             "recipients": self._recipients(log, sent),
             "consents": [
                 {
-                    "scope": c["scope"],
-                    "state": c["state"],
-                    "consent_id": c["consent_id"],
-                    "basis": c["basis"],
-                    "pid": c["pid"],
-                    "author": c["author"],
-                    "recorded_at": c["recorded_at"],
+                    "scope": c.scope,
+                    "state": c.state,
+                    "consent_id": c.consent_id,
+                    "basis": c.basis,
+                    "pid": c.pid,
+                    "author": c.author,
+                    "recorded_at": c.recorded_at,
                 }
                 for c in consents
             ],
@@ -153,59 +154,62 @@ class SubjectAccess:
             "fallback": {"anchor": fallback.anchor, "months": fallback.months},
         }
 
-    def _content(self, item: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    def _content(self, item: dict[str, Any], row: ReceivedRecord | SentRecord) -> dict[str, Any]:
         """Add the state of the item's content, and the body when it may be shown."""
-        item["erased"] = row["erased_at"] is not None or row["body_box"] is None
-        item["erased_at"] = row["erased_at"]
-        item["restricted"] = row["restricted"] is not None
-        item["restriction_reason"] = row["restricted"]
+        item["erased"] = row.erased_at is not None or row.body_box is None
+        item["erased_at"] = row.erased_at
+        item["restricted"] = row.restricted is not None
+        item["restriction_reason"] = row.restricted
         if not item["erased"] and not item["restricted"]:
-            item["body"] = self.vault.open(row["pid"], row["body_box"])
+            assert row.body_box is not None
+            item["body"] = self.vault.open(row.pid, row.body_box)
         return item
 
-    def _received_item(self, row: dict[str, Any]) -> dict[str, Any]:
+    def _received_item(self, row: ReceivedRecord) -> dict[str, Any]:
         item = {
-            "pid": row["pid"],
-            "schema": row["schema_id"],
-            "origin": {"node": row["sender"], "kind": self.peers.kind(row["sender"])},
-            "issued_at": row["iat"],
-            "received_at": row["received_at"],
-            "review_at": row["review_at"],
-            "retention_rule": self._retention_rule(row["schema_id"]),
-            "rectified_by": row["rectified_by"],
+            "pid": row.pid,
+            "schema": row.schema_id,
+            "origin": {"node": row.sender, "kind": self.peers.kind(row.sender)},
+            "issued_at": row.iat,
+            "received_at": row.received_at,
+            "review_at": row.review_at,
+            "retention_rule": self._retention_rule(row.schema_id),
+            "rectified_by": row.rectified_by,
         }
         return self._content(item, row)
 
-    def _sent_item(self, row: dict[str, Any]) -> dict[str, Any]:
+    def _sent_item(self, row: SentRecord) -> dict[str, Any]:
         item = {
-            "pid": row["pid"],
-            "schema": row["schema_id"],
-            "sent_at": row["created_at"],
-            "operator": row["operator"],
+            "pid": row.pid,
+            "schema": row.schema_id,
+            "sent_at": row.created_at,
+            "operator": row.operator,
             "recipients": [
                 {
-                    "node": d["node"],
-                    "kind": self.peers.kind(d["node"]),
-                    "status": d["status"],
-                    "reason": d["reason"],
-                    "finished_at": d["finished_at"],
+                    "node": d.node,
+                    "kind": self.peers.kind(d.node),
+                    "status": d.status,
+                    "reason": d.reason,
+                    "finished_at": d.finished_at,
                 }
-                for d in row["deliveries"]
+                for d in row.deliveries
             ],
-            "fields": list(row["fields"] or []),
-            "withheld": list(row["removed"] or []),
-            "consents": list(row["consents"] or []),
-            "review_at": row["review_at"],
-            "retention_rule": self._retention_rule(row["schema_id"]),
+            "fields": list(row.fields or []),
+            "withheld": list(row.removed or []),
+            "consents": list(row.consents or []),
+            "review_at": row.review_at,
+            "retention_rule": self._retention_rule(row.schema_id),
         }
         return self._content(item, row)
 
     def _recipients(
-        self, log: list[dict[str, Any]], sent: list[dict[str, Any]]
+        self, log: list[dict[str, Any]], sent: list[SentRecord]
     ) -> list[dict[str, Any]]:
         """One line per (disclosure, recipient) from the disclosure log, with the
         delivery state this node holds for it."""
-        status = {(s["pid"], d["node"]): d["status"] for s in sent for d in s["deliveries"]}
+        status: dict[tuple[Any, Any], str] = {
+            (s.pid, d.node): d.status for s in sent for d in s.deliveries
+        }
         out = []
         for entry in log:
             if entry.get("op") != "disclosure":

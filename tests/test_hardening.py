@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import stat
 import threading
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from federation import Federation, NodeProcess, run_cli
+from federation import Federation, NodeProcess, example, run_cli
 
 PRISON, PROBATION = "prison.example", "probation.example"
 MARKER = "ZZ-JOHN-SMITH-1990-01-01"
@@ -287,3 +288,55 @@ def test_peer_answers_are_read_up_to_a_cap(fed: Federation, tmp_path: Path) -> N
         assert time.monotonic() - started < 30
     finally:
         server.shutdown()
+
+
+def test_an_acknowledgement_counts_only_from_the_party_itself(fed: Federation) -> None:
+    """Medium 5: an agreement whose body claims the recipient acknowledged it is shown
+    as acknowledged by its author only, until the recipient acknowledges itself."""
+    prison, probation = fed[PRISON], fed[PROBATION]
+    body = example("handover/responsibility-agreement/1")
+    case = "HC-" + "".join(random.choice("0123456789ABCDEFGHJKMNPQRSTVWXYZ") for _ in range(26))
+    body["case_ref"] = case
+    body["parties"] = [
+        {**body["parties"][0], "node": PRISON, "kind": "prison"},
+        {**body["parties"][1], "node": PROBATION, "kind": "probation"},
+    ]
+    body["acknowledgements"] = [
+        {"node": PROBATION, "acknowledged_at": "2026-01-01T00:00:00Z"}  # forged by the sender
+    ]
+    pid = prison.send([PROBATION], "handover/responsibility-agreement/1", body)
+    assert prison.wait_delivered(pid)["deliveries"][0]["status"] == "delivered"
+
+    status, shown = probation.api("GET", f"/api/v1/cases/{case}")
+    assert status == 200, shown
+    agreement = shown["agreement"]
+    assert agreement["acknowledged"] == [PRISON]
+    assert agreement["pending"] == [PROBATION]
+
+    # Probation acknowledges itself: now both count, on both sides.
+    status, answer = probation.api(
+        "POST",
+        f"/api/v1/cases/{case}/agreements/{body['agreement_id']}/acknowledge",
+        {"justification": "we take on supervision as agreed"},
+    )
+    assert status == 202, answer
+    ack_pid = answer["packets"][0]["pid"]
+    assert probation.wait_delivered(ack_pid)["deliveries"][0]["status"] == "delivered"
+    for node in (prison, probation):
+        status, shown = node.api("GET", f"/api/v1/cases/{case}")
+        assert sorted(shown["agreement"]["acknowledged"]) == [PRISON, PROBATION]
+
+
+def test_a_caseworker_cannot_erase_before_the_review_is_due(fed: Federation) -> None:
+    """Medium 7: erasure is irreversible; before the review is due it needs an admin."""
+    prison, probation = fed[PRISON], fed[PROBATION]
+    pid = prison.send([PROBATION])
+    assert prison.wait_delivered(pid)["deliveries"][0]["status"] == "delivered"
+    payload = {"outcome": "ERASE", "justification": "no longer needed for the case"}
+    status, answer = probation.api("POST", f"/api/v1/reviews/{pid}", payload)
+    assert (status, answer["error"]) == (403, "forbidden")
+    assert "admin" in answer["message"]
+    (row,) = probation.sql("SELECT body_box FROM received WHERE pid = $1", pid)
+    assert row["body_box"] is not None
+    status, state = probation.api("POST", f"/api/v1/reviews/{pid}", payload, role="admin")
+    assert status == 200 and state["erased"] is True

@@ -266,7 +266,14 @@ def test_erase_removes_the_content_keeps_the_replay_record_and_the_chain(fed: Fe
     wire = bytes(sent["wire"])
     (before,) = probation.sql("SELECT pd, receipt FROM received WHERE pid = $1", pid)
 
-    status, state = decide(probation, pid, outcome="ERASE", justification="retention ended")
+    # Before the review is due, a caseworker may not erase: that is an admin's decision.
+    status, answer = decide(probation, pid, outcome="ERASE", justification="retention ended")
+    assert (status, answer["error"]) == (403, "forbidden")
+    (row,) = probation.sql("SELECT body_box FROM received WHERE pid = $1", pid)
+    assert row["body_box"] is not None
+    status, state = decide(
+        probation, pid, role="admin", outcome="ERASE", justification="retention ended"
+    )
     assert status == 200 and state["erased"] is True and state["review_at"] is None
     (row,) = probation.sql(
         "SELECT sender, pd, receipt, exp, wire, body_box, erased_at, schema_id, case_ref"
@@ -279,7 +286,7 @@ def test_erase_removes_the_content_keeps_the_replay_record_and_the_chain(fed: Fe
     assert bytes(row["receipt"]) == bytes(before["receipt"])
     assert read(probation, pid)[0] == 410
     assert (pid, "received") not in due(probation)
-    assert decide(probation, pid, outcome="ERASE", justification="again")[0] == 410
+    assert decide(probation, pid, role="admin", outcome="ERASE", justification="again")[0] == 410
 
     # The replay record survives: a retry of the packet gets the identical stored receipt.
     headers = {"Content-Type": "application/vnd.handover.packet+json"}
@@ -289,7 +296,9 @@ def test_erase_removes_the_content_keeps_the_replay_record_and_the_chain(fed: Fe
     assert row["wire"] is None and row["body_box"] is None
 
     # The sender erases its own copy as well.
-    status, state = decide(prison, pid, outcome="ERASE", justification="retention ended")
+    status, state = decide(
+        prison, pid, role="admin", outcome="ERASE", justification="retention ended"
+    )
     assert status == 200 and state["direction"] == "sent" and state["erased"] is True
     (row,) = prison.sql("SELECT wire, body_box, erased_at, pd FROM outbox WHERE pid = $1", pid)
     assert row["wire"] is None and row["body_box"] is None and row["erased_at"] is not None

@@ -390,17 +390,17 @@ class Workflow:
                 valid_to=body.get("valid_to"),
                 now=now,
             )
-            acks = [(author, date_time(now))] + [
-                (a["node"], a["acknowledged_at"]) for a in body.get("acknowledgements", [])
-            ]
-            for node, at in acks:
-                await continuity_store.acknowledge_agreement(
-                    conn,
-                    case_ref=case_ref,
-                    agreement_id=body["agreement_id"],
-                    revision=body["revision"],
-                    node=node,
-                    acknowledged_at=at,
-                    pid=pid,
-                )
+            # An acknowledgement counts only when the party signed it itself: the
+            # author of this packet acknowledges by sending it. What the body
+            # says of other parties is their word as reported by the author,
+            # and is recorded when their own packets arrive.
+            await continuity_store.acknowledge_agreement(
+                conn,
+                case_ref=case_ref,
+                agreement_id=body["agreement_id"],
+                revision=body["revision"],
+                node=author,
+                acknowledged_at=date_time(now),
+                pid=pid,
+            )
         return changed

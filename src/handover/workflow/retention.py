@@ -246,9 +246,11 @@ class Retention:
         (admin only) lifts a restriction.
 
         Raises:
-            ApiError: 400 malformed or missing input, 403 LIFT by a non-admin,
-                404 / 409 as :meth:`find`, 409 LIFT of an unrestricted packet,
-                410 the packet is already erased.
+            RequestRefused: `bad_request` / `reason_required` for malformed or
+                missing input; `forbidden` for LIFT by a non-admin, or ERASE by
+                a non-admin before the review is due; `not_found` / `ambiguous`
+                as :meth:`find`; `not_restricted` for LIFT of an unrestricted
+                packet; `erased` when the packet is already erased.
         """
         if outcome not in OUTCOMES:
             raise RequestRefused(
@@ -278,6 +280,13 @@ class Retention:
         if held.erased_at is not None:
             raise RequestRefused(
                 ErrorCode.ERASED, "the content of this packet has already been erased"
+            )
+        if outcome == "ERASE" and operator.role != "admin" and not _due(held, now):
+            # Erasure cannot be undone: before the review falls due it is an
+            # admin's decision, not a caseworker's.
+            raise RequestRefused(
+                ErrorCode.FORBIDDEN,
+                "this packet's review is not due yet: erasing it before then needs an admin",
             )
 
         async def job(conn: Connection, appender: Appender) -> None:
@@ -446,3 +455,8 @@ class Retention:
             cleared = await lifecycle_store.clear_erased_wires(conn)
         if scheduled or cleared:
             log.info("retention_sweep", scheduled=scheduled, erased_wires_cleared=cleared)
+
+
+def _due(held: HeldCopy, now: int) -> bool:
+    """True once the packet's review date has come (a packet not yet dated is not due)."""
+    return held.review_at is not None and held.review_at <= now

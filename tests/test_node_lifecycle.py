@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -372,7 +373,13 @@ def test_rectify_reaches_every_recipient_and_each_applies_it(fed: Federation) ->
         # The corrected supervision end moves the case's reviews there too.
         (case_row,) = node.sql("SELECT supervision_end FROM cases WHERE case_ref = $1", case)
         assert case_row["supervision_end"] == "2030-02-28"
-        (row,) = node.sql("SELECT review_at FROM received WHERE pid = $1", pid)
+        # The rectification clears the case's review dates; the sweep dates them again.
+        deadline = time.monotonic() + 20
+        while True:
+            (row,) = node.sql("SELECT review_at FROM received WHERE pid = $1", pid)
+            if row["review_at"] is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert row["review_at"] == date_ms("2030-02-28")
     (entry,) = audit(probation, pid, "alteration")
     assert entry["action"] == "RECTIFY" and entry["direction"] == "sent"

@@ -249,7 +249,13 @@ class Node:
                 await self.security.prune()
             except HandoverError as exc:
                 log.error("maintenance_failed", error=str(exc))
-            await asyncio.sleep(MAINTENANCE_S)
+            # Every minute, or soon after a case's review dates were cleared (the
+            # pause lets the transaction that cleared them commit first).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(MAINTENANCE_S):
+                    await self.retention.undated.wait()
+                await asyncio.sleep(1.0)
+            self.retention.undated.clear()
 
     async def _flush_security(self) -> None:
         while True:

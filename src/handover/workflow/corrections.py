@@ -114,7 +114,7 @@ class Corrections:
         assert held.case_ref is not None
         if held.schema_id == SUPERVISION_END:
             end = corrected.get("end_date")
-            await case_store.touch(
+            changed = await case_store.touch(
                 conn,
                 case_ref=held.case_ref,
                 pid=held.pid,
@@ -122,7 +122,7 @@ class Corrections:
                 supervision_end=end if isinstance(end, str) else None,
             )
         else:
-            await case_store.touch(
+            changed = await case_store.touch(
                 conn,
                 case_ref=held.case_ref,
                 pid=held.pid,
@@ -132,7 +132,8 @@ class Corrections:
             deadline = self.workflow.deadline_for(corrected)
             if held.direction == "sent" and deadline is not None:
                 await continuity_store.move_deadline(conn, held.pid, deadline)
-        await self.retention.recompute_case(conn, held.case_ref)
+        if changed:
+            await self.retention.undate_case(conn, held.case_ref)
 
     # --- the receiver (workflow hooks, inside the receive transaction) ---------------------
 

@@ -18,6 +18,7 @@ stays as metadata and, for a received packet, as the replay record.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from calendar import monthrange
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from handover.protocol.timeutil import Clock
-from handover.store import cases as case_store
 from handover.store import lifecycle as lifecycle_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
@@ -106,8 +106,18 @@ class Retention:
         self.policy = policy
         self.vault = vault
         self.clock = clock
+        # Set when a case's review dates were cleared: the node's maintenance
+        # loop then sweeps soon instead of at its next minute.
+        self.undated = asyncio.Event()
 
     # --- review dates (workflow hooks, inside the audit writer's transaction) ----------
+
+    async def undate_case(self, conn: Connection, case_ref: str) -> None:
+        """A case's key dates moved: clear its review dates in one statement (the
+        sweep dates them again). Recomputing every held copy inline would cost
+        each change the whole case, and a stream of changes the square of it."""
+        await lifecycle_store.unschedule_case(conn, case_ref, None)
+        self.undated.set()
 
     def review_date(self, schema: str, case: KeyDates | None, stored_at: int) -> int:
         """When a packet of `schema` stored at `stored_at` falls due, given its case's dates."""
@@ -136,17 +146,6 @@ class Retention:
         if context.dates_changed and context.case_ref is not None:
             await lifecycle_store.unschedule_case(conn, context.case_ref, context.defer)
 
-    async def _on_stored(self, conn: Connection, schema: str, case_ref: str | None) -> None:
-        """A packet that sets the case's supervision end or release date moves the
-        reviews of everything held for the case.
-
-        The stored packet's own row is written at the end of the group commit
-        (deferred), so it is not visible here: it gets its date from
-        :meth:`schedule`, like every packet, computed from the case's dates then.
-        """
-        if case_ref is not None and schema in ANCHOR_SCHEMAS:
-            await self.recompute_case(conn, case_ref)
-
     async def schedule(self, conn: Connection, batch: int = 5000) -> int:
         """Give every held packet without a review date its date from the rule."""
         done = 0
@@ -168,24 +167,6 @@ class Retention:
             done += len(rows)
             if len(rows) < batch:
                 return done
-
-    async def recompute_case(self, conn: Connection, case_ref: str) -> int:
-        """Recompute the review date of every held packet of a case; returns how many moved.
-
-        A date an EXTEND decision set stays the earliest the review can fall.
-        """
-        case = await case_store.get(conn, case_ref)
-        moved = 0
-        for held in await lifecycle_store.held_in_case(conn, case_ref):
-            review_at = self.review_date(held.schema_id, case, held.stored_at)
-            if held.review_extended is not None:
-                review_at = max(review_at, held.review_extended)
-            if review_at != held.review_at:
-                await lifecycle_store.set_review(
-                    conn, held.direction, held.pid, held.sender, review_at=review_at
-                )
-                moved += 1
-        return moved
 
     # --- the review list and its outcomes ----------------------------------------------
 

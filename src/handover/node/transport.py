@@ -120,7 +120,12 @@ class MemoryTransport:
         answers: list[Answer] = []
         for chunk in chunks(wires):
             self.posted.append((base_url, len(chunk)))
-            answers += await self._peer(base_url).receive_many(list(chunk))
+            peer = self._peer(base_url)
+            try:
+                answers += await peer.receive_many(list(chunk))
+            except Exception as exc:  # what HTTP would answer with a 5xx
+                detail = f"the peer failed: {type(exc).__name__}"
+                answers += [Answer(Outcome.UNAVAILABLE, None, detail) for _ in chunk]
         return answers
 
     async def close(self) -> None:

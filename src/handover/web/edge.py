@@ -29,7 +29,7 @@ LOCAL_INTAKE: web.AppKey[Intake] = web.AppKey("local_intake")
 # Local API bodies other than packet submissions are small.
 MAX_SMALL_BODY = 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OPERATOR_KEY = "handover.operator"
+OPERATOR_KEY: web.RequestKey[Operator] = web.RequestKey("operator")
 MAX_PAGE = 500
 
 PERMISSIONS: dict[str, frozenset[str]] = {
@@ -65,8 +65,7 @@ def requires(permission: str) -> Callable[[Handler], Handler]:
 
 
 def operator_of(request: web.Request) -> Operator:
-    operator: Operator = request[OPERATOR_KEY]
-    return operator
+    return request[OPERATOR_KEY]
 
 
 async def json_body(request: web.Request, limit: int = MAX_SMALL_BODY) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from handover.store.auditlog import Appender
 from handover.store.db import Connection
 from handover.store.lifecycle import HeldCopy
 from handover.workflow.engine import SUPERVISION_END, ReceivedContext, Workflow, release_date
+from handover.workflow.errors import BodyUnavailable
 from handover.workflow.retention import ANCHOR_SCHEMAS, Retention
 from handover.workflow.vault import Vault
 
@@ -156,6 +157,12 @@ class Corrections:
             and body["corrected_body"].get("case_ref") != body["case_ref"]
         ):
             problem = "the corrected body changes the case"
+        elif (
+            body["action"] == "RECTIFY" and target.erased_at is None and not self._readable(target)
+        ):
+            # Refused with a signed rejection rather than failing the receive
+            # transaction (and with it every packet of the batch).
+            problem = "our copy of the target cannot be decrypted to apply the correction"
         if problem is None and body["action"] == "RECTIFY":
             rejection = await self.workflow.check_receive(
                 conn, sender=sender, schema=body["target_schema"], body=body["corrected_body"]
@@ -174,6 +181,14 @@ class Corrections:
             "rectification_refused", sender=sender, target=body["target_pid"], problem=problem
         )
         return Rejected(RejectCode.NOT_PERMITTED, f"rectification refused: {problem}")
+
+    def _readable(self, held: HeldCopy) -> bool:
+        try:
+            self._open(held)
+        except BodyUnavailable:
+            log.error("body_unavailable", pid=held.pid, operation="rectification")
+            return False
+        return True
 
     async def on_received(self, conn: Connection, context: ReceivedContext) -> None:
         """Apply an accepted notice to our copy of the target (`check` let it through)."""

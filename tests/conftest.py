@@ -15,6 +15,9 @@ replay failures.
     receive(b, wire, a)   open_packet as b with a pinned (real registry for step 9)
     DictReplay            a dict-backed replay store for `open_packet(..., replay=)`
     fixtures              alice (sender), bob and carol (recipients), mallory (outsider)
+
+Real nodes in one process (embedded PostgreSQL, MemoryTransport) are the
+fixtures of `tests/inproc.py`: cluster, prison, probation, exit_org, lone.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from handover.protocol.keyset import KeyEntry, Keyset, accept_keyset, build_keys
 from handover.protocol.opening import Opened, OwnBoxKey, ReceiverKeys, StoredReplay, open_packet
 from handover.protocol.packet import Identity, Recipient, SealedPacket, seal
 from handover.protocol.timeutil import DAY_MS
+
+# Real in-process nodes (embedded PostgreSQL, MemoryTransport): tests/inproc.py.
+pytest_plugins = ("inproc",)
 
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 KEYSET_TTL_MS = 7 * DAY_MS

@@ -7,11 +7,9 @@ validated against the Compose specification; it is not a dev dependency."""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
-import pytest
 import yaml
 from deploy_support import DEPLOY, MONITORING
 
@@ -134,10 +132,3 @@ def test_every_named_volume_and_network_is_declared() -> None:
         networks = service.get("networks") or []
         for network in networks:
             assert network in spec["networks"], (name, network)
-
-
-def test_against_the_compose_specification() -> None:
-    compose_spec = pytest.importorskip("compose_spec", reason="compose_spec is not installed")
-    data = yaml.safe_load(interpolate((DEPLOY / "compose.yaml").read_text("utf-8")))
-    data = {k: v for k, v in data.items() if not k.startswith("x-")}
-    compose_spec.PyCompose.from_json(json.dumps(data)).validate()

@@ -41,8 +41,8 @@ from handover.protocol.packet import (
 )
 from handover.protocol.receipt import make_receipt, verify_receipt
 
-ROOT = Path(__file__).resolve().parent.parent
-VECTOR_DIR = Path(__file__).resolve().parent / "vectors"
+ROOT = Path(__file__).resolve().parents[2]
+VECTOR_DIR = Path(__file__).resolve().parents[1] / "vectors"
 VECTOR_FILES = sorted(p.name for p in VECTOR_DIR.glob("*.json"))
 
 

@@ -30,7 +30,7 @@ from handover.protocol.receipt import make_receipt
 from handover.protocol.timeutil import now_ms
 from handover.store.auditlog import ChainReport
 
-OPENAPI = Path(__file__).resolve().parent.parent / "schemas" / "openapi.yaml"
+OPENAPI = Path(__file__).resolve().parents[2] / "schemas" / "openapi.yaml"
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 PATH_ITEM_KEYS = METHODS | {"summary", "description", "servers", "parameters", "$ref"}
 # Routes deliberately outside the OpenAPI document (e.g. HTML pages of a web UI),

@@ -120,7 +120,7 @@ def test_a_body_canonical_json_cannot_carry_is_refused_clearly(fed: Federation) 
     prison = fed[PRISON]
     schema = "handover/responsibility-agreement/1"
     body = json.loads(
-        (Path(__file__).parent.parent / "schemas" / "responsibility-agreement.v1.json").read_text()
+        (Path(__file__).parents[2] / "schemas" / "responsibility-agreement.v1.json").read_text()
     )["examples"][0]
     payload = {"to": [PROBATION], "schema": schema, "body": body, "justification": "agreement"}
     raw = json.dumps(payload).replace('"revision": 1', '"revision": 1.0', 1)

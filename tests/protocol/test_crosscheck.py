@@ -41,8 +41,8 @@ from handover.protocol.packet import Identity, Recipient, _seal_at, seal
 from handover.protocol.receipt import make_receipt, verify_receipt
 from handover.protocol.timeutil import DAY_MS, now_ms
 
-ROOT = Path(__file__).resolve().parent.parent
-VECTORS = Path(__file__).resolve().parent / "vectors"
+ROOT = Path(__file__).resolve().parents[2]
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 HOUR = 60 * 60 * 1000
 SCHEMA_ID = "handover/release-notice/1"

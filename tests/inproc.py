@@ -252,14 +252,17 @@ def seal_from(
     )
 
 
-def check_receipt(sender: Node, packet: SealedPacket, wire: bytes | str) -> Receipt:
-    """The sender's receipt checks (PROTOCOL.md section 4) for `packet`."""
+def check_receipt(
+    sender: Node, packet: SealedPacket, wire: bytes | str, recipient: str | None = None
+) -> Receipt:
+    """The sender's receipt checks (PROTOCOL.md section 4) for the delivery of
+    `packet` to `recipient` (default: its first recipient)."""
     return verify_receipt(
         wire,
         sender=sender.config.node,
         pid=packet.pid,
         pd=packet.pd,
-        recipients=packet.to,
+        recipient=recipient or packet.to[0],
         keyset_for=sender.directory.keyset,
         now=sender.clock(),
     )

@@ -617,7 +617,7 @@ def test_packet_to_two_recipients_reaches_both_with_separate_receipts(fed: Feder
             sender=PRISON,
             pid=pid,
             pd=bytes(row["pd"]),
-            recipients=[EXIT, PROBATION],
+            recipient=receiver.node,
             keyset_for={receiver.node: keyset}.get,
             now=now_ms(),
         )

@@ -14,6 +14,7 @@ from handover.protocol.canonical import b64u_encode
 from handover.protocol.errors import RejectCode
 from handover.protocol.keyset import accept_keyset
 from handover.protocol.packet import Recipient, seal
+from handover.store import security as security_store
 from handover.workflow.schemas import default_registry
 from inproc import (
     CASEWORKER,
@@ -99,16 +100,26 @@ async def test_the_same_pid_with_other_bytes_is_an_invalid_packet(
     )
     (accepted,) = await probation.receiver.receive_many([first.wire])
     seq = await audit_seq(probation)
-    (answer,) = await probation.receiver.receive_many([other.wire])
+    counted = await security_count(probation, "replay_conflict")
+    (answer,) = await probation.receiver.receive_many([other.wire], "192.0.2.7")
     assert answer.outcome is Outcome.INVALID and answer.receipt is None
-    (entry,) = await audit_entries(probation, after=seq)
-    assert entry["op"] == "rejection" and entry["reason"] == "replay_conflict"
-    assert entry["unverified_pid"] == first.pid and entry["unverified_sender"] == PRISON
+    # Caught at step 3, before the signature: anyone could send it, so it is
+    # counted in the security log, not written into the audit log.
+    assert await audit_entries(probation, after=seq) == []
+    assert await security_count(probation, "replay_conflict") == counted + 1
     # The first packet stays as it was, and so does its answer.
     opened = await probation.inbox.read(CASEWORKER, first.pid, "supervision planning")
     assert opened["body"]["prison_id"] != "XYZ"
     (again,) = await probation.receiver.receive_many([first.wire])
     assert again.receipt == accepted.receipt
+
+
+async def security_count(node: Node, reason: str) -> int:
+    """Refusals of `reason` in the node's security log (flushed first)."""
+    await node.security.flush()
+    async with node.db.connection() as conn:
+        rows = await security_store.recent(conn, since=0)
+    return sum(r.count for r in rows if r.reason == reason)
 
 
 async def test_a_policy_refusal_gets_a_signed_rejected_receipt(
@@ -149,11 +160,14 @@ async def test_a_packet_from_an_unpinned_sender_is_invalid_with_the_reason_kept_
         validator=default_registry(),
     )
     seq = await audit_seq(probation)
-    (answer,) = await probation.receiver.receive_many([packet.wire])
+    counted = await security_count(probation, "unknown_sender")
+    (answer,) = await probation.receiver.receive_many([packet.wire], "192.0.2.8")
     assert (answer.outcome, answer.receipt) == (Outcome.INVALID, None)
-    (entry,) = await audit_entries(probation, after=seq)
-    assert entry["op"] == "rejection" and entry["reason"] == "unknown_sender"
-    assert entry["unverified_sender"] == "stranger.test"
+    assert await audit_entries(probation, after=seq) == []
+    assert await security_count(probation, "unknown_sender") == counted + 1
+    assert probation.metrics.registry.get_sample_value(
+        "handover_packets_invalid_total", {"stage": "unauthenticated"}
+    )
 
 
 async def test_a_batch_is_answered_packet_by_packet_in_order(prison: Node, probation: Node) -> None:
@@ -167,5 +181,6 @@ async def test_a_batch_is_answered_packet_by_packet_in_order(prison: Node, proba
     assert answers[0].receipt is None
     assert check_receipt(prison, good, answers[1].receipt or b"").status == "accepted"
     assert check_receipt(prison, refused, answers[2].receipt or b"").status == "rejected"
+    # The signed rejection is audited; the malformed bytes only counted.
     ops = sorted(e["op"] for e in await audit_entries(probation, after=seq))
-    assert ops == ["collection", "rejection", "rejection"]
+    assert ops == ["collection", "rejection"]

@@ -155,7 +155,9 @@ async def test_a_pid_held_both_ways_must_be_told_apart(prison: Node, probation: 
     packet = seal_from(prison, probation, RELEASE_NOTICE, release_notice(), pid=sent["pid"])
     await probation.receiver.receive_many([packet.wire])
     assert await refused(probation, packet.pid, "ERASE") is ErrorCode.AMBIGUOUS
-    state = await decide(probation, packet.pid, "ERASE", direction="received", sender=PRISON)
+    state = await decide(
+        probation, packet.pid, "ERASE", direction="received", sender=PRISON, operator=ADMIN
+    )
     assert (state["direction"], state["erased"]) == ("received", True)
     assert (await probation.retention.find(packet.pid, "sent")).erased_at is None
 
@@ -195,7 +197,9 @@ async def test_erase_clears_the_content_and_keeps_the_replay_record(
     notice = release_notice()
     packet = await receive(prison, probation, notice)
     (first,) = await probation.receiver.receive_many([packet.wire])
-    state = await decide(probation, packet.pid, "ERASE")
+    # Before the review is due, erasure is an admin's decision.
+    assert await refused(probation, packet.pid, "ERASE") is ErrorCode.FORBIDDEN
+    state = await decide(probation, packet.pid, "ERASE", operator=ADMIN)
     assert state["erased"] is True
     erasure = (await audit_entries(probation, pid=packet.pid))[-1]
     assert (erasure["op"], erasure["fields"]) == ("erasure", sorted(notice))
@@ -206,7 +210,7 @@ async def test_erase_clears_the_content_and_keeps_the_replay_record(
     assert info.value.code is ErrorCode.ERASED
     (item,) = await probation.inbox.list(limit=5, before=None, case_ref=notice["case_ref"])
     assert item["erased"] is True
-    assert await refused(probation, packet.pid, "ERASE") is ErrorCode.ERASED
+    assert await refused(probation, packet.pid, "ERASE", operator=ADMIN) is ErrorCode.ERASED
     assert await review_of(probation, packet.pid, add_months(probation.clock(), 100)) is None
 
     # A retry of the erased packet gets its first receipt and does not bring the content back.
@@ -227,7 +231,7 @@ async def test_erase_is_not_blocked_by_a_body_that_cannot_be_decrypted(
             PRISON,
             packet.pid,
         )
-    state = await decide(probation, packet.pid, "ERASE")
+    state = await decide(probation, packet.pid, "ERASE", operator=ADMIN)
     assert state["erased"] is True
     erasure = (await audit_entries(probation, pid=packet.pid))[-1]
     assert erasure["op"] == "erasure" and "fields" not in erasure

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from handover.cli.args import Commands, node_dir
+from handover.cli.args import Commands, Parser, node_dir
 from handover.cli.client import LocalApi
 from handover.cli.output import emit
 from handover.node.config import load_config
@@ -180,7 +180,7 @@ def cmd_rectifications(args: argparse.Namespace) -> int:
 # --- parser ----------------------------------------------------------------------------------
 
 
-def _api_options(p: argparse.ArgumentParser) -> None:
+def _api_options(p: Parser) -> None:
     p.add_argument("--dir", default=".", help="node directory (for the API URL)")
     p.add_argument("--api", help="local API base URL (default: from the node's settings)")
     p.add_argument("--token", help="bearer token (default: $HANDOVER_TOKEN)")

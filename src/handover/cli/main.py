@@ -9,19 +9,17 @@ Output is JSON on stdout; an error is one line on stderr and a non-zero exit.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
 from handover.cli import admin, api_commands, offline
+from handover.cli.args import Parser
 from handover.cli.output import EXIT_ERROR, CliError
 from handover.protocol.errors import HandoverError
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="handover", description="Signed, end-to-end encrypted handover packets."
-    )
+def build_parser() -> Parser:
+    parser = Parser(prog="handover", description="Signed, end-to-end encrypted handover packets.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # The order here is the order of `handover --help`.
     admin.register_keys(offline.register_keys(sub))

@@ -1,78 +1,39 @@
 """The benchmark's processes: two handover nodes and the baseline server.
 
 Nodes are set up exactly as an operator would, with the real CLI
-(`handover init`, `serve`, `peers add`, `operators add`), each in its own
-directory with its own embedded PostgreSQL, default settings. Every process
-is started in its own session (so a Ctrl-C reaches only the benchmark, which
-then stops them in order) and remembered; `Processes.stop_all` ends them with
-SIGTERM, then SIGKILL, and stops any PostgreSQL left behind, by its pid.
+(`handover init`, `serve`, `peers add`, `operators add`), through the
+node-process harness the demo and the end-to-end tests use
+(src/handover/cli/harness.py): each in its own directory with its own embedded
+PostgreSQL, default settings. Every process is started in its own session (so
+a Ctrl-C reaches only the benchmark, which then stops them in order) and
+remembered; `Processes.stop_all` ends them with SIGTERM, then SIGKILL, and
+stops any PostgreSQL left behind, by its pid.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from handover.cli import harness
+from handover.cli.harness import cli_env, free_port
+
 BENCH_DIR = Path(__file__).resolve().parent
-ROOT = BENCH_DIR.parent
-SRC = ROOT / "src"
 
 
 class BenchFailure(Exception):
     """The run cannot go on or its result is wrong; the message says why."""
 
 
-def env() -> dict[str, str]:
-    out = dict(os.environ)
-    out["PYTHONPATH"] = str(SRC) + os.pathsep + out.get("PYTHONPATH", "")
-    out["HANDOVER_LOG_FORMAT"] = "json"
-    out.pop("HANDOVER_DSN", None)  # each node gets its own embedded PostgreSQL
-    out.pop("HANDOVER_LISTEN", None)
-    return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def cli(*args: str, timeout: float = 180) -> str:
-    """Run `handover ARGS`; returns stdout, raises BenchFailure on a non-zero exit."""
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "handover.cli", *args],
-            capture_output=True,
-            text=True,
-            env=env(),
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchFailure(f"handover {' '.join(args[:2])} took over {timeout:.0f} s") from exc
-    if proc.returncode != 0:
-        raise BenchFailure(
-            f"handover {' '.join(args)} exited {proc.returncode}:\n{proc.stderr.strip()[-2000:]}"
-        )
-    return proc.stdout
-
-
-def http_get(url: str, timeout: float = 5) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
+    """Run `handover ARGS`; returns stdout, raises HarnessError on a non-zero exit."""
+    return harness.run_cli(*args, timeout=timeout).stdout
 
 
 # --- memory --------------------------------------------------------------------------------
@@ -194,8 +155,36 @@ def stop_postgres(pgdata: Path, timeout: float = 20) -> None:
 # --- processes -------------------------------------------------------------------------------
 
 
+class Measured:
+    """CPU and memory of a server process and of its PostgreSQL."""
+
+    proc: subprocess.Popen[bytes] | None
+    pgdata: Path
+
+    def peak_rss_mb(self) -> float:
+        return 0.0 if self.proc is None else peak_rss_mb(self.proc.pid)
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(this server's process, its PostgreSQL) CPU seconds so far."""
+        own = 0.0 if self.proc is None else cpu_seconds(self.proc.pid)
+        return own, postgres_cpu_seconds(self.pgdata)
+
+    def postgres_mb(self) -> float:
+        return postgres_pss_mb(self.pgdata)
+
+
+class Node(harness.NodeProcess, Measured):
+    """A handover node of the harness, measured."""
+
+    @property
+    def name(self) -> str:
+        return self.node
+
+
 @dataclass
-class Server:
+class Server(Measured):
+    """The baseline server (bench/baseline_server.py)."""
+
     name: str
     directory: Path
     port: int
@@ -219,90 +208,45 @@ class Server:
             if self.proc is None or self.proc.poll() is not None:
                 raise BenchFailure(f"{self.name} exited at start:\n{self.log_tail()}")
             try:
-                if http_get(self.url + path) == 200:
+                if harness.http("GET", self.url + path, timeout=5)[0] == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.2)
         raise BenchFailure(f"{self.name} was not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
-    def peak_rss_mb(self) -> float:
-        return 0.0 if self.proc is None else peak_rss_mb(self.proc.pid)
-
-    def cpu_seconds(self) -> tuple[float, float]:
-        """(this server's process, its PostgreSQL) CPU seconds so far."""
-        own = 0.0 if self.proc is None else cpu_seconds(self.proc.pid)
-        return own, postgres_cpu_seconds(self.pgdata)
-
-    def postgres_mb(self) -> float:
-        return postgres_pss_mb(self.pgdata)
+    def stop(self, timeout: float = 30) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        self.proc = None
 
     def dsn(self) -> str:
         return postgres_dsn(self.pgdata)
 
 
 @dataclass
-class Node(Server):
-    node: str = ""
-    kind: str = ""
-    fingerprint: str = ""
-    tokens: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
 class Processes:
     base: Path
-    servers: list[Server] = field(default_factory=list)
+    servers: list[Node | Server] = field(default_factory=list)
     profile: bool = False  # run nodes under cProfile, writing BASE/NODE.prof at exit
-
-    def _launch(self, server: Server, argv: list[str]) -> None:
-        self.servers.append(server)
-        with open(server.log_path, "ab") as log:
-            server.proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env(),
-                start_new_session=True,  # Ctrl-C reaches the bench only; it stops us in order
-            )
 
     def node(self, name: str, kind: str, settings: dict[str, int] | None = None) -> Node:
         """`handover init` a node directory and start `handover serve` on it.
 
         `settings` are appended to its handover.toml, as an operator would edit it
         (none by default: the benchmark runs nodes with their default settings)."""
-        directory = self.base / name
-        port = free_port()
-        info = json.loads(
-            cli(
-                "init",
-                "--node",
-                name,
-                "--dir",
-                str(directory),
-                "--kind",
-                kind,
-                "--listen",
-                f"127.0.0.1:{port}",
-            )
-        )
+        node = Node(self.base, name, kind)
         if settings:
-            with open(directory / "handover.toml", "a", encoding="utf-8") as config:
-                config.writelines(f"{key} = {value}\n" for key, value in settings.items())
-        node = Node(
-            name=name,
-            directory=directory,
-            port=port,
-            log_path=self.base / f"{name}.log",
-            pgdata=directory / "pgdata",
-            node=name,
-            kind=kind,
-            fingerprint=info["fingerprint"],
-        )
-        argv = [sys.executable, "-m", "handover.cli", "serve", "--dir", str(directory)]
-        if self.profile:
-            argv[1:1] = ["-m", "cProfile", "-o", str(self.base / f"{name}.prof")]
-        self._launch(node, argv)
+            node.configure(**settings)
+        profile = ["-m", "cProfile", "-o", str(self.base / f"{name}.prof")] if self.profile else []
+        self.servers.append(node)
+        node.launch(python_options=profile, new_session=True)
         return node
 
     def baseline(self) -> Server:
@@ -315,19 +259,19 @@ class Processes:
             pgdata=directory / "pgdata",
         )
         argv = [sys.executable, str(BENCH_DIR / "baseline_server.py")]
-        self._launch(server, [*argv, "--dir", str(directory), "--port", str(server.port)])
+        self.servers.append(server)
+        with open(server.log_path, "ab") as log:
+            server.proc = subprocess.Popen(
+                [*argv, "--dir", str(directory), "--port", str(server.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=cli_env(),
+                start_new_session=True,  # Ctrl-C reaches the bench only; it stops us in order
+            )
         return server
 
-    def stop(self, server: Server, timeout: float = 30) -> None:
-        proc = server.proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        server.proc = None
+    def stop(self, server: Node | Server) -> None:
+        server.stop()
         stop_postgres(server.pgdata)
 
     def stop_all(self) -> None:
@@ -341,19 +285,4 @@ class Processes:
 
 def pin_and_authorise(sender: Node, receiver: Node) -> None:
     """Pin the nodes to each other and give each a caseworker operator."""
-    for node, other in ((sender, receiver), (receiver, sender)):
-        cli(
-            "peers",
-            "add",
-            "--dir",
-            str(node.directory),
-            "--url",
-            other.url,
-            f"--fingerprint={other.fingerprint}",
-            "--kind",
-            other.kind,
-        )
-        out = cli(
-            "operators", "add", "--dir", str(node.directory), "bench-1", "--role", "caseworker"
-        )
-        node.tokens["caseworker"] = out.strip().splitlines()[-1]
+    harness.connect([sender, receiver], [("bench-1", "caseworker")])

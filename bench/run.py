@@ -49,6 +49,8 @@ import load
 import procs
 from procs import BenchFailure, Node, Processes, Server
 
+from handover.cli.harness import HarnessError
+
 SENDER = ("prison.bench.example", "prison")
 RECEIVER = ("probation.bench.example", "probation")
 JUSTIFICATION = "benchmark: release planning for the shared case"
@@ -212,8 +214,8 @@ def start_nodes(processes: Processes, settings: dict[str, int]) -> tuple[Node, N
         say(f"NOT the default settings: {settings}")
     sender = processes.node(*SENDER, settings)
     receiver = processes.node(*RECEIVER, settings)
-    sender.wait_ready("/readyz")
-    receiver.wait_ready("/readyz")
+    sender.wait_ready(timeout=120)
+    receiver.wait_ready(timeout=120)
     procs.pin_and_authorise(sender, receiver)
     return sender, receiver
 
@@ -238,7 +240,7 @@ def attempt_outcomes(node: Node) -> dict[str, int]:
 
 
 def audit_verify(node: Node) -> None:
-    report = json.loads(procs.cli("audit", "verify", "--dir", str(node.directory)))
+    report = json.loads(procs.cli("audit", "verify", "--dir", str(node.dir)))
     if not report.get("ok"):
         raise BenchFailure(f"handover audit verify failed on {node.node}: {report}")
 
@@ -585,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_sweep(args, processes) if args.sweep else run_main(args, processes)
         outcome = "ok"
-    except BenchFailure as exc:
+    except (BenchFailure, HarnessError) as exc:
         say(f"FAILED: {exc}")
     except (aiohttp.ClientError, asyncpg.PostgresError, OSError) as exc:
         say(f"FAILED: {type(exc).__name__}: {exc}")

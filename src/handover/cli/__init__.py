@@ -1,5 +1,5 @@
-"""The `handover` command: offline hp1 tools, node administration, the API
-client, and the demo federation."""
+"""The `handover` command (main.py: offline tools, node administration, the
+local API commands over client.py), the node-process harness and the demo."""
 
 from handover.cli.main import main
 

@@ -1,247 +1,35 @@
-"""The `handover` command line.
+"""The `handover` command line: one parser for every command, and the exit codes.
 
-Offline tools (no node needed): `keys init`, `packet seal|open|verify`.
+Commands live by what they need: cli/offline.py (no node: `keys init`,
+`packet seal|open|verify`, `schemas`), cli/admin.py (a node directory on this
+machine: `init`, `serve`, `peers`, `operators`, `keys rotate|fingerprint`,
+`audit verify`) and cli/api_commands.py (a running node's local API).
 Output is JSON on stdout; an error is one line on stderr and a non-zero exit.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-from handover.cli import admin as nodecli
-from handover.node import keystore
-from handover.protocol.canonical import b64u_decode, b64u_encode, strict_json_loads
-from handover.protocol.errors import HandoverError, InvalidKeyset, InvalidPacket
-from handover.protocol.keyset import Keyset, accept_keyset, parse_keyset
-from handover.protocol.opening import (
-    Opened,
-    StoredReplay,
-    check_times,
-    open_packet,
-    parse_packet,
-    verify_signature,
-)
-from handover.protocol.packet import Recipient, seal
-from handover.protocol.timeutil import DAY_MS, now_ms
-from handover.workflow.schemas import default_registry
-
-EXIT_ERROR = 1
-EXIT_USAGE = 2
+from handover.cli import admin, api_commands, offline
+from handover.cli.args import Parser
+from handover.cli.output import EXIT_ERROR, CliError
+from handover.protocol.errors import HandoverError
 
 
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit non-zero."""
-
-    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
-
-
-def warn(message: str) -> None:
-    sys.stderr.write(f"warning: {message}\n")
-
-
-def read_file(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
-
-
-def load_peer_keyset(path: str, fingerprint: str | None, now: int) -> Keyset:
-    """Accept a keyset file; without a fingerprint, trust its own root and say so."""
-    wire = read_file(path)
-    try:
-        node = parse_keyset(wire).node
-        keyset = accept_keyset(wire, node=node, fingerprint=fingerprint, now=now)
-    except InvalidKeyset as exc:
-        raise CliError(f"keyset {path} refused: {exc}") from exc
-    if fingerprint is None:
-        warn(
-            f"no --fingerprint given: trusting the root key in {path} "
-            f"(fingerprint {keyset.fingerprint}); compare it out of band"
-        )
-    return keyset
-
-
-# --- keys --------------------------------------------------------------------
-
-
-def cmd_keys_init(args: argparse.Namespace) -> int:
-    keys = keystore.init_keys(Path(args.dir), args.node, now_ms())
-    emit(
-        {
-            "node": keys.node,
-            "fingerprint": keys.fingerprint,
-            "keyset": str(keys.directory / keystore.KEYSET_FILE),
-        }
-    )
-    return 0
-
-
-# --- packet ------------------------------------------------------------------
-
-
-def cmd_packet_seal(args: argparse.Namespace) -> int:
-    now = now_ms()
-    keys = keystore.load_keys(Path(args.keys))
-    recipients = [Recipient.from_keyset(load_peer_keyset(p, None, now), now) for p in args.to]
-    try:
-        body = strict_json_loads(read_file(args.body))
-    except HandoverError as exc:
-        raise CliError(f"body {args.body} is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise CliError(f"body {args.body} must be a JSON object")
-    sealed = seal(
-        keys.identity(),
-        recipients,
-        args.schema,
-        body,
-        ttl_ms=args.ttl_days * DAY_MS,
-        now=now,
-        validator=default_registry(),
-    )
-    sys.stdout.buffer.write(sealed.wire + b"\n")
-    return 0
-
-
-class ReplayFile:
-    """Offline replay state: (sender, pid) -> pd in DIR/replay.json, so a
-    replayed pid with other content is refused by `packet open` too."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.seen: dict[str, str] = {}
-        if path.exists():
-            self.seen = json.loads(path.read_text("utf-8"))
-
-    @staticmethod
-    def _key(sender: str, pid: str) -> str:
-        return f"{sender} {pid}"
-
-    def lookup(self, sender: str, pid: str) -> StoredReplay | None:
-        pd = self.seen.get(self._key(sender, pid))
-        return None if pd is None else StoredReplay(b64u_decode(pd), b"")
-
-    def record(self, sender: str, pid: str, pd: bytes) -> None:
-        self.seen[self._key(sender, pid)] = b64u_encode(pd)
-        keystore.write_private(self.path, json.dumps(self.seen, sort_keys=True).encode())
-
-
-def cmd_packet_open(args: argparse.Namespace) -> int:
-    now = now_ms()
-    keys = keystore.load_keys(Path(args.keys))
-    sender = load_peer_keyset(args.sender, args.fingerprint, now)
-    replay = ReplayFile(keys.directory / "replay.json")
-    wire = read_file(args.packet).rstrip(b"\r\n")
-    try:
-        result = open_packet(
-            wire,
-            receiver=keys.receiver_keys(),
-            peer_keyset={sender.node: sender}.get,
-            now=now,
-            replay=replay.lookup,
-            validator=default_registry(),
-        )
-        replayed = not isinstance(result, Opened)
-        if replayed:
-            # Identical replay (same HB and SIG): open again to print the same result (no
-            # receipt offline). The ct may still differ, so this can fail like a first open.
-            result = open_packet(
-                wire,
-                receiver=keys.receiver_keys(),
-                peer_keyset={sender.node: sender}.get,
-                now=now,
-                validator=default_registry(),
-            )
-    except InvalidPacket as exc:
-        raise CliError(f"invalid packet: {exc.reason.value} ({exc.detail})") from exc
-    assert isinstance(result, Opened)
-    if replayed:
-        warn(f"packet {result.pid} from {result.sender} was opened before (identical replay)")
-    else:
-        replay.record(result.sender, result.pid, result.pd)
-    if result.rejection is not None:
-        raise CliError(
-            f"packet rejected: {result.rejection.code.value} ({result.rejection.detail})"
-        )
-    emit({"schema": result.schema, "body": result.body, "log": result.log.to_json()})
-    return 0
-
-
-def cmd_packet_verify(args: argparse.Namespace) -> int:
-    now = now_ms()
-    sender = load_peer_keyset(args.sender, args.fingerprint, now)
-    wire = read_file(args.packet).rstrip(b"\r\n")
-    try:
-        packet = parse_packet(wire)
-        verify_signature(packet, sender if packet.sender == sender.node else None)
-    except InvalidPacket as exc:
-        raise CliError(f"invalid packet: {exc.reason.value} ({exc.detail})") from exc
-    header = dict(packet.unverified_header)
-    try:
-        check_times(header, now)
-        header_state = "valid"
-    except InvalidPacket as exc:
-        header_state = exc.reason.value
-    emit({"header": header, "signature": "valid", "time": header_state})
-    return 0
-
-
-# --- parser ------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="handover", description="Signed, end-to-end encrypted handover packets."
-    )
+def build_parser() -> Parser:
+    parser = Parser(prog="handover", description="Signed, end-to-end encrypted handover packets.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    keys = sub.add_parser("keys", help="key material").add_subparsers(
-        dest="keys_cmd", required=True
-    )
-    p = keys.add_parser(
-        "init", help="create a key directory with root, signing and encryption keys"
-    )
-    p.add_argument("--node", required=True, help="node id, e.g. prison.example")
-    p.add_argument("--dir", required=True, help="directory to create")
-    p.set_defaults(func=cmd_keys_init)
-    nodecli.register_keys_rotate(keys)
-
-    pkt = sub.add_parser("packet", help="offline packet tools").add_subparsers(
-        dest="packet_cmd", required=True
-    )
-    p = pkt.add_parser("seal", help="seal a body to one or more recipient keysets")
-    p.add_argument("--keys", required=True, help="the sender's key directory")
-    p.add_argument("--to", required=True, action="append", help="recipient KEYSET.json")
-    p.add_argument("--schema", required=True, help="schema id, e.g. handover/release-notice/1")
-    p.add_argument("--body", required=True, help="BODY.json")
-    p.add_argument("--ttl-days", type=int, default=14, help="packet lifetime (default 14, max 30)")
-    p.set_defaults(func=cmd_packet_seal)
-
-    p = pkt.add_parser("open", help="run every receiver check and print the payload")
-    p.add_argument("--keys", required=True, help="the receiver's key directory")
-    p.add_argument("--sender", required=True, help="the sender's KEYSET.json")
-    p.add_argument("--fingerprint", help="the sender's pinned root fingerprint")
-    p.add_argument("packet", help="PACKET.json")
-    p.set_defaults(func=cmd_packet_open)
-
-    p = pkt.add_parser("verify", help="check signature and header only (no private key)")
-    p.add_argument("--sender", required=True, help="the sender's KEYSET.json")
-    p.add_argument("--fingerprint", help="the sender's pinned root fingerprint")
-    p.add_argument("packet", help="PACKET.json")
-    p.set_defaults(func=cmd_packet_verify)
-
-    nodecli.register(sub)
+    # The order here is the order of `handover --help`.
+    admin.register_keys(offline.register_keys(sub))
+    offline.register_packet(sub)
+    admin.register_init(sub)
+    offline.register_schemas(sub)
+    admin.register_node(sub)
+    api_commands.register_cases(sub)
+    api_commands.register_lifecycle(sub)
+    api_commands.register_packets(sub)
     return parser
 
 

@@ -21,7 +21,7 @@ from handover.protocol import crypto
 from handover.protocol.canonical import b64u_decode, b64u_encode, cj_dumps
 from handover.protocol.packet import PACKET_LABEL
 
-SRC = Path(__file__).resolve().parent.parent / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

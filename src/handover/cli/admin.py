@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from handover.cli.args import Commands, node_dir
 from handover.cli.output import emit
 from handover.node import keystore
-from handover.node.config import AGENCY_KINDS, load_config, write_config
+from handover.node.config import (
+    AGENCY_KINDS,
+    is_loopback,
+    load_config,
+    split_address,
+    write_config,
+)
 from handover.node.errors import TransportError
 from handover.protocol.canonical import b64u_encode
 from handover.protocol.crypto import random_bytes
@@ -46,7 +52,7 @@ def _with_node(directory: Path, work: Callable[[Node], Awaitable[T]]) -> T:
 
     async def session() -> T:
         config = load_config(directory)
-        node = await Node.open(directory, transport=HttpTransport(config.delivery_timeout_s))
+        node = await Node.open(directory, transport=HttpTransport.for_config(config))
         try:
             return await work(node)
         finally:
@@ -64,12 +70,28 @@ def cmd_init(args: argparse.Namespace) -> int:
     keys_dir = directory / "keys"
     if (directory / "handover.toml").exists() or (keys_dir / keystore.ROOT_FILE).exists():
         raise ConfigError(f"{directory} already holds a node; refusing to overwrite it")
+    local_listen = args.local_listen or ""
+    if not local_listen and not is_loopback(args.listen):
+        # The local API must not face partner networks: it gets a loopback port.
+        port = split_address(args.listen)[1]
+        local_listen = f"127.0.0.1:{port + 1 if 0 < port < 65535 else 8481}"
+        sys.stderr.write(
+            f"handover: listen {args.listen} is not a loopback address, so the local API,"
+            f" metrics and web interface listen on {local_listen} (local_listen in"
+            " handover.toml)\n"
+        )
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
     settings: dict[str, object] = {
         "node": args.node,
         "kind": args.kind,
         "listen": args.listen,
+        "local_listen": local_listen,
         "public_url": args.public_url or "",
         "dsn": args.dsn or "",
+        "tls_cert": _absolute(args.tls_cert),
+        "tls_key": _absolute(args.tls_key),
+        "tls_client_ca": _absolute(args.tls_client_ca),
     }
     keys = keystore.init_keys(keys_dir, args.node, now_ms())
     keystore.storage_key(keys_dir)
@@ -81,10 +103,21 @@ def cmd_init(args: argparse.Namespace) -> int:
             "kind": config.kind,
             "fingerprint": keys.fingerprint,
             "keyset_url": config.url + "/.well-known/handover/keyset",
+            "local_url": config.local_url,
             "config": str(directory / "handover.toml"),
         }
     )
     return 0
+
+
+def _absolute(path: str | None) -> str:
+    """A file given on the command line, as an absolute path for the settings."""
+    if not path:
+        return ""
+    resolved = Path(path).resolve()
+    if not resolved.is_file():
+        raise ConfigError(f"{path} is not a file")
+    return str(resolved)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -98,9 +131,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvloop
     except ImportError:  # the standard loop works too, only slower
-        _run(serve(node_dir(args)))
+        _run(serve(node_dir(args), args.listen))
     else:
-        uvloop.run(serve(node_dir(args)))
+        uvloop.run(serve(node_dir(args), args.listen))
     return 0
 
 
@@ -108,6 +141,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_peers_add(args: argparse.Namespace) -> int:
+    if args.ca:
+        from handover.web.transport import peer_ca_path
+
+        ca = Path(args.ca)
+        if not ca.is_file():
+            raise ConfigError(f"--ca {args.ca} is not a file")
+        target = peer_ca_path(node_dir(args), args.url)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(ca.read_bytes())
+
     async def work(node: Node) -> dict[str, Any]:
         try:
             keyset = await node.directory.pin(args.url, args.fingerprint, args.kind)
@@ -234,6 +277,42 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    directory = node_dir(args)
+    config = load_config(directory)
+    reason = args.reason.strip()
+    if not reason:
+        raise ConfigError("--reason is required: say why the key is revoked")
+    old = keystore.load_keys(config.keys_dir)
+    new = keystore.revoke(old, args.kid, now_ms())
+
+    async def work(node: Node) -> None:
+        async def job(conn: Connection, appender: Appender) -> None:
+            appender.append(
+                "key",
+                action="revoked",
+                kid=args.kid,
+                serial=new.keyset.serial,
+                active=[k.kid for k in new.keyset.keys if k.status == "active"],
+                justification=reason,
+                org=config.node,
+            )
+            await peer_store.notify_keys(conn)
+
+        await node.writer.run(job)
+
+    _with_node(directory, work)
+    emit(
+        {
+            "node": new.node,
+            "serial": new.keyset.serial,
+            "revoked": [k.kid for k in new.keyset.keys if k.status == "revoked"],
+            "active": [k.kid for k in new.keyset.keys if k.status == "active"],
+        }
+    )
+    return 0
+
+
 def cmd_keys_fingerprint(args: argparse.Namespace) -> int:
     directory = node_dir(args)
     keys_dir = directory / "keys" if (directory / "keys").is_dir() else directory
@@ -279,6 +358,16 @@ def register_init(sub: Commands) -> None:
     p.add_argument("--listen", default="127.0.0.1:8480", help="HOST:PORT (default 127.0.0.1:8480)")
     p.add_argument("--public-url", help="URL peers use to reach this node")
     p.add_argument("--dsn", help="PostgreSQL DSN (default: embedded PostgreSQL under DIR)")
+    p.add_argument(
+        "--local-listen",
+        help="HOST:PORT of the local API, metrics and web interface (default: on --listen"
+        " when it is a loopback address, else a loopback port)",
+    )
+    p.add_argument("--tls-cert", help="PEM certificate (chain) for the federation listener")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument(
+        "--tls-client-ca", help="require client certificates from this CA to post packets"
+    )
     p.set_defaults(func=cmd_init)
 
 
@@ -286,6 +375,9 @@ def register_node(sub: Commands) -> None:
     """serve, peers add|list, operators add|list, audit verify."""
     p = sub.add_parser("serve", help="run the node")
     p.add_argument("--dir", required=True)
+    p.add_argument(
+        "--listen", help="HOST:PORT overriding the federation address (a second replica)"
+    )
     p.set_defaults(func=cmd_serve)
 
     peers = sub.add_parser("peers", help="pinned peers").add_subparsers(
@@ -296,6 +388,7 @@ def register_node(sub: Commands) -> None:
     p.add_argument("--url", required=True, help="the peer's base URL")
     p.add_argument("--fingerprint", required=True, help="root fingerprint, compared out of band")
     p.add_argument("--kind", choices=AGENCY_KINDS, help="the peer agency's kind")
+    p.add_argument("--ca", help="CA bundle that signs the peer's TLS certificate")
     p.set_defaults(func=cmd_peers_add)
     p = peers.add_parser("list", help="pinned peers and their keysets")
     p.add_argument("--dir", required=True)
@@ -327,6 +420,11 @@ def register_keys(keys_sub: Commands) -> None:
     p = keys_sub.add_parser("rotate", help="new signing and encryption keys; old ones retired")
     p.add_argument("--dir", required=True, help="node directory")
     p.set_defaults(func=cmd_keys_rotate)
+    p = keys_sub.add_parser("revoke", help="revoke a key: peers accept nothing new signed by it")
+    p.add_argument("--dir", required=True, help="node directory")
+    p.add_argument("kid", help="the key id (see keys/keyset.json)")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit log)")
+    p.set_defaults(func=cmd_keys_revoke)
     p = keys_sub.add_parser("fingerprint", help="print this node's root fingerprint")
     p.add_argument("--dir", required=True, help="node directory or key directory")
     p.set_defaults(func=cmd_keys_fingerprint)

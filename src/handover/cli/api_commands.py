@@ -31,7 +31,7 @@ def _client(args: argparse.Namespace) -> LocalApi:
     token = args.token or os.environ.get("HANDOVER_TOKEN", "")
     if not token:
         raise ConfigError("give --token or set HANDOVER_TOKEN (from `handover operators add`)")
-    return LocalApi(args.api or load_config(node_dir(args)).url, token)
+    return LocalApi(args.api or load_config(node_dir(args)).local_url, token)
 
 
 def _answer(status: int, data: Any) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from handover import __version__
 from handover.cli import admin, api_commands, offline
 from handover.cli.args import Parser
 from handover.cli.output import EXIT_ERROR, CliError
@@ -20,6 +21,7 @@ from handover.protocol.errors import HandoverError
 
 def build_parser() -> Parser:
     parser = Parser(prog="handover", description="Signed, end-to-end encrypted handover packets.")
+    parser.add_argument("--version", action="version", version=f"handover {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # The order here is the order of `handover --help`.
     admin.register_keys(offline.register_keys(sub))

@@ -1,4 +1,4 @@
-"""A second, independent implementation of hp1, written from PROTOCOL.md only.
+"""A second, independent implementation of hp1, written from docs/protocol.md only.
 
 It imports nothing from `handover`: raw libsodium through `nacl.bindings`,
 `hashlib.blake2b`, `base64`, `json`, `struct`. The cross-check tests
@@ -54,7 +54,7 @@ def b64u(data: bytes) -> str:
 
 
 def unb64u(text: Any, length: int | None = None) -> bytes:
-    """Decode, re-encode and compare (PROTOCOL.md 1)."""
+    """Decode, re-encode and compare (docs/protocol.md 1)."""
     if not isinstance(text, str) or not text.isascii() or len(text) % 4 == 1:
         raise Refused("b64u")
     if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
@@ -244,7 +244,7 @@ def sign(sk: bytes, msg: bytes) -> bytes:
 
 
 def verify(pk: bytes, msg: bytes, sig: bytes) -> bool:
-    """crypto_sign_open is crypto_sign_verify_detached: the rule of PROTOCOL.md 1."""
+    """crypto_sign_open is crypto_sign_verify_detached: the rule of docs/protocol.md 1."""
     if len(pk) != 32 or len(sig) != 64:
         return False
     try:
@@ -392,7 +392,7 @@ def verify_keyset(
     fingerprint: str | None = None,
     last: AcceptedKeyset | None = None,
 ) -> AcceptedKeyset:
-    """Every acceptance rule of PROTOCOL.md 2. `node=None` trusts the file's node id."""
+    """Every acceptance rule of docs/protocol.md 2. `node=None` trusts the file's node id."""
     try:
         outer = wire_object(wire, ("hp1k", "sig"))
         kb = unb64u(outer["hp1k"])
@@ -610,7 +610,7 @@ def open_packet(
     now: int,
     seen: dict[tuple[str, str], bytes] | None = None,
 ) -> OpenedPacket:
-    """The receiver's steps 1-8 of PROTOCOL.md 3 (step 9, schema and policy, is the caller's).
+    """The receiver's steps 1-8 of docs/protocol.md 3 (step 9, schema and policy, is the caller's).
 
     `seen` maps (sender, pid) to pd; an opened packet is recorded in it.
     """
@@ -761,7 +761,7 @@ def verify_receipt(
     recipients: dict[str, AcceptedKeyset],
     now: int,
 ) -> dict[str, Any]:
-    """The sender's receipt check of PROTOCOL.md 4; returns the receipt body."""
+    """The sender's receipt check of docs/protocol.md 4; returns the receipt body."""
     outer = wire_object(wire, ("hp1r", "sig"))
     rb = unb64u(outer["hp1r"])
     sig = unb64u(outer["sig"], 64)

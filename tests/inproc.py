@@ -255,7 +255,7 @@ def seal_from(
 def check_receipt(
     sender: Node, packet: SealedPacket, wire: bytes | str, recipient: str | None = None
 ) -> Receipt:
-    """The sender's receipt checks (PROTOCOL.md section 4) for the delivery of
+    """The sender's receipt checks (docs/protocol.md section 4) for the delivery of
     `packet` to `recipient` (default: its first recipient)."""
     return verify_receipt(
         wire,

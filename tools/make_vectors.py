@@ -231,7 +231,7 @@ def keyset_vector(sender: NodeMaterial) -> dict[str, Any]:
     ]
     return {
         "description": (
-            "A node's keyset (PROTOCOL.md 2) with a retired signing key, a retired x25519 key "
+            "A node's keyset (docs/protocol.md 2) with a retired signing key, a retired x25519 key "
             "and one active key of each type. Rebuild it from the seeds: the wire must be "
             "byte-identical (Ed25519 is deterministic). It is accepted at accept_at with the "
             "pinned node id and fingerprint; senders encrypt to newest_box_kid."
@@ -355,7 +355,7 @@ def main_vectors() -> dict[str, dict[str, Any]]:
     out["packet-two-recipients.json"] = {
         "description": (
             "A packet from a prison to a probation office and an exit organisation "
-            "(PROTOCOL.md 3). Rebuild the three keysets from the seeds, seal body under "
+            "(docs/protocol.md 3). Rebuild the three keysets from the seeds, seal body under "
             "schema with log at now with ttl_ms, taking K, e, n and the 16 pid bytes from "
             "drawn (in that order): the wire must be byte-identical. Each recipient opens it "
             "at now to exactly I. log is the sender's position after audit entry 5 of "
@@ -432,7 +432,7 @@ def main_vectors() -> dict[str, dict[str, Any]]:
         out[name] = {
             "description": (
                 f"The {status} receipt {signer.node} returns for the packet of "
-                "packet-two-recipients.json (PROTOCOL.md 4)"
+                "packet-two-recipients.json (docs/protocol.md 4)"
                 + (f", reason {reason.value}" if reason else "")
                 + ". Rebuild it with rid from drawn: the wire must be byte-identical. The "
                 "sender verifies it at now against the signer's keyset, its outbox record "
@@ -463,7 +463,7 @@ def main_vectors() -> dict[str, dict[str, Any]]:
     digests = [crypto.h32(x) for x in entries]
     out["audit-chain.json"] = {
         "description": (
-            "The sender's first five audit entries (PROTOCOL.md 5) as CJ text, each entry's "
+            "The sender's first five audit entries (docs/protocol.md 5) as CJ text, each entry's "
             "digest H32(entry) and the heads head_1..head_5, with head_0 the zero head and "
             "head_N = H32(PAE('hp1/audit/v1', head_{N-1}, H32(entry_N))). Entry 5 records "
             "the disclosure of the packet in packet-two-recipients.json; the digests list is "
@@ -487,7 +487,7 @@ def main_vectors() -> dict[str, dict[str, Any]]:
     cb = b64u_decode(json.loads(checkpoint)["hp1c"])
     out["checkpoint.json"] = {
         "description": (
-            "The sender's signed log checkpoint (PROTOCOL.md 5) at seq 5, the head_5 of "
+            "The sender's signed log checkpoint (docs/protocol.md 5) at seq 5, the head_5 of "
             "audit-chain.json. It verifies at now against the sender's keyset; the "
             "receivers of packet-two-recipients.json check that its head equals the "
             "commitment log inside the packet."
@@ -529,7 +529,7 @@ def lax_signature_vector(sender: NodeMaterial, sealed: Any) -> dict[str, Any]:
     return {
         "description": (
             "Ed25519 signatures that libsodium's crypto_sign_verify_detached (the rule of "
-            "PROTOCOL.md 1) REJECTS but a lax verifier accepts: one that checks "
+            "docs/protocol.md 1) REJECTS but a lax verifier accepts: one that checks "
             "encode([S]B - [k]A) == R without first refusing S >= L and small-order A or R "
             "(tweetnacl's crypto_sign_open behaves like this). Every implementation must "
             "reject every case. Case s_plus_l is the packet signature of "
@@ -648,7 +648,7 @@ def small_order_vector() -> dict[str, Any]:
             "matches its pk and type, times are fine at accept_at) but hold one bad key next "
             "to two good ones: small-order X25519 keys, and small-order, non-canonical or "
             "mixed-order Ed25519 signing keys. Each keyset must be rejected whole, not "
-            "accepted minus the bad key (PROTOCOL.md 1, 'Ed25519 verification rule')."
+            "accepted minus the bad key (docs/protocol.md 1, 'Ed25519 verification rule')."
         ),
         "node": node,
         "fingerprint": crypto.kid("ed25519-root", root.public_key),
@@ -691,7 +691,7 @@ def b64u_vector() -> dict[str, Any]:
         out.append(case)
     return {
         "description": (
-            "Strict unpadded base64url (PROTOCOL.md 1): a decoder decodes, re-encodes and "
+            "Strict unpadded base64url (docs/protocol.md 1): a decoder decodes, re-encodes and "
             "compares. valid cases give bytes_hex; every other input must be refused."
         ),
         "cases": out,
@@ -748,7 +748,7 @@ def cj_vector() -> dict[str, Any]:
         out.append(case)
     return {
         "description": (
-            "Canonical JSON (PROTOCOL.md 1). input_hex is the exact byte string (input shows "
+            "Canonical JSON (docs/protocol.md 1). input_hex is the exact byte string (input shows "
             "it as text when it is valid UTF-8). A CJ parser accepts exactly the valid "
             "cases; for them CJ(parse(input)) equals input byte for byte."
         ),

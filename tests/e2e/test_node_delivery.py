@@ -440,7 +440,7 @@ def test_retried_packet_gets_the_identical_stored_receipt(fed: Federation) -> No
     packet = json.loads(wire)
     # The packet digest covers HB and SIG, and HB commits to the ciphertext
     # (clen, ch): a copy whose ct was damaged in transit is the same packet for
-    # the replay shortcut (PROTOCOL.md section 3, step 3) and gets the stored receipt.
+    # the replay shortcut (docs/protocol.md section 3, step 3) and gets the stored receipt.
     damaged = dict(packet, ct=other_b64u_char(packet["ct"], len(packet["ct"]) // 2))
     assert post(probation, PACKETS, cj_dumps(damaged)) == (200, receipt)
 

@@ -407,6 +407,21 @@ def test_cli_writes_json_and_markdown_through_the_local_api(
     assert refused.returncode == 1 and "403" in refused.stderr
     assert not (tmp_path / "refused.json").exists()
 
+    # A symbolic link where the export goes is not followed (it could point at
+    # any file the operator may write): the command fails and the target is intact.
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("not to be overwritten\n")
+    linked = tmp_path / "linked"
+    (tmp_path / "linked.json").symlink_to(target)
+    out = run_cli(
+        "export", "subject", "--dir", str(probation.dir),
+        "--token", probation.tokens["caseworker"], "--case", case.case_ref,
+        "--justification", WHY_EXPORT, "--out", str(linked),
+        check=False,
+    )  # fmt: skip
+    assert out.returncode == 1 and "symbolic link" in out.stderr
+    assert target.read_text() == "not to be overwritten\n"
+
 
 # --- the report on its own -----------------------------------------------------------------
 

@@ -53,7 +53,7 @@ CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CASE_REF = re.compile(r"^HC-[0-9A-HJKMNP-TV-Z]{26}$")
 DEADLINE_DAYS = 14  # continuity.deadline_days_before_release of the default policy
 
-# What the exit organisation's view of a release-notice lacks (DOMAIN.md matrix).
+# What the exit organisation's view of a release-notice lacks (docs/domain.md matrix).
 EXIT_REMOVED = frozenset(
     {
         "identifiers",

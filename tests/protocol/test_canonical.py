@@ -1,4 +1,4 @@
-"""Canonical JSON, strict base64url and strict wire objects (PROTOCOL.md section 1)."""
+"""Canonical JSON, strict base64url and strict wire objects (docs/protocol.md section 1)."""
 
 from __future__ import annotations
 

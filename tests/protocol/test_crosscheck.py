@@ -1,6 +1,6 @@
 """The package against an independent hp1 implementation (tests/independent_hp1.py).
 
-`independent_hp1` was written from PROTOCOL.md alone, on raw libsodium; here
+`independent_hp1` was written from docs/protocol.md alone, on raw libsodium; here
 each side makes what the other must accept (keysets, packets, receipts,
 checkpoints), both reproduce the known-answer vectors, and every tampered
 variant of an independently sealed packet is refused by both with the same

@@ -1,4 +1,4 @@
-"""Keyset acceptance rules (PROTOCOL.md section 2)."""
+"""Keyset acceptance rules (docs/protocol.md section 2)."""
 
 from __future__ import annotations
 

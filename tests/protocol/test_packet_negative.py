@@ -1,4 +1,4 @@
-"""Every receive check of PROTOCOL.md section 3, one defect per test.
+"""Every receive check of docs/protocol.md section 3, one defect per test.
 
 Each test makes a packet with exactly one defect (or, in the step-order tests,
 two), asserts it is refused with the opaque `invalid_packet`, and asserts the

@@ -1,4 +1,4 @@
-"""Receipts (PROTOCOL.md section 4): the sender's checks, one defect per test."""
+"""Receipts (docs/protocol.md section 4): the sender's checks, one defect per test."""
 
 from __future__ import annotations
 
@@ -270,7 +270,7 @@ def test_tampered_body(packet: SealedPacket, alice: Node, bob: Node) -> None:
 def test_receipt_from_another_recipient_is_refused_for_bobs_delivery(
     packet: SealedPacket, alice: Node, bob: Node, carol: Node
 ) -> None:
-    """PROTOCOL.md section 4: a receipt counts only for the delivery to its signer."""
+    """docs/protocol.md section 4: a receipt counts only for the delivery to its signer."""
     carols = receipt_of(carol, packet, alice.name)
     assert verify(carols, packet, alice, bob, carol, recipient=carol.name).signer == carol.name
     with pytest.raises(InvalidReceipt, match=r"is not probation\.bob\.example"):

@@ -1,6 +1,6 @@
 """The aiohttp application of an in-process node (`create_app`), through aiohttp's
 test client: roles at the edge, one error body shape with the status of
-`web/errors.py` STATUS, and the federation answers of PROTOCOL.md section 6."""
+`web/errors.py` STATUS, and the federation answers of docs/protocol.md section 6."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The sharing policy: every rule of the shipped default policy is exercised
 here by a check that fails if that rule is removed from the file, plus the
-matrix of DOMAIN.md stated field by field."""
+matrix of docs/domain.md stated field by field."""
 
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def test_retention_default_and_fallback() -> None:
     assert fallback.anchor == "stored" and rule.anchor == "supervision_end"
 
 
-# --- the DOMAIN.md matrix, stated plainly --------------------------------------------------
+# --- the docs/domain.md matrix, stated plainly --------------------------------------------------
 
 
 def test_exit_organisation_gets_the_reduced_release_notice() -> None:

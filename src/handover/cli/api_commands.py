@@ -121,14 +121,20 @@ def cmd_export_subject(args: argparse.Namespace) -> int:
         ("json", json.dumps(answer, indent=2, ensure_ascii=False, sort_keys=True) + "\n"),
         ("markdown", render_markdown(answer)),
     ):
-        path = Path(f"{prefix}.{'md' if suffix == 'markdown' else suffix}").resolve()
+        path = Path(f"{prefix}.{'md' if suffix == 'markdown' else suffix}").absolute()
         try:
-            # Personal data: readable by the owner only, like the node's keys.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            # Personal data: readable by the owner only, like the node's keys; never
+            # written through a symbolic link (it could point anywhere).
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+            fd = os.open(path, flags, 0o600)
             os.fchmod(fd, 0o600)  # also when the file was already there
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(text)
         except OSError as exc:
+            if path.is_symlink():
+                raise ConfigError(
+                    f"{path} is a symbolic link: the export is not written through links"
+                ) from exc
             raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
         written[suffix] = str(path)
     emit(written)

@@ -1,5 +1,5 @@
 """The node's own audit log as others see it: signed checkpoints and entry
-digests for peers (PROTOCOL.md section 5), pages for auditors, and
+digests for peers (docs/protocol.md section 5), pages for auditors, and
 verification of the own chain and of peers' chains (witnessing)."""
 
 from __future__ import annotations

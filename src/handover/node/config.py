@@ -170,7 +170,9 @@ def write_config(directory: Path, settings: dict[str, object]) -> Path:
 
 
 def load_config(directory: Path) -> NodeConfig:
-    """Read `DIR/handover.toml`; HANDOVER_DSN / HANDOVER_LISTEN override the file.
+    """Read `DIR/handover.toml`; the environment variables HANDOVER_DSN,
+    HANDOVER_LISTEN, HANDOVER_LOCAL_LISTEN, HANDOVER_PUBLIC_URL,
+    HANDOVER_LOG_FORMAT and HANDOVER_LOG_LEVEL override the file.
 
     Raises:
         ConfigError: missing file or invalid settings (the message names the setting).

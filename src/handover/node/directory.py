@@ -1,7 +1,7 @@
 """Who we talk to: pinned peers, their accepted keysets, and our own keys.
 
 A peer is pinned as (node id, URL, root fingerprint). Its keyset is fetched
-only from the pinned URL, accepted only under every rule of PROTOCOL.md
+only from the pinned URL, accepted only under every rule of docs/protocol.md
 section 2, and stored durably (last serial and bytes) so a rollback is
 refused even across restarts. A failed fetch keeps the last accepted keyset
 until it expires.

@@ -51,7 +51,8 @@ class Inbox:
         """Open a received body for an operator; logs a `consultation` entry first.
 
         Raises:
-            ApiError: 400 without a justification, 403 restricted, 404 unknown pid, 410 erased.
+            RequestRefused: `justification_required`, `restricted`, `not_found`,
+                `erased`; BodyUnavailable when the stored body cannot be decrypted.
         """
         why = require_justification(justification)
         async with self.db.connection() as conn:

@@ -223,7 +223,7 @@ def rotate(keys: NodeKeys, now: int, lifetime_ms: int = MAX_KEYSET_LIFETIME_MS) 
     """New signing and encryption keys; the active ones become `retired` with `until = now`.
 
     Packets signed before now still verify (iat <= until); packets sealed to the
-    old x25519 key still open for 30 days + 5 min (PROTOCOL.md section 2).
+    old x25519 key still open for 30 days + 5 min (docs/protocol.md section 2).
     """
     entries = [
         KeyEntry(k.kid, k.type, k.public_key, k.nbf, "retired", now) if k.status == "active" else k
@@ -239,7 +239,7 @@ def rotate(keys: NodeKeys, now: int, lifetime_ms: int = MAX_KEYSET_LIFETIME_MS) 
 def revoke(
     keys: NodeKeys, kid: str, now: int, lifetime_ms: int = MAX_KEYSET_LIFETIME_MS
 ) -> NodeKeys:
-    """Mark key `kid` revoked with `until = now` (PROTOCOL.md section 2: peers accept
+    """Mark key `kid` revoked with `until = now` (docs/protocol.md section 2: peers accept
     nothing signed by it dated after, and a revoked x25519 key decrypts nothing).
 
     Revoking an active key puts a new key of its type in its place, so the node

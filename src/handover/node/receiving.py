@@ -1,6 +1,6 @@
 """Receiving: packets from peers, checked, stored and answered with signed receipts.
 
-Steps 1-2 and the replay shortcut (3) of PROTOCOL.md section 3 run first for a
+Steps 1-2 and the replay shortcut (3) of docs/protocol.md section 3 run first for a
 whole batch (one replay lookup), steps 4-8 per packet, then one audit-writer
 job stores every packet, replay record, audit entry and receipt together
 (step 9's policy check runs inside it, so it sees consent recorded by packets
@@ -99,7 +99,7 @@ class Receiver:
         self._receive_checks = tuple(receive_checks)
 
     async def receive(self, wire: bytes, source: str = "unknown") -> Answer:
-        """Every receive check of PROTOCOL.md section 3 for one packet."""
+        """Every receive check of docs/protocol.md section 3 for one packet."""
         (result,) = await self.receive_many([wire], source)
         return result
 

@@ -100,9 +100,10 @@ class Sender:
         `disclosure` audit entry naming the fields it carries and those removed.
 
         Raises:
-            ApiError: 400 for a malformed request; 422 for an unknown schema, an
-                invalid body, a recipient that cannot be sealed to, or a policy
-                or consent refusal (naming the field or scope and the recipient).
+            RequestRefused: `bad_request` for a malformed request;
+                `unknown_schema`, `schema_invalid`, `unknown_recipient`,
+                `not_permitted` or `consent_required` (naming the field or scope
+                and the recipient).
         """
         started = time.perf_counter()
         why = require_justification(justification)

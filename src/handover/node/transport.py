@@ -1,7 +1,7 @@
 """How a node talks to its peers: the `Transport` interface and its in-memory twin.
 
 Delivery, the directory and witnessing depend only on :class:`Transport`. The
-HTTP implementation (PROTOCOL.md section 6, written down in docs/protocol.md)
+HTTP implementation (docs/protocol.md section 6, written down in docs/protocol.md)
 is `handover.web.transport.HttpTransport`; :class:`MemoryTransport` connects
 nodes in one process for fast tests, calling each peer's :class:`Endpoint`
 directly with the same bytes HTTP would carry.

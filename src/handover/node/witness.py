@@ -1,4 +1,4 @@
-"""Witnessing peers' audit logs (PROTOCOL.md section 5).
+"""Witnessing peers' audit logs (docs/protocol.md section 5).
 
 Every receipt a peer signed for us carries its log position after recording
 our packet; every packet it sent us carries its position after the

@@ -1,4 +1,4 @@
-"""The audit hash chain and signed log checkpoints (PROTOCOL.md section 5).
+"""The audit hash chain and signed log checkpoints (docs/protocol.md section 5).
 
 head_0 = 32 zero bytes
 head_N = H32(PAE("hp1/audit/v1", head_{N-1}, H32(entry_N)))

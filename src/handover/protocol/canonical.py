@@ -1,6 +1,6 @@
 """Canonical JSON (CJ), strict unpadded base64url, and strict wire objects.
 
-PROTOCOL.md section 1. Everything signed or hashed is CJ bytes; every CJ
+docs/protocol.md section 1. Everything signed or hashed is CJ bytes; every CJ
 input is parsed with :func:`cj_loads`, which refuses anything whose CJ
 re-serialisation differs from the bytes received.
 """

@@ -2,7 +2,7 @@
 
 Everything above deals in bytes and the small key classes below. Hashes are
 BLAKE2b (hashlib's is the same function as libsodium's); signatures follow
-libsodium's `crypto_sign_verify_detached` rule (PROTOCOL.md section 1).
+libsodium's `crypto_sign_verify_detached` rule (docs/protocol.md section 1).
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class Reason(StrEnum):
 
 
 class RejectCode(StrEnum):
-    """Reason codes of a signed `rejected` receipt (PROTOCOL.md section 4)."""
+    """Reason codes of a signed `rejected` receipt (docs/protocol.md section 4)."""
 
     UNKNOWN_SCHEMA = "unknown_schema"
     SCHEMA_INVALID = "schema_invalid"
@@ -89,7 +89,7 @@ class InvalidReceipt(HandoverError):
 
 
 class InvalidKeyset(HandoverError):
-    """A keyset failed an acceptance rule of PROTOCOL.md section 2."""
+    """A keyset failed an acceptance rule of docs/protocol.md section 2."""
 
 
 class InvalidCheckpoint(HandoverError):

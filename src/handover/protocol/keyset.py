@@ -1,4 +1,4 @@
-"""Keysets: a node's root-signed list of signing and encryption keys (PROTOCOL.md section 2).
+"""Keysets: a node's root-signed list of signing and encryption keys (docs/protocol.md section 2).
 
 `build_keyset` makes the wire form; `accept_keyset` applies every acceptance
 rule against a pin (node id + root fingerprint) and the last accepted keyset.
@@ -253,7 +253,7 @@ def accept_keyset(
     now: int,
     last: Keyset | None = None,
 ) -> Keyset:
-    """Apply every acceptance rule of PROTOCOL.md section 2.
+    """Apply every acceptance rule of docs/protocol.md section 2.
 
     Args:
         node: the pinned node id.

@@ -1,4 +1,4 @@
-"""Opening hp1 packets: every receive check of PROTOCOL.md section 3, in order.
+"""Opening hp1 packets: every receive check of docs/protocol.md section 3, in order.
 
     unverified = parse_packet(wire)                # steps 1-2, computes pd
     stored = <look up (unverified.sender, unverified.pid)>
@@ -381,7 +381,7 @@ def open_packet(
     validator: BodyValidator,
     permit: Callable[[str, str, dict[str, Any]], None] | None = None,
 ) -> Opened | Replayed:
-    """Every receive check of PROTOCOL.md section 3, in order.
+    """Every receive check of docs/protocol.md section 3, in order.
 
     Raises:
         InvalidPacket: steps 1-8 (opaque to the peer; `reason` is local).

@@ -1,4 +1,4 @@
-"""hp1 packets (PROTOCOL.md section 3; receipts, section 4, are in `receipt.py`).
+"""hp1 packets (docs/protocol.md section 3; receipts, section 4, are in `receipt.py`).
 
 Sending: :func:`seal` (this module). Receiving (`opening.py`) runs the spec's
 checks in order, in three stages so a node can do the replay lookup (step 3)

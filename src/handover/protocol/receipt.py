@@ -1,4 +1,4 @@
-"""hp1 receipts (PROTOCOL.md section 4): the receiver's signed answer to a packet,
+"""hp1 receipts (docs/protocol.md section 4): the receiver's signed answer to a packet,
 committing to its audit-log position after recording it."""
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.BUSY: 503,
 }
-# The federation answer to one packet (PROTOCOL.md section 6), both ways: the
+# The federation answer to one packet (docs/protocol.md section 6), both ways: the
 # routes answer with these statuses and the HTTP transport reads them back.
 OUTCOME_STATUS: dict[Outcome, int] = {
     Outcome.ACCEPTED: 200,

@@ -1,4 +1,4 @@
-"""Federation routes between nodes (PROTOCOL.md section 6)."""
+"""Federation routes between nodes (docs/protocol.md section 6)."""
 
 from __future__ import annotations
 

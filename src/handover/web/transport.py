@@ -1,4 +1,4 @@
-"""HTTP between nodes (PROTOCOL.md section 6), client side: the real
+"""HTTP between nodes (docs/protocol.md section 6), client side: the real
 :class:`handover.node.transport.Transport`.
 
 The only place that makes outbound requests. aiohttp errors become

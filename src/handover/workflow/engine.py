@@ -160,8 +160,8 @@ class Workflow:
         """Apply the sharing policy to a submission: one packet per distinct view.
 
         Raises:
-            ApiError: 422 `not_permitted` naming the field and recipient (or the
-                schema and recipient kind), 422 `consent_required` naming the scope.
+            RequestRefused: `not_permitted` naming the field and recipient (or
+                the schema and recipient kind), `consent_required` naming the scope.
         """
         case_ref = body.get("case_ref") if isinstance(body.get("case_ref"), str) else None
         recipients = list(to)

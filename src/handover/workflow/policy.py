@@ -1,5 +1,5 @@
 """The sharing policy: who may send which schema to whom, and what each
-recipient kind may receive (LED proportionality, DOMAIN.md's matrix).
+recipient kind may receive (LED proportionality, the minimisation matrix of docs/domain.md).
 
 The rules are data (`default_policy.json`, overridable per node with
 `policy_file`). This module only interprets them:

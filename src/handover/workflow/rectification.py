@@ -83,10 +83,11 @@ class Rectification:
         """Rectify, erase or restrict a packet this node sent, and notify its recipients.
 
         Raises:
-            ApiError: 400 malformed request; 404 not a packet this node sent;
-                409 a delivery of it is still pending; 410 already erased;
-                422 a corrected body that is invalid or changes the case, a
-                recipient the policy or the directory refuses.
+            RequestRefused: `bad_request` for a malformed request; `not_found`
+                for a packet this node did not send; `delivery_pending`;
+                `erased`; `schema_invalid`, `not_permitted`, `consent_required`
+                or `unknown_recipient` for a corrected body or recipient refused.
+            BodyUnavailable: the held body cannot be decrypted.
         """
         why = require_justification(justification)
         if action not in ACTIONS:
@@ -277,7 +278,7 @@ class Rectification:
         """Each rectification of a sent packet and every recipient's acknowledgement.
 
         Raises:
-            ApiError: 404 not a packet this node sent.
+            RequestRefused: `not_found` for a packet this node did not send.
         """
         async with self.db.connection() as conn:
             target = await lifecycle_store.held_one(conn, "sent", pid, None)

@@ -184,7 +184,8 @@ class Retention:
         """The one held packet `pid` names (with `direction` / `sender` to disambiguate).
 
         Raises:
-            ApiError: 400 malformed selector, 404 none, 409 more than one matches.
+            RequestRefused: `bad_request` for a malformed selector, `not_found`
+                for none, `ambiguous` when more than one matches.
         """
         if direction is not None and direction not in DIRECTIONS:
             raise RequestRefused(ErrorCode.BAD_REQUEST, "'direction' is 'sent' or 'received'")
@@ -313,8 +314,9 @@ class Retention:
         """Lift a restriction: an admin only, with a justification.
 
         Raises:
-            ApiError: 400 no justification, 403 not an admin, 404 / 409 as
-                :meth:`find`, 409 not restricted, 410 erased.
+            RequestRefused: `justification_required`, `forbidden` for a
+                non-admin, `not_found` / `ambiguous` as :meth:`find`,
+                `not_restricted`, `erased`.
         """
         if operator.role != "admin":
             raise RequestRefused(ErrorCode.FORBIDDEN, "only an admin may lift a restriction")

@@ -4,15 +4,17 @@ The JSON Schema files in ``schemas/`` (draft 2020-12) are the contract between
 nodes. A schema id is ``handover/<name>/<n>``: the suffix of the document's
 ``$id`` after its last ``/handover/``; the file is ``<name>.v<n>.json``.
 
-Two vendor keywords carry data-protection meaning for the layers above:
+Two vendor keywords carry data-protection meaning (docs/domain.md):
 
 - ``x-sensitivity`` on a property schema: ``identifier``, ``personal``,
-  ``sensitive`` or ``special-category`` (read by logging redaction and the UI).
+  ``sensitive`` or ``special-category``. Checked and indexed here; nothing
+  reads it at run time yet (logs never carry values whatever the level).
 - ``x-field-group`` on a top-level property: the row of the minimisation
-  matrix the property belongs to (read by the sharing policy).
+  matrix the property belongs to. Checked and indexed here; the policy file
+  (docs/policy.md) names fields directly.
 
 Called by the node on submit (before the sharing policy) and on receive
-(step 9 of PROTOCOL.md section 3). Errors name JSON pointers and the failing
+(step 9 of docs/protocol.md section 3). Errors name JSON pointers and the failing
 keyword only, never a value from the body: jsonschema-rs messages quote the
 instance, so they are not used.
 """

@@ -71,8 +71,9 @@ class SubjectAccess:
         """Everything this node holds for the case `ref` (shared reference or local id).
 
         Raises:
-            ApiError: 400 without a justification or with a malformed reference,
-                404 for an unknown case, 500 if a stored body cannot be decrypted.
+            RequestRefused: `justification_required` or `bad_request`;
+                `not_found` for an unknown case.
+            BodyUnavailable: a stored body cannot be decrypted.
         """
         why = require_justification(justification)
         if not ref or len(ref) > CASE_REF_MAX:

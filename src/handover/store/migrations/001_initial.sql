@@ -1,6 +1,6 @@
 -- handover node schema, version 1. Times are integer milliseconds since the epoch.
 
--- The append-only audit hash chain (PROTOCOL.md section 5). `entry` holds the
+-- The append-only audit hash chain (docs/protocol.md section 5). `entry` holds the
 -- exact CJ bytes that were hashed; `head` is head_seq.
 CREATE TABLE audit_log (
     seq       bigint PRIMARY KEY CHECK (seq >= 1),

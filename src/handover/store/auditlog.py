@@ -24,7 +24,7 @@ from handover.protocol.canonical import b64u_encode, cj_loads
 from handover.protocol.errors import EncodingError, HandoverError
 from handover.protocol.timeutil import Clock
 from handover.store import audit as audit_store
-from handover.store.db import AUDIT_LOCK, Connection, Database, Deferred
+from handover.store.db import AUDIT_LOCK, Connection, Database, Deferred, translate
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -186,9 +186,10 @@ class AuditWriter:
 
     def _fail(self, batch: list[_Pending], exc: Exception) -> None:
         log.error("audit_commit_failed", error=type(exc).__name__, jobs=len(batch))
+        error = translate(exc)
         for pending in batch:
             if not pending.future.done():
-                pending.future.set_exception(exc)
+                pending.future.set_exception(error)
 
     async def _attempt(
         self, batch: list[_Pending], *, safe: bool
@@ -215,7 +216,7 @@ class AuditWriter:
                         outcomes.append((pending, result, None))
                     except Exception as exc:  # the job's own failure: others go on
                         appender.reset(mark)
-                        outcomes.append((pending, None, exc))
+                        outcomes.append((pending, None, translate(exc)))
             if not safe:
                 try:
                     await appender.flush(conn)

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 import asyncpg
 import asyncpg.pool
 
-from handover.store.errors import Conflict, StoreError
+from handover.store.errors import Conflict, InvalidValue, StoreError
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -228,6 +228,18 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def translate(exc: BaseException) -> BaseException:
+    """asyncpg's error as the store's (other exceptions unchanged)."""
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return Conflict(f"already stored: {exc.constraint_name}")
+    if isinstance(exc, asyncpg.DataError | asyncpg.exceptions._base.DataError):
+        # The server's (a NUL in text) or the driver's (an int past int64).
+        return InvalidValue(f"a value cannot be stored: {type(exc).__name__}")
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return StoreError(f"database error: {type(exc).__name__}")
+    return exc
+
+
 class Database:
     """The node's asyncpg pool."""
 
@@ -283,10 +295,8 @@ class Database:
         try:
             async with self.pool.acquire() as conn:
                 yield conn
-        except asyncpg.UniqueViolationError as exc:
-            raise Conflict(f"already stored: {exc.constraint_name}") from exc
-        except asyncpg.PostgresError as exc:
-            raise StoreError(f"database error: {type(exc).__name__}") from exc
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise translate(exc) from exc
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:

@@ -11,3 +11,8 @@ class StoreError(HandoverError):
 
 class Conflict(StoreError):
     """A row that must be unique already exists (a unique constraint held)."""
+
+
+class InvalidValue(StoreError):
+    """PostgreSQL cannot store a value it was given (a NUL character in text, a
+    number out of range): the caller's input is wrong, the database is fine."""

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from handover.node.transport import Outcome
 from handover.protocol.errors import HandoverError
-from handover.store.errors import StoreError
+from handover.store.errors import InvalidValue, StoreError
 from handover.workflow.errors import ErrorCode, RequestRefused
 
 log = structlog.get_logger(__name__)
@@ -108,6 +108,11 @@ def _response_for(exc: BaseException) -> web.Response:
         if code is not None:
             return error_response(code)
         return json_response({"error": exc.reason.lower().replace(" ", "_")}, exc.status)
+    if isinstance(exc, InvalidValue):
+        return error_response(
+            ErrorCode.BAD_REQUEST,
+            "a value in the request cannot be stored (a NUL character, or a number out of range)",
+        )
     if isinstance(exc, StoreError):
         log.error("store_error", error=str(exc))
         return error_response(ErrorCode.UNAVAILABLE, "the database is unavailable")

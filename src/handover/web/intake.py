@@ -7,9 +7,12 @@ Every body a route reads goes through :meth:`Intake.body`:
 - bytes are reserved in the byte budget as they arrive, never on the client's
   word; a reservation that is not free within `budget_wait_s` is refused
   (`busy`) instead of queueing for ever;
-- the client must keep up a minimum rate: after `base_s` seconds it must have
-  sent `min_rate` bytes for every second since the start, or the request ends
-  with `request_timeout` and the connection is closed;
+- the client must keep up a minimum rate in every window: within `base_s`
+  seconds of the start, and then within every `window_s` seconds, at least
+  `min_rate * window_s` more bytes (or the end of the body) must arrive, or the
+  request ends with `request_timeout` and the connection is closed. A client
+  cannot send fast, then stall on the credit it earned while its bytes stay
+  reserved;
 - one source address has at most `per_source` bodies in flight
   (`too_many_requests` beyond that).
 
@@ -42,12 +45,14 @@ class Intake:
         budget: ByteBudget,
         *,
         base_s: float = 10.0,
+        window_s: float = 5.0,
         min_rate: int = 64 * 1024,
         per_source: int = 4,
         budget_wait_s: float = 5.0,
     ) -> None:
         self.budget = budget
         self.base_s = base_s
+        self.window_s = window_s
         self.min_rate = min_rate
         self.per_source = per_source
         self.budget_wait_s = budget_wait_s
@@ -81,11 +86,11 @@ class Intake:
         try:
             chunks: list[bytes] = []
             received = 0
-            started = time.monotonic()
+            # The current window: when it began, and the bytes it must see.
+            window_end = time.monotonic() + self.base_s
+            window_need = int(self.min_rate * self.window_s)
             while True:
-                # The next byte is late once the client is behind the minimum rate.
-                allowed = self.base_s + (received + 1) / self.min_rate
-                remaining = allowed - (time.monotonic() - started)
+                remaining = window_end - time.monotonic()
                 try:
                     if remaining <= 0:
                         raise TimeoutError
@@ -101,6 +106,10 @@ class Intake:
                 if not chunk:
                     break
                 received += len(chunk)
+                window_need -= len(chunk)
+                if window_need <= 0:
+                    window_end = time.monotonic() + self.window_s
+                    window_need = int(self.min_rate * self.window_s)
                 if received > limit:
                     # aiohttp drains the rest (for at most its lingering time) so
                     # the client reads the answer instead of a reset.

@@ -25,6 +25,7 @@ prison.example submits one to the flooded node, which delivers it from
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -270,3 +271,45 @@ def test_slow_bodies_are_answered_before_the_node_closes(flood: dict[str, Any]) 
     cut = {k: n for k, n in stats["errors"].items() if k.endswith("(slow) closed")}
     answered = {k: n for k, n in stats["statuses"].items() if k.endswith("(slow) 408")}
     assert cut == {}, f"slow bodies cut without an answer: {cut}; answered 408: {answered}"
+
+
+def test_stalled_large_bodies_do_not_hold_the_budget(fed: Federation) -> None:
+    """Bug: the minimum rate is averaged from the start of the body, so a client
+    that sends 16 MiB at once may then stall for 10 + 16 MiB / 64 KiB/s = 266 s
+    while its bytes stay reserved. Two such connections (from one address, or
+    two) hold the whole 32 MiB federation budget: every partner's delivery is
+    refused `busy` (its connection dropped) for minutes, /readyz says not ready.
+    Expected: a partner's packet is still delivered within 15 s."""
+    target, partner = fed[PROBATION], fed[PRISON]
+    stalled = []
+    try:
+        for source in ("127.0.0.10", "127.0.0.11"):
+            sock = socket.create_connection(
+                ("127.0.0.1", target.port), timeout=30, source_address=(source, 0)
+            )
+            sock.sendall(
+                b"POST /federation/v1/packets HTTP/1.1\r\nHost: node\r\n"
+                b"Content-Type: application/vnd.handover.packet+json\r\n"
+                + f"Content-Length: {20 * 1024 * 1024}\r\n\r\n".encode()
+                + b" " * (16 * 1024 * 1024)
+            )
+            stalled.append(sock)
+        time.sleep(1.0)  # the node has read and reserved what was sent
+        ready = target.get("/readyz")
+        started = time.monotonic()
+        pid = partner.send([PROBATION])
+        deadline = started + 15
+        while time.monotonic() < deadline:
+            status = partner.packet(pid)["deliveries"][0]["status"]
+            if status != "pending":
+                break
+            time.sleep(0.2)
+        waited = time.monotonic() - started
+        report(
+            f"abuse stalled bodies: readyz {ready[0]} {ready[1].get('checks')},"
+            f" partner delivery {status} after {waited:.1f} s"
+        )
+        assert status == "delivered", f"still {status} after {waited:.1f} s; readyz {ready}"
+    finally:
+        for sock in stalled:
+            sock.close()

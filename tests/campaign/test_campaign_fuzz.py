@@ -69,7 +69,9 @@ PLAUSIBLE: tuple[Any, ...] = (
     cf.NOW - 86_400_000, cf.NOW + 7 * 86_400_000, True, False, None, [], {},
     {"seq": 0, "head": _b64(32)}, {"seq": 1, "head": b64u_encode(bytes(32))},
 )  # fmt: skip
-values = st.sampled_from(PLAUSIBLE) | json_values
+# A fresh copy each time: a drawn list or object is changed in place by later
+# mutations, and the shared PLAUSIBLE values must stay as they are.
+values = (st.sampled_from(PLAUSIBLE) | json_values).map(copy.deepcopy)
 
 mutation_ops = st.lists(
     st.tuples(

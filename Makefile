@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint demo bench vectors clean
+.PHONY: test lint soak demo bench vectors clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,15 @@ lint: $(STAMP)
 
 test: lint
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+# The test campaign of tests/campaign at soak size (one at a time: it floods a node
+# for 60 s and fuzzes each target 100,000 times); figures go to $(SOAK_REPORT).
+SOAK_REPORT ?= build/soak-report.txt
+soak: $(STAMP)
+	mkdir -p $(dir $(SOAK_REPORT)) && rm -f $(SOAK_REPORT)
+	CAMPAIGN_SOAK=1 CAMPAIGN_REPORT=$(abspath $(SOAK_REPORT)) \
+		$(VENV)/bin/pytest -q -s -p no:cacheprovider tests/campaign $(PYTEST_ARGS); \
+		status=$$?; echo "--- soak figures ($(SOAK_REPORT))"; cat $(SOAK_REPORT); exit $$status
 
 demo: $(STAMP)
 	$(PY) -m handover.cli.demo

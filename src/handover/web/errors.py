@@ -83,6 +83,9 @@ _HTTP_CODES = {
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Set by whoever stops reading a body early (web/intake.py): the answer is
+# written with `Connection: close`, then the connection ends.
+CLOSE_AFTER_ANSWER: web.RequestKey[bool] = web.RequestKey("close_after_answer")
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -137,6 +140,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     finally:
         structlog.contextvars.unbind_contextvars("request_id")
     response.headers["X-Request-Id"] = request_id
+    if request.get(CLOSE_AFTER_ANSWER):
+        response.force_close()
     log.debug(
         "http_request",
         request_id=request_id,

@@ -32,6 +32,7 @@ import structlog
 from aiohttp import web
 
 from handover.node.budget import BudgetExhausted, ByteBudget
+from handover.web.errors import CLOSE_AFTER_ANSWER
 from handover.workflow.errors import ErrorCode, RequestRefused
 
 log = structlog.get_logger(__name__)
@@ -136,9 +137,6 @@ class Intake:
 
 
 def _close_after_answer(request: web.Request) -> None:
-    """Close the connection once the answer is written: the rest of the body is
-    not read (aiohttp would otherwise linger to drain it)."""
-    protocol = request.protocol
-    force_close = getattr(protocol, "force_close", None)
-    if callable(force_close):
-        force_close()
+    """Answer, then close the connection: the rest of the body is not wanted
+    (aiohttp drains it for at most its lingering time, 10 s)."""
+    request[CLOSE_AFTER_ANSWER] = True

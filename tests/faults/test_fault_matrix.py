@@ -250,7 +250,6 @@ def test_answer_lost_after_the_receiver_committed(bench: Bench) -> None:
         proxy.cut_ratio = 0.5
         stream.run()
         wait_for("answers cut after the receiver stored", lambda: proxy.stats.cut_after_commit, 20)
-        time.sleep(2)
         proxy.cut_ratio = 0.0
         wait_settled(sender, stream.case_refs, 60)
     finally:
@@ -300,7 +299,6 @@ def test_receiver_disk_full_then_freed(bench: Bench) -> None:
             return rows[0]["n"] == len(pids)
 
         wait_for("every packet tried twice while the disk is full", refused_twice, 30)
-        time.sleep(2)
         (row,) = receiver.sql("SELECT count(*) AS n FROM received WHERE pid = ANY($1)", pids)
         held_while_full = row["n"]
         full_for = time.monotonic() - started
@@ -339,7 +337,7 @@ def test_pin_change_reaches_a_node_whose_postgres_restarted(bench: Bench) -> Non
     try:
         # Control: a node that has not lost its database takes a new URL at once.
         pin(sender, receiver, proxy.url)
-        time.sleep(1)
+        time.sleep(0.5)  # the NOTIFY reaches the node
         pid = sender.send([RECEIVER])
         assert sender.wait_delivered(pid, 30)["deliveries"][0]["status"] == "delivered"
         assert proxy.stats.packet_posts >= 1, "the pin change did not reach a fresh node"
@@ -348,7 +346,7 @@ def test_pin_change_reaches_a_node_whose_postgres_restarted(bench: Bench) -> Non
         restart_postgres(sender)
         posts = proxy.stats.packet_posts
         pin(sender, receiver, receiver.url)  # back to the direct URL
-        time.sleep(1)
+        time.sleep(0.5)  # the NOTIFY reaches the node
         pid = sender.send([RECEIVER])
         assert sender.wait_delivered(pid, 30)["deliveries"][0]["status"] == "delivered"
         assert proxy.stats.packet_posts == posts, (

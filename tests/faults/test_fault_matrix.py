@@ -151,13 +151,20 @@ def finish(
     case: str, bench: Bench, stream: Stream, faults: str, started: float, **extra: object
 ) -> Outcome:
     """Count, verify both audit chains, print the case's line, then assert."""
+    nodes = (bench.sender, bench.receiver)
+    # A node process that died on its own during the case (not one the case killed).
+    crashed = [n.node for n in nodes if n.proc is None or n.proc.poll() is not None]
     result = outcome(bench.sender, bench.receiver, stream)
-    audit = verify_audit([bench.sender, bench.receiver])
+    audit = verify_audit(list(nodes))
     verdicts = ", ".join(f"{n} {'ok' if v == 'ok' else 'FAILED'}" for n, v in audit.items())
     details = "".join(f"; {key} {value}" for key, value in extra.items())
     report(
         f"[{case}] {time.monotonic() - started:.1f} s; faults: {faults}; {result.line()};"
-        f" submissions refused {len(stream.errors)}; audit verify --peers: {verdicts}{details}"
+        f" submissions refused {len(stream.errors)}; audit verify --peers: {verdicts}"
+        f"{'; CRASHED: ' + ', '.join(crashed) if crashed else ''}{details}"
+    )
+    assert not crashed, f"{crashed} exited by itself:\n" + "\n".join(
+        n.log()[-3000:] for n in nodes if n.node in crashed
     )
     assert_exactly_once(result)
     assert all(v == "ok" for v in audit.values()), audit
@@ -388,7 +395,8 @@ def aim_at_work_in_flight(sender: NodeProcess, timeout: float) -> list[str]:
 
 def caught(sender: NodeProcess, receiver: NodeProcess, flight: list[str]) -> str:
     """Of the deliveries in flight just before a kill, those still leased after it
-    (the sender never recorded their answer), and how many the receiver holds."""
+    (the sender never recorded their answer; a lease from an earlier kill may still
+    run), and how many of them the receiver holds."""
     still = [
         r["pid"]
         for r in sender.sql(
@@ -399,7 +407,7 @@ def caught(sender: NodeProcess, receiver: NodeProcess, flight: list[str]) -> str
         )
     ]
     (row,) = receiver.sql("SELECT count(*) AS n FROM received WHERE pid = ANY($1)", still)
-    return f"{len(still)} in flight ({row['n']} stored by the receiver)"
+    return f"{len(still)} leased ({row['n']} stored by the receiver)"
 
 
 def inject(bench: Bench, target: str, down: float) -> str:

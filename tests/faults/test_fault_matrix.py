@@ -14,12 +14,17 @@ case streams release notices and injects one kind of fault:
 
 After the faults end, every case checks: lost 0 (each committed packet has a
 delivery that ended `delivered`, each 202 has its outbox row, each disclosure
-its packet), duplicated 0 (each pid held and logged once by the receiver,
-its delivery logged once by the sender; the sender holds
-byte for byte the receipt the receiver stored first), and `handover audit
-verify --peers` passes on both nodes. A line per case (packets, faults, time,
-outcomes) is printed at the end of the session.
+its packet), duplicated 0 (each pid held and logged once by the receiver, its
+delivery logged once by the sender, and the sender holds byte for byte the
+receipt the receiver stored first), no node process exited by itself, and
+`handover audit verify --peers` passes on both nodes. A line per case
+(packets, faults, time, outcomes) is printed at the end of the session.
 
+One more test holds what the PostgreSQL kills showed: a node whose database
+restarted under it must still hear the database's notifications (pin changes).
+
+The disk case needs root (to mount the tmpfs) and the clock case libfaketime
+(the `libfaketime` dev dependency); each is skipped, naming why, without them.
 `make test` runs a few hundred packets per case and one seed; `make soak`
 (HANDOVER_SOAK=1) thousands and more seeds (HANDOVER_SOAK_SEEDS, default 5).
 """

@@ -41,3 +41,10 @@ vectors: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist
+
+# The fault matrix under load (tests/faults): thousands of packets per case, more
+# seeds (HANDOVER_SOAK_SEEDS, default 5). `make test` runs it small.
+.PHONY: soak soak-faults
+soak: soak-faults
+soak-faults: $(STAMP)
+	HANDOVER_SOAK=1 $(VENV)/bin/pytest -q $(PYTEST_ARGS) tests/faults

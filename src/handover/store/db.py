@@ -247,6 +247,9 @@ class Database:
         self.pool = pool
         self.embedded = embedded
         self._listener: Any = None
+        self._callbacks: dict[str, Callable[[], object]] = {}
+        self._closing = False
+        self._reattach_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -312,18 +315,51 @@ class Database:
 
     async def listen(self, **callbacks: Callable[[], object]) -> None:
         """Call `callbacks[name]` on each NOTIFY of channel `handover_<name>` from any
-        process on this database (outbox: new rows; peers: pins; keys: rotations)."""
-        self._listener = await self.pool.acquire()
+        process on this database (outbox: new rows; peers: pins; keys: rotations).
 
-        def on_notify(_conn: object, _pid: int, channel: str, _payload: str) -> None:
-            callback = callbacks.get(channel.removeprefix("handover_"))
+        The listening connection is watched: when it dies (the database restarted
+        or failed over), a new one is attached as soon as the database answers,
+        and every callback is called once, since notifications may have been
+        missed in between.
+        """
+        self._callbacks = callbacks
+        self._closing = False
+        await self._attach()
+
+    async def _attach(self) -> None:
+        listener = await self.pool.acquire()
+
+        def on_notify(_conn: object, _pid: int, channel: str, _payload: object) -> None:
+            callback = self._callbacks.get(channel.removeprefix("handover_"))
             if callback is not None:
                 callback()
 
-        for name in callbacks:
-            await self._listener.add_listener(f"handover_{name}", on_notify)
+        for name in self._callbacks:
+            await listener.add_listener(f"handover_{name}", on_notify)
+        listener.add_termination_listener(self._lost)
+        self._listener = listener
+
+    def _lost(self, _conn: object) -> None:
+        if self._closing:
+            return
+        self._listener = None
+        self._reattach_task = asyncio.get_running_loop().create_task(self._reattach())
+
+    async def _reattach(self) -> None:
+        delay = 0.5
+        while not self._closing:
+            try:
+                await self._attach()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            for callback in self._callbacks.values():
+                callback()
+            return
 
     async def close(self) -> None:
+        self._closing = True
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self.pool.release(self._listener)

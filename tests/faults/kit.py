@@ -41,9 +41,9 @@ from typing import Any
 import psutil
 from pgserver.utils import PostmasterInfo
 
+from e2e.test_node_delivery import case_ref, submission
 from federation import NodeProcess, cli_env
 from handover.protocol.canonical import b64u_decode
-from test_node_delivery import case_ref, submission
 
 SOAK = os.environ.get("HANDOVER_SOAK", "") not in ("", "0")
 REPORTS: list[str] = []

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import pytest
 
+from e2e.test_node_delivery import FAST_SENDER
 from faults.kit import (
     SOAK,
     CutProxy,
@@ -71,7 +72,6 @@ from faults.kit import (
 )
 from federation import Federation, NodeProcess, run_cli
 from handover.protocol.timeutil import MINUTE_MS, now_ms
-from test_node_delivery import FAST_SENDER
 
 SENDER, RECEIVER = "prison.example", "probation.example"
 SEEDS = list(range(1, int(os.environ.get("HANDOVER_SOAK_SEEDS", "5")) + 1)) if SOAK else [1]

@@ -303,9 +303,10 @@ async def _classify_fork(
         "lost": len(lost),
     }
     report.problem = (
-        f"declared fork: the peer restarted its log on {date_time(latest.iat)} from a backup"
-        f" ending at seq {latest.previous.seq}; {len(lost)} of {len(before)} statements it"
-        " signed before name entries it lost"
+        f"declared fork: the peer restored its log from a backup ending at seq"
+        f" {latest.previous.seq} and began a new chain on {date_time(latest.iat)};"
+        f" {len(lost)} of the {len(before)} statements it signed before then name entries"
+        " lost in the restore"
     )
     report.conflict = [max(lost, key=lambda s: s.seq).to_json()] if lost else []
 

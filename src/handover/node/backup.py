@@ -180,8 +180,6 @@ def records(inp: IO[bytes], passphrase: bytes, name: str) -> Iterator[tuple[byte
                     f"cannot decrypt {name}: wrong passphrase, or the file was altered"
                 ) from exc
             raise BackupError(f"{name} was altered or damaged at byte {offset}") from exc
-        if not plain:
-            raise BackupError(f"{name} has an empty record at byte {offset}")
         ad, offset = b"", offset + FRAME.size + length
         yield plain[:1], plain[1:]
     if inp.read(1):

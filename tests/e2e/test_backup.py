@@ -26,6 +26,7 @@ from handover.protocol.auditchain import verify_checkpoint, verify_fork_declarat
 from handover.protocol.canonical import b64u_encode
 from handover.protocol.keyset import accept_keyset
 from handover.protocol.timeutil import now_ms
+from test_openapi import check_answer
 
 PRISON, PROBATION = "prison.example", "probation.example"
 PASSPHRASE = "lantern orbit seventy quiet harbour"
@@ -199,6 +200,7 @@ def test_restore_from_backup_is_a_declared_fork_and_the_node_carries_on(
     keyset = accept_keyset(raw_keyset, node=PRISON, fingerprint=prison.fingerprint, now=now_ms())
     status, forks = prison.get("/federation/v1/log/forks")
     assert status == 200 and set(forks) == {"forks"}
+    check_answer("GET", "/federation/v1/log/forks", status, forks)
     (wire,) = forks["forks"]
     declaration = verify_fork_declaration(json.dumps(wire), keyset, now_ms())
     assert declaration.previous.to_json() == previous
@@ -212,6 +214,14 @@ def test_restore_from_backup_is_a_declared_fork_and_the_node_carries_on(
     assert f"peer {PRISON}: declared fork:" in proc.stderr
     assert "silent fork" not in proc.stderr
     assert peer["declared_fork"]["lost"] >= 1
+    # The local API answers the same, in the documented shape.
+    for node, path in (
+        (probation, "/api/v1/audit/verify?peers=1"),
+        (prison, "/api/v1/audit/verify"),
+    ):
+        status, answer = node.api("POST", path, role="auditor")
+        check_answer("POST", "/api/v1/audit/verify", status, answer)
+    assert status == 200 and answer["forks"][0]["ok"] is True
     (held,) = peer["declared_fork"]["declarations"]
     assert held["previous"] == result["fork"]["previous"]
 

@@ -178,9 +178,17 @@ def test_restore_from_backup_is_a_declared_fork_and_the_node_carries_on(
     for path in [restored / "handover.toml", *(restored / "keys").iterdir()]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
-    # Served from the new directory on the same address: probation's pin still fits.
+    # Served from the new directory on the same address: probation's pin still fits,
+    # and the keyset, signed again at the restore, is newer than any it accepted.
     prison.dir = restored
     prison.start()
+    (accepted,) = probation.sql("SELECT serial FROM peers WHERE node = $1", PRISON)
+    assert result["keyset_serial"] > accepted["serial"]
+    repin = run_cli(
+        "peers", "add", "--dir", str(probation.dir), "--url", prison.url,
+        f"--fingerprint={prison.fingerprint}", "--kind", "prison",
+    )  # fmt: skip
+    assert json.loads(repin.stdout)["serial"] == result["keyset_serial"]
     proc, own = verify(restored)
     assert own["ok"] is True, proc.stderr
     assert own["chain"]["entries"] >= 1

@@ -10,11 +10,14 @@ In order, so that a refusal or a bad file leaves nothing behind:
    as for `handover serve`), which must be empty.
 3. The directory is written (settings and keys 0600, folders 0700), and the
    dump is loaded by psql in one transaction, authenticated again as it goes.
-4. The fork is declared (node/auditing.py `declare_fork`): the restored chain
+4. The keyset is signed again with a serial above any the node issued before
+   the restore (peers refuse a lower one as a rollback; the node re-signs it
+   daily, so a backup's is soon behind what peers accepted).
+5. The fork is declared (node/auditing.py `declare_fork`): the restored chain
    is archived, a new chain begins with an `alteration` entry naming its last
    head, and a signed declaration is kept for peers (docs/protocol.md 5.1).
 
-A failure in 3 or 4 removes what was written (the embedded database with it).
+A failure in 3 to 5 removes what was written (the embedded database with it).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from handover.node import keystore
 from handover.node.auditing import declare_fork
 from handover.node.backup import FILE_SETTINGS, BackupError, Contents, database_sql, scan
 from handover.protocol.canonical import b64u_encode
+from handover.protocol.keyset import MAX_KEYSET_LIFETIME_MS, build_keyset
 from handover.protocol.timeutil import Clock, now_ms
 from handover.store import dump as pg
 from handover.store.db import Database, EmbeddedPostgres, describe_dsn
@@ -95,6 +99,25 @@ def _load(source: Path, passphrase: bytes, dsn: str) -> None:
         loader.abort()
         raise
     loader.finish()
+
+
+def _renew_keyset(keys_dir: Path, now: int) -> int:
+    """Re-sign the restored keyset (same keys) with serial max(serial + 1, now in
+    seconds): daily re-signing adds 1 a day, so a serial taken from the clock at a
+    restore is above every serial issued before it. Returns the new serial."""
+    keys = keystore.load_keys(keys_dir)
+    serial = max(keys.keyset.serial + 1, now // 1000)
+    wire = build_keyset(
+        node=keys.node,
+        serial=serial,
+        iat=now,
+        exp=now + MAX_KEYSET_LIFETIME_MS,
+        root=keys.root,
+        keys=list(keys.keyset.keys),
+    )
+    keystore.write_public(keys_dir / keystore.KEYSET_FILE, wire)
+    os.chmod(keys_dir / keystore.KEYSET_FILE, 0o600)  # as restored: every file 0600
+    return serial
 
 
 async def _declare(
@@ -170,6 +193,7 @@ def restore(
         _write_tree(directory, contents.files)
         target = dsn if embedded is None else embedded.start()
         _load(source, passphrase, target)
+        serial = _renew_keyset(directory / "keys", clock())
         fork = asyncio.run(
             _declare(
                 target,
@@ -194,6 +218,7 @@ def restore(
         "backup_at": backup_at,
         "files": sorted(contents.files),
         "settings_moved": moved,
+        "keyset_serial": serial,
         "fork": fork,
         "next": f"handover serve --dir {directory}",
     }

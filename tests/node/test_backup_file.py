@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import zlib
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 
@@ -16,10 +17,13 @@ from handover.node.backup import (
     BackupError,
     BackupWriter,
     database_sql,
+    node_files,
     records,
     safe_path,
     scan,
 )
+from handover.node.config import load_config
+from handover.node.restore import relocate_settings
 from handover.protocol import crypto
 from handover.protocol.canonical import cj_dumps
 
@@ -196,3 +200,53 @@ def test_the_database_section_is_zlib_of_the_sql() -> None:
     data = make({}, [b"SELECT 1;\n", b"SELECT 2;\n"])
     assert b"".join(database_sql(io.BytesIO(data), PASS, "f")) == b"SELECT 1;\nSELECT 2;\n"
     assert zlib.decompress(zlib.compress(b"x")) == b"x"
+
+
+# --- restore's settings, backup's files ------------------------------------------------
+
+
+def test_settings_naming_files_inside_the_old_directory_move_with_it() -> None:
+    settings = (
+        b'node = "prison.example"\n'
+        b'tls_cert = "/srv/old/tls/server.pem"\n'
+        b'tls_key = "/elsewhere/server.key"\n'
+        b'policy_file = "policy.json"\n'
+        b'public_url = "/srv/old/not-a-file-setting"\n'
+    )
+    moved, names = relocate_settings(settings, "/srv/old", Path("/srv/new"))
+    assert names == ["tls_cert"]
+    assert moved.decode().splitlines() == [
+        'node = "prison.example"',
+        'tls_cert = "/srv/new/tls/server.pem"',
+        'tls_key = "/elsewhere/server.key"',
+        'policy_file = "policy.json"',
+        'public_url = "/srv/old/not-a-file-setting"',
+    ]
+    assert relocate_settings(settings, None, Path("/srv/new")) == (settings, [])
+
+
+def test_a_backup_takes_keys_tls_and_files_settings_name_inside_the_directory(
+    tmp_path: Path,
+) -> None:
+    node = tmp_path / "node"
+    (node / "keys").mkdir(parents=True)
+    (node / "keys" / "root.key").write_text("r")
+    (node / "keys" / "keyset.json.tmp").write_text("half-written")
+    (node / "tls" / "peers").mkdir(parents=True)
+    (node / "tls" / "peers" / "a.pem").write_text("ca")
+    (node / "policy.json").write_text("{}")
+    outside = tmp_path / "server.pem"
+    outside.write_text("cert")
+    (node / "handover.toml").write_text(
+        'node = "prison.example"\nkind = "prison"\npolicy_file = "policy.json"\n'
+        f'tls_cert = "{outside}"\ntls_key = "{outside}"\n'
+    )
+    files, warnings = node_files(load_config(node))
+    assert sorted(files) == [
+        "handover.toml",
+        "keys/root.key",
+        "policy.json",
+        "tls/peers/a.pem",
+    ]
+    assert [w.split(" ")[0] for w in warnings] == ["tls_cert", "tls_key"]
+    assert all("not in the backup" in w for w in warnings)

@@ -55,7 +55,7 @@ def _settings(contents: Contents, name: str) -> tuple[str, str]:
     return node, dsn if isinstance(dsn, str) else ""
 
 
-def _relocate(settings: bytes, old: object, new: Path) -> tuple[bytes, list[str]]:
+def relocate_settings(settings: bytes, old: object, new: Path) -> tuple[bytes, list[str]]:
     """Settings naming files inside the old node directory by absolute path (as
     `handover init` writes them) name the same files inside the new one."""
     if not isinstance(old, str) or not old.startswith("/"):
@@ -175,7 +175,7 @@ def restore(
     node, dsn = _settings(contents, name)
     if "keys/keyset.json" not in contents.files or "keys/storage.key" not in contents.files:
         raise BackupError(f"{name} holds no complete key directory")
-    contents.files["handover.toml"], moved = _relocate(
+    contents.files["handover.toml"], moved = relocate_settings(
         contents.files["handover.toml"], contents.manifest.get("directory"), directory
     )
     backup_at = contents.manifest.get("created_at")

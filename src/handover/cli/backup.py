@@ -7,6 +7,7 @@ standard input; it is never an argument (other users see those in `ps`).
 from __future__ import annotations
 
 import argparse
+import getpass
 import stat
 import sys
 from pathlib import Path
@@ -31,6 +32,8 @@ def read_passphrase(args: argparse.Namespace) -> bytes:
             raw = path.read_bytes()
         except OSError as exc:
             raise CliError(f"cannot read the passphrase file {path}: {exc.strerror}") from exc
+    elif sys.stdin.isatty():
+        raw = getpass.getpass("backup passphrase: ").encode("utf-8")  # not echoed
     else:
         raw = sys.stdin.buffer.readline()
     line = raw.split(b"\n", 1)[0].removesuffix(b"\r")
@@ -39,12 +42,18 @@ def read_passphrase(args: argparse.Namespace) -> bytes:
     return line
 
 
+def _failed(exc: OSError) -> CliError:
+    return CliError(f"{exc.filename or 'a file'}: {exc.strerror or type(exc).__name__}")
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     passphrase = read_passphrase(args)
     try:
         result = take_backup(node_dir(args), Path(args.out).resolve(), passphrase)
     except BackupError as exc:
         raise CliError(str(exc)) from exc
+    except OSError as exc:
+        raise _failed(exc) from exc
     for message in result.pop("warnings"):
         warn(message)
     emit(result)
@@ -59,6 +68,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         )
     except BackupError as exc:
         raise CliError(str(exc)) from exc
+    except OSError as exc:
+        raise _failed(exc) from exc
     emit(result)
     fork = result["fork"]
     sys.stderr.write(

@@ -358,6 +358,8 @@ def take_backup(
     config = load_config(directory)
     if out.exists():
         raise BackupError(f"{out} already exists; choose a new file name")
+    if not out.parent.is_dir():
+        raise BackupError(f"cannot write {out}: {out.parent} is not a directory")
     files, warnings = node_files(config)
     embedded = None
     if not config.dsn:

@@ -287,6 +287,9 @@ class Node:
     async def entry_digests(self, after: int, limit: int) -> list[bytes]:
         return await self.audit.entry_digests(after, limit)
 
+    async def fork_declarations(self) -> list[bytes]:
+        return await self.audit.fork_declarations()
+
     async def receive_many(self, wires: list[bytes], source: str = "memory") -> list[Answer]:
         return await self.receiver.receive_many(wires, source)
 

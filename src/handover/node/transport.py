@@ -59,6 +59,10 @@ class Transport(Protocol):
 
     async def fetch_digests(self, base_url: str, after: int, limit: int) -> list[str]: ...
 
+    async def fetch_forks(self, base_url: str) -> list[bytes]:
+        """The peer's signed fork declarations (docs/protocol.md 5.1), each a wire object."""
+        ...
+
     async def post_batch(self, base_url: str, wires: Sequence[bytes]) -> list[Answer]:
         """One answer per packet, in order."""
         ...
@@ -74,6 +78,8 @@ class Endpoint(Protocol):
     async def checkpoint(self) -> bytes: ...
 
     async def entry_digests(self, after: int, limit: int) -> list[bytes]: ...
+
+    async def fork_declarations(self) -> list[bytes]: ...
 
     async def receive_many(self, wires: list[bytes], source: str = ...) -> list[Answer]: ...
 
@@ -115,6 +121,9 @@ class MemoryTransport:
     async def fetch_digests(self, base_url: str, after: int, limit: int) -> list[str]:
         digests = await self._peer(base_url).entry_digests(after, limit)
         return [b64u_encode(d) for d in digests]
+
+    async def fetch_forks(self, base_url: str) -> list[bytes]:
+        return await self._peer(base_url).fork_declarations()
 
     async def post_batch(self, base_url: str, wires: Sequence[bytes]) -> list[Answer]:
         answers: list[Answer] = []

@@ -182,3 +182,93 @@ def verify_checkpoint(wire: bytes | str, keyset: Keyset, now: int) -> Checkpoint
         cb=cb,
         wire=wire.encode("utf-8") if isinstance(wire, str) else wire,
     )
+
+
+# --- fork declarations (docs/protocol.md section 5.1) ----------------------------
+
+FORK_LABEL = "hp1/fork/v1"
+
+
+@dataclass(frozen=True)
+class ForkDeclaration:
+    """A node's signed statement that its log restarted as a new chain at `iat`,
+    the previous chain ending (as far as the node still knows it) at `previous`."""
+
+    node: str
+    kid: str
+    previous: LogPosition
+    iat: int
+    fb: bytes
+    wire: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "previous": self.previous.to_json(),
+            "iat": self.iat,
+            "kid": self.kid,
+            "signed": self.wire.decode("utf-8"),
+        }
+
+
+def make_fork_declaration(
+    *, node: str, kid: str, key: crypto.SigningKey, previous: LogPosition, now: int
+) -> bytes:
+    """Sign a fork declaration: FB = CJ({typ, v, node, kid, previous, iat})."""
+    fb = cj_dumps(
+        {
+            "typ": "hp1.fork",
+            "v": 1,
+            "node": node,
+            "kid": kid,
+            "previous": previous.to_json(),
+            "iat": now,
+        }
+    )
+    sig = key.sign(crypto.pae(FORK_LABEL, fb))
+    return dump_wire_object({"hp1f": b64u_encode(fb), "sig": b64u_encode(sig)})
+
+
+def verify_fork_declaration(wire: bytes | str, keyset: Keyset, now: int) -> ForkDeclaration:
+    """Verify a fork declaration against the signer's accepted keyset (the same
+    rules as a checkpoint's).
+
+    Raises:
+        InvalidCheckpoint: naming the rule broken (a declaration is a signed
+            statement about the log, like a checkpoint).
+    """
+    try:
+        outer = parse_wire_object(wire, ("hp1f", "sig"))
+        fb = b64u_decode(outer["hp1f"])
+        sig = b64u_decode(outer["sig"], 64)
+        body = cj_loads(fb)
+    except EncodingError as exc:
+        raise InvalidCheckpoint(f"fork declaration is not well-formed: {exc}") from exc
+    if not isinstance(body, dict) or set(body) != {"typ", "v", "node", "kid", "previous", "iat"}:
+        raise InvalidCheckpoint("fork declaration has missing or extra members")
+    if body["typ"] != "hp1.fork" or body["v"] != 1 or not is_int(body["v"]):
+        raise InvalidCheckpoint("not an hp1 fork declaration (typ or v)")
+    if not is_node_id(body["node"]) or body["node"] != keyset.node:
+        raise InvalidCheckpoint("fork declaration is not from the keyset's node")
+    if not is_int(body["iat"]) or body["iat"] > now + SKEW_MS:
+        raise InvalidCheckpoint("fork declaration iat is malformed or in the future")
+    try:
+        previous = LogPosition.from_json(body["previous"])
+    except EncodingError as exc:
+        raise InvalidCheckpoint(f"fork declaration previous is malformed: {exc}") from exc
+    if not isinstance(body["kid"], str):
+        raise InvalidCheckpoint("fork declaration kid is malformed")
+    entry = keyset.signing_key_for(body["kid"], body["iat"])
+    if entry is None:
+        raise InvalidCheckpoint(
+            f"fork declaration signing key {body['kid']!r} is not valid at its iat"
+        )
+    if not crypto.ed25519_verify(entry.public_key, crypto.pae(FORK_LABEL, fb), sig):
+        raise InvalidCheckpoint("fork declaration signature does not verify")
+    return ForkDeclaration(
+        node=body["node"],
+        kid=body["kid"],
+        previous=previous,
+        iat=body["iat"],
+        fb=fb,
+        wire=wire.encode("utf-8") if isinstance(wire, str) else wire,
+    )

@@ -16,6 +16,7 @@ from typing import Literal
 
 import nacl.bindings as sodium
 import nacl.exceptions
+import nacl.pwhash.argon2id
 
 from handover.protocol.canonical import b64u_encode
 
@@ -215,3 +216,72 @@ def seal_at_rest(key: bytes, plaintext: bytes) -> bytes:
 def open_at_rest(key: bytes, boxed: bytes) -> bytes:
     """Raises CryptoFailure if the data or the key is wrong."""
     return secretbox_open(boxed[24:], boxed[:24], key)
+
+
+# --- passphrases and encrypted streams (node backups) ---------------------------
+
+ARGON2ID_SALT_BYTES = 16
+# What `handover backup` uses: libsodium's "moderate" limits (256 MiB, 3 passes).
+ARGON2ID_OPSLIMIT = int(nacl.pwhash.argon2id.OPSLIMIT_MODERATE)
+ARGON2ID_MEMLIMIT = int(nacl.pwhash.argon2id.MEMLIMIT_MODERATE)
+STREAM_KEY_BYTES = int(sodium.crypto_secretstream_xchacha20poly1305_KEYBYTES)
+STREAM_HEADER_BYTES = int(sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES)
+STREAM_ABYTES = int(sodium.crypto_secretstream_xchacha20poly1305_ABYTES)
+_TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
+_TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
+
+
+def argon2id_key(passphrase: bytes, salt: bytes, *, opslimit: int, memlimit: int) -> bytes:
+    """A 32-byte key from a passphrase: Argon2id v1.3 (libsodium `crypto_pwhash`).
+
+    Raises:
+        CryptoFailure: limits or salt that libsodium refuses.
+    """
+    try:
+        key: bytes = nacl.pwhash.argon2id.kdf(
+            STREAM_KEY_BYTES, passphrase, salt, opslimit=opslimit, memlimit=memlimit
+        )
+    except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError, ValueError) as exc:
+        raise CryptoFailure("key derivation refused its parameters") from exc
+    return key
+
+
+class StreamSealer:
+    """crypto_secretstream_xchacha20poly1305, pushing side: messages in order,
+    the last one tagged final, so reordering, dropping or truncating is detected."""
+
+    def __init__(self, key: bytes) -> None:
+        self._state = sodium.crypto_secretstream_xchacha20poly1305_state()
+        self.header: bytes = sodium.crypto_secretstream_xchacha20poly1305_init_push(
+            self._state, key
+        )
+
+    def push(self, message: bytes, ad: bytes = b"", *, final: bool = False) -> bytes:
+        sealed: bytes = sodium.crypto_secretstream_xchacha20poly1305_push(
+            self._state, message, ad or None, _TAG_FINAL if final else _TAG_MESSAGE
+        )
+        return sealed
+
+
+class StreamOpener:
+    """The pulling side of :class:`StreamSealer`."""
+
+    def __init__(self, key: bytes, header: bytes) -> None:
+        if len(key) != STREAM_KEY_BYTES or len(header) != STREAM_HEADER_BYTES:
+            raise CryptoFailure("stream key or header has the wrong length")
+        self._state = sodium.crypto_secretstream_xchacha20poly1305_state()
+        sodium.crypto_secretstream_xchacha20poly1305_init_pull(self._state, header, key)
+
+    def pull(self, sealed: bytes, ad: bytes = b"") -> tuple[bytes, bool]:
+        """The next message and whether it is the final one.
+
+        Raises:
+            CryptoFailure: wrong key, or a message altered, reordered or replayed.
+        """
+        try:
+            message, tag = sodium.crypto_secretstream_xchacha20poly1305_pull(
+                self._state, sealed, ad or None
+            )
+        except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError, ValueError) as exc:
+            raise CryptoFailure("stream message does not authenticate") from exc
+        return bytes(message), tag == _TAG_FINAL

@@ -170,6 +170,14 @@ async def get_digests(request: web.Request) -> web.Response:
     return json_response({"after": after, "digests": [b64u_encode(d) for d in digests]})
 
 
+async def get_forks(request: web.Request) -> web.Response:
+    """The node's signed fork declarations (docs/protocol.md 5.1), oldest first."""
+    wires = await request.app[NODE_KEY].fork_declarations()
+    return web.Response(
+        body=b'{"forks":[' + b",".join(wires) + b"]}", content_type="application/json"
+    )
+
+
 # Digest pages are read from the database and hashed: a peer witnessing a long
 # log asks for many pages at once, then none for a day; 1 a second after that.
 DIGEST_REQUESTS: web.AppKey[TokenBuckets] = web.AppKey("digest_requests")
@@ -182,3 +190,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/.well-known/handover/keyset", get_keyset)
     app.router.add_get("/.well-known/handover/log-head", get_log_head)
     app.router.add_get("/federation/v1/log/digests", get_digests)
+    app.router.add_get("/federation/v1/log/forks", get_forks)

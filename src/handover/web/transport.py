@@ -28,6 +28,7 @@ from handover.web.tls import client_context
 KEYSET_PATH = "/.well-known/handover/keyset"
 LOG_HEAD_PATH = "/.well-known/handover/log-head"
 DIGESTS_PATH = "/federation/v1/log/digests"
+FORKS_PATH = "/federation/v1/log/forks"
 PACKETS_PATH = "/federation/v1/packets"
 BATCH_PATH = "/federation/v1/packets:batch"
 
@@ -135,6 +136,21 @@ class HttpTransport:
             raise TransportError("digests answer does not have the protocol's shape")
         digests: list[str] = data["digests"]
         return digests
+
+    async def fetch_forks(self, base_url: str) -> list[bytes]:
+        body = await self._get(base_url.rstrip("/") + FORKS_PATH, MAX_SMALL_ANSWER)
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise TransportError("fork declarations answer is not JSON") from exc
+        if (
+            not isinstance(data, dict)
+            or set(data) != {"forks"}
+            or not isinstance(data["forks"], list)
+            or not all(isinstance(f, dict) for f in data["forks"])
+        ):
+            raise TransportError("fork declarations answer does not have the protocol's shape")
+        return [json.dumps(f, separators=(",", ":")).encode("utf-8") for f in data["forks"]]
 
     async def post_packet(self, base_url: str, wire: bytes) -> Answer:
         url = base_url.rstrip("/") + PACKETS_PATH

@@ -58,3 +58,35 @@ def test_revoking_an_unknown_or_revoked_key_is_refused(tmp_path: Path) -> None:
     revoked = keystore.revoke(keys, kid, NOW + 1)
     with pytest.raises(ConfigError, match="already revoked"):
         keystore.revoke(revoked, kid, NOW + 2)
+
+
+def test_an_encrypted_root_key_opens_only_with_its_passphrase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = keystore.init_keys(tmp_path / "keys", "prison.example", NOW)
+    secret = tmp_path / "root-passphrase"
+    secret.write_text("correct horse battery staple\n")
+    keystore.protect_root(tmp_path / "keys", b"correct horse battery staple")
+    sealed = (tmp_path / "keys" / keystore.ROOT_FILE).read_text()
+    assert sealed.startswith(keystore.ROOT_SEALED_PREFIX)
+    assert (tmp_path / "keys" / keystore.ROOT_FILE).stat().st_mode & 0o777 == 0o600
+
+    monkeypatch.delenv(keystore.ROOT_PASSPHRASE_ENV, raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(ConfigError, match="is encrypted"):
+        keystore.load_keys(tmp_path / "keys")
+    monkeypatch.setenv(keystore.ROOT_PASSPHRASE_ENV, str(secret))
+    assert keystore.load_keys(tmp_path / "keys").fingerprint == keys.fingerprint
+    # The systemd credential works the same way.
+    monkeypatch.delenv(keystore.ROOT_PASSPHRASE_ENV)
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / keystore.ROOT_CREDENTIAL).write_text("correct horse battery staple\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    assert keystore.load_keys(tmp_path / "keys").fingerprint == keys.fingerprint
+    # A wrong passphrase is refused with one clear error.
+    (credentials / keystore.ROOT_CREDENTIAL).write_text("wrong horse battery staple\n")
+    with pytest.raises(ConfigError, match="does not open"):
+        keystore.load_keys(tmp_path / "keys")
+    with pytest.raises(ConfigError, match="already encrypted"):
+        keystore.protect_root(tmp_path / "keys", b"correct horse battery staple")

@@ -313,6 +313,22 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_protect_root(args: argparse.Namespace) -> int:
+    from handover.cli.backup import read_passphrase
+
+    config = load_config(node_dir(args))
+    keystore.protect_root(config.keys_dir, read_passphrase(args))
+    emit(
+        {
+            "root_key": str(config.keys_dir / keystore.ROOT_FILE),
+            "encrypted": True,
+            "passphrase_from": f"{keystore.ROOT_PASSPHRASE_ENV} or the systemd credential"
+            f" {keystore.ROOT_CREDENTIAL}",
+        }
+    )
+    return 0
+
+
 def cmd_keys_fingerprint(args: argparse.Namespace) -> int:
     directory = node_dir(args)
     keys_dir = directory / "keys" if (directory / "keys").is_dir() else directory
@@ -425,6 +441,12 @@ def register_keys(keys_sub: Commands) -> None:
     p.add_argument("kid", help="the key id (see keys/keyset.json)")
     p.add_argument("--reason", required=True, help="why (recorded in the audit log)")
     p.set_defaults(func=cmd_keys_revoke)
+    p = keys_sub.add_parser(
+        "protect-root", help="encrypt keys/root.key with a passphrase (Argon2id + secretbox)"
+    )
+    p.add_argument("--dir", required=True, help="node directory")
+    p.add_argument("--passphrase-file", help="file whose first line is the passphrase")
+    p.set_defaults(func=cmd_keys_protect_root)
     p = keys_sub.add_parser("fingerprint", help="print this node's root fingerprint")
     p.add_argument("--dir", required=True, help="node directory or key directory")
     p.set_defaults(func=cmd_keys_fingerprint)

@@ -67,6 +67,84 @@ def _read_secret(path: Path) -> bytes:
         raise ConfigError(f"key file {path} is not a 32-byte base64url key") from exc
 
 
+ROOT_SEALED_PREFIX = "hov-root-v1:"
+# Argon2id "interactive" limits: the root key is read at every start and
+# rotation, and a node's memory bound matters more than the extra cost.
+ROOT_KDF_OPS = 2
+ROOT_KDF_MEM = 64 * 1024 * 1024
+ROOT_PASSPHRASE_ENV = "HANDOVER_ROOT_PASSPHRASE_FILE"  # noqa: S105 - a variable name
+ROOT_CREDENTIAL = "handover-root-passphrase"  # systemd LoadCredential= name
+
+
+def root_passphrase() -> bytes | None:
+    """The passphrase of an encrypted root key: the file named by
+    HANDOVER_ROOT_PASSPHRASE_FILE, else the systemd credential
+    `handover-root-passphrase`; None when neither is set."""
+    named = os.environ.get(ROOT_PASSPHRASE_ENV)
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(named) if named else None
+    if path is None and credentials:
+        candidate = Path(credentials) / ROOT_CREDENTIAL
+        path = candidate if candidate.exists() else None
+    if path is None:
+        return None
+    try:
+        lines = path.read_bytes().splitlines()
+        return lines[0] if lines else b""
+    except OSError as exc:
+        raise ConfigError(f"cannot read the root key passphrase file {path}") from exc
+
+
+def _read_root(path: Path) -> bytes:
+    """The root key's seed, from a plain or a passphrase-sealed `root.key`."""
+    try:
+        text = path.read_text("ascii").strip()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"key file {path} is missing") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"key file {path} is not a key file") from exc
+    if not text.startswith(ROOT_SEALED_PREFIX):
+        return _read_secret(path)
+    passphrase = root_passphrase()
+    if not passphrase:
+        raise ConfigError(
+            f"{path} is encrypted: give its passphrase in a file named by"
+            f" {ROOT_PASSPHRASE_ENV}, or as the systemd credential {ROOT_CREDENTIAL}"
+        )
+    try:
+        raw = b64u_decode(text.removeprefix(ROOT_SEALED_PREFIX))
+        salt, nonce, box = raw[:16], raw[16:40], raw[40:]
+        key = crypto.argon2id_key(passphrase, salt, opslimit=ROOT_KDF_OPS, memlimit=ROOT_KDF_MEM)
+        seed = crypto.secretbox_open(box, nonce, key)
+    except (EncodingError, crypto.CryptoFailure) as exc:
+        raise ConfigError(f"{path} does not open with the given passphrase") from exc
+    if len(seed) != 32:
+        raise ConfigError(f"{path} does not hold a 32-byte key")
+    return seed
+
+
+def protect_root(directory: Path, passphrase: bytes) -> None:
+    """Encrypt `root.key` in place with a passphrase (Argon2id + secretbox).
+
+    Raises:
+        ConfigError: no root key, a short passphrase, or it is already encrypted.
+    """
+    path = directory / ROOT_FILE
+    if len(passphrase) < 12:
+        raise ConfigError("the passphrase must be at least 12 characters")
+    if path.exists() and path.read_text("ascii").startswith(ROOT_SEALED_PREFIX):
+        raise ConfigError(f"{path} is already encrypted")
+    seed = _read_secret(path)
+    salt, nonce = crypto.random_bytes(16), crypto.random_bytes(24)
+    key = crypto.argon2id_key(passphrase, salt, opslimit=ROOT_KDF_OPS, memlimit=ROOT_KDF_MEM)
+    sealed = salt + nonce + crypto.secretbox_seal(seed, nonce, key)
+    # Opened again before it replaces the plain key: the passphrase given is the one
+    # the node will need.
+    if crypto.secretbox_open(sealed[40:], nonce, key) != seed:
+        raise ConfigError("the root key did not survive encryption; root.key is unchanged")
+    write_private(path, (ROOT_SEALED_PREFIX + b64u_encode(sealed) + "\n").encode("ascii"))
+
+
 @dataclass(frozen=True)
 class NodeKeys:
     """The node's root, signing and encryption keys and its current keyset."""
@@ -182,7 +260,7 @@ def load_keys(directory: Path) -> NodeKeys:
         keyset = parse_keyset(wire)
     except InvalidKeyset as exc:
         raise ConfigError(f"{directory / KEYSET_FILE} is not a valid keyset: {exc}") from exc
-    root = crypto.SigningKey.from_seed(_read_secret(directory / ROOT_FILE))
+    root = crypto.SigningKey.from_seed(_read_root(directory / ROOT_FILE))
     if root.public_key != keyset.root:
         raise ConfigError("root.key does not match the keyset's root key")
     signing: dict[str, crypto.SigningKey] = {}

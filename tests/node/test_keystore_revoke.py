@@ -90,3 +90,35 @@ def test_an_encrypted_root_key_opens_only_with_its_passphrase(
         keystore.load_keys(tmp_path / "keys")
     with pytest.raises(ConfigError, match="already encrypted"):
         keystore.protect_root(tmp_path / "keys", b"correct horse battery staple")
+
+
+def test_replicas_resign_to_identical_keysets_on_the_same_day(tmp_path: Path) -> None:
+    """Replicas with their own copy of the keys (a Kubernetes Secret) re-sign the
+    keyset daily: on one day they must publish the same bytes and serial."""
+    import shutil
+
+    from handover.protocol.timeutil import DAY_MS
+
+    keys = keystore.init_keys(tmp_path / "a", "prison.example", NOW)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    replica_b = keystore.load_keys(tmp_path / "b")
+    next_day = NOW + DAY_MS
+    a = keystore.resign(keys, next_day + 3_600_000)  # 01:00
+    b = keystore.resign(replica_b, next_day + 20 * 3_600_000)  # 20:00
+    assert a.keyset.wire == b.keyset.wire
+    assert a.keyset.serial == next_day // 1000 > keys.keyset.serial
+    assert a.keyset.exp - a.keyset.iat == 7 * DAY_MS
+    # A peer holding the first keyset accepts the re-signed one; the next day's
+    # serial is higher again.
+    first = accept_keyset(
+        keys.keyset.wire, node="prison.example", fingerprint=keys.fingerprint, now=NOW
+    )
+    seen = accept_keyset(
+        a.keyset.wire,
+        node="prison.example",
+        fingerprint=keys.fingerprint,
+        now=next_day + 21 * 3_600_000,
+        last=first,
+    )
+    later = keystore.resign(a, next_day + DAY_MS + 60_000)
+    assert later.keyset.serial > seen.serial

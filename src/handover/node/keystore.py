@@ -32,6 +32,7 @@ from handover.protocol.keyset import (
 )
 from handover.protocol.opening import OwnBoxKey, ReceiverKeys
 from handover.protocol.packet import Identity
+from handover.protocol.timeutil import DAY_MS
 
 KEYSET_FILE = "keyset.json"
 ROOT_FILE = "root.key"
@@ -284,14 +285,22 @@ def load_keys(directory: Path) -> NodeKeys:
 
 
 def resign(keys: NodeKeys, now: int, lifetime_ms: int = MAX_KEYSET_LIFETIME_MS) -> NodeKeys:
-    """Re-sign the keyset with a fresh validity window (serial + 1)."""
+    """Re-sign the keyset with a fresh validity window.
+
+    The window starts at 00:00 UTC of `now` and the serial is that moment in
+    seconds (or the old serial + 1 if that is higher), so replicas of one node
+    holding the same keys, each with its own copy of `keys/` (a Kubernetes
+    Secret), re-sign to byte-identical keysets on the same day: Ed25519 is
+    deterministic, and peers never see two keysets with one serial.
+    """
+    day = now - now % DAY_MS
     _sign_and_write(
         keys.directory,
         keys.root,
         keys.node,
-        keys.keyset.serial + 1,
+        max(keys.keyset.serial + 1, day // 1000),
         list(keys.keyset.keys),
-        now,
+        day,
         lifetime_ms,
     )
     return load_keys(keys.directory)

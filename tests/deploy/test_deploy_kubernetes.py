@@ -141,7 +141,7 @@ def core_resources() -> list[Resource]:
     found = []
     for kind in KINDS:
         found += [r for r in rendered(kind) if (r["apiVersion"], r["kind"]) not in SCHEMAS]
-    found += load_yaml_docs(KUBE / "secrets.example.yaml")
+    found += load_yaml_docs(KUBE / "credentials-shape.example.yaml")
     return found
 
 
@@ -256,7 +256,7 @@ def test_volumes_configmaps_and_secrets_all_exist(kind: str) -> None:
     store = one(resources, "ObjectStore")["spec"]["configuration"]["s3Credentials"]
     referenced_secrets |= {store["accessKeyId"]["name"], store["secretAccessKey"]["name"]}
     assert referenced_secrets == OUT_OF_BAND_SECRETS | secrets_made_here
-    examples = {s["metadata"]["name"]: s for s in load_yaml_docs(KUBE / "secrets.example.yaml")}
+    examples = {s["metadata"]["name"]: s for s in load_yaml_docs(KUBE / "credentials-shape.example.yaml")}
     assert set(examples) == OUT_OF_BAND_SECRETS
     assert set(examples["handover-backup-s3"]["stringData"]) == {
         store["accessKeyId"]["key"],

@@ -256,7 +256,9 @@ def test_volumes_configmaps_and_secrets_all_exist(kind: str) -> None:
     store = one(resources, "ObjectStore")["spec"]["configuration"]["s3Credentials"]
     referenced_secrets |= {store["accessKeyId"]["name"], store["secretAccessKey"]["name"]}
     assert referenced_secrets == OUT_OF_BAND_SECRETS | secrets_made_here
-    examples = {s["metadata"]["name"]: s for s in load_yaml_docs(KUBE / "credentials-shape.example.yaml")}
+    examples = {
+        s["metadata"]["name"]: s for s in load_yaml_docs(KUBE / "credentials-shape.example.yaml")
+    }
     assert set(examples) == OUT_OF_BAND_SECRETS
     assert set(examples["handover-backup-s3"]["stringData"]) == {
         store["accessKeyId"]["key"],

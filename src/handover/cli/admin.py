@@ -245,27 +245,34 @@ def cmd_operators_list(args: argparse.Namespace) -> int:
 # --- keys ------------------------------------------------------------------------------
 
 
+def _record_key_change(directory: Path, **entry: Any) -> None:
+    """A `key` audit entry for a change made to the key files, and a NOTIFY so
+    every running process of the node reloads its keys."""
+
+    async def work(node: Node) -> None:
+        async def job(conn: Connection, appender: Appender) -> None:
+            appender.append("key", **entry)
+            await peer_store.notify_keys(conn)
+
+        await node.writer.run(job)
+
+    _with_node(directory, work)
+
+
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     directory = node_dir(args)
     config = load_config(directory)
     old = keystore.load_keys(config.keys_dir)
     new = keystore.rotate(old, now_ms())
 
-    async def work(node: Node) -> None:
-        async def job(conn: Connection, appender: Appender) -> None:
-            appender.append(
-                "key",
-                action="rotated",
-                serial=new.keyset.serial,
-                retired=[k.kid for k in old.keyset.keys if k.status == "active"],
-                active=[k.kid for k in new.keyset.keys if k.status == "active"],
-                org=config.node,
-            )
-            await peer_store.notify_keys(conn)
-
-        await node.writer.run(job)
-
-    _with_node(directory, work)
+    _record_key_change(
+        directory,
+        action="rotated",
+        serial=new.keyset.serial,
+        retired=[k.kid for k in old.keyset.keys if k.status == "active"],
+        active=[k.kid for k in new.keyset.keys if k.status == "active"],
+        org=config.node,
+    )
     emit(
         {
             "node": new.node,
@@ -286,22 +293,15 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     old = keystore.load_keys(config.keys_dir)
     new = keystore.revoke(old, args.kid, now_ms())
 
-    async def work(node: Node) -> None:
-        async def job(conn: Connection, appender: Appender) -> None:
-            appender.append(
-                "key",
-                action="revoked",
-                kid=args.kid,
-                serial=new.keyset.serial,
-                active=[k.kid for k in new.keyset.keys if k.status == "active"],
-                justification=reason,
-                org=config.node,
-            )
-            await peer_store.notify_keys(conn)
-
-        await node.writer.run(job)
-
-    _with_node(directory, work)
+    _record_key_change(
+        directory,
+        action="revoked",
+        kid=args.kid,
+        serial=new.keyset.serial,
+        active=[k.kid for k in new.keyset.keys if k.status == "active"],
+        justification=reason,
+        org=config.node,
+    )
     emit(
         {
             "node": new.node,

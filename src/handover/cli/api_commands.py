@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from handover.cli.args import Commands, Parser, node_dir
-from handover.cli.client import LocalApi
 from handover.cli.output import emit
+from handover.client import Client
 from handover.node.config import load_config
 from handover.protocol.canonical import strict_json_loads
 from handover.protocol.errors import ConfigError, HandoverError
@@ -27,11 +27,11 @@ from handover.protocol.errors import ConfigError, HandoverError
 PID_HELP = "packet id (last, after `--`, if it starts with -)"
 
 
-def _client(args: argparse.Namespace) -> LocalApi:
+def _client(args: argparse.Namespace) -> Client:
     token = args.token or os.environ.get("HANDOVER_TOKEN", "")
     if not token:
         raise ConfigError("give --token or set HANDOVER_TOKEN (from `handover operators add`)")
-    return LocalApi(args.api or load_config(node_dir(args)).local_url, token)
+    return Client(args.api or load_config(node_dir(args)).local_url, token)
 
 
 def _answer(status: int, data: Any) -> int:

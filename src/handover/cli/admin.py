@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from handover.cli.args import Commands, node_dir
-from handover.cli.output import emit
+from handover.cli.output import EXIT_ERROR, EXIT_UNREACHABLE, emit
 from handover.node import keystore
 from handover.node.config import (
     AGENCY_KINDS,
@@ -181,22 +181,58 @@ def cmd_peers_add(args: argparse.Namespace) -> int:
 
 
 def cmd_peers_list(args: argparse.Namespace) -> int:
-    async def work(node: Node) -> list[dict[str, Any]]:
-        return [
-            {
-                "node": p.node,
-                "url": p.url,
-                "fingerprint": p.fingerprint,
-                "kind": p.kind,
-                "serial": None if p.keyset is None else p.keyset.serial,
-                "keyset_exp": None if p.keyset is None else p.keyset.exp,
-                "last_error": p.last_error,
-            }
-            for p in node.directory.peers.values()
-        ]
+    """Pinned peers, their keysets, and when this node last reached each one
+    (`last_success_at`) and last failed to (`last_failure`, in plain words)."""
 
-    emit(_with_node(node_dir(args), work))
+    async def work(node: Node) -> list[dict[str, Any]]:
+        async with node.db.connection() as conn:
+            contacts = {c.node: c for c in await peer_store.contacts(conn)}
+        out = []
+        for p in node.directory.peers.values():
+            contact = contacts.get(p.node)
+            out.append(
+                {
+                    "node": p.node,
+                    "url": p.url,
+                    "fingerprint": p.fingerprint,
+                    "kind": p.kind,
+                    "serial": None if p.keyset is None else p.keyset.serial,
+                    "keyset_exp": None if p.keyset is None else p.keyset.exp,
+                    "last_error": p.last_error,
+                    "last_success_at": contact and contact.last_success_at,
+                    "last_failure": contact and contact.last_failure,
+                    "last_failure_at": contact and contact.last_failure_at,
+                }
+            )
+        return out
+
+    emit(_with_node(node_dir(args), work), render_peers)
     return 0
+
+
+def render_peers(peers: list[dict[str, Any]]) -> str:
+    """`peers list` for people: one block per peer, times local."""
+    from handover.cli.output import cell
+
+    if not peers:
+        return "no pinned peers"
+    blocks = []
+    for p in peers:
+        success = cell("at", p["last_success_at"]) if p["last_success_at"] else "never"
+        failure = "none"
+        if p["last_failure"]:
+            failure = f"{cell('at', p['last_failure_at'])}: {p['last_failure']}"
+        keyset = "none accepted"
+        if p["serial"] is not None:
+            keyset = f"serial {p['serial']}, valid until {cell('at', p['keyset_exp'])}"
+        blocks.append(
+            f"{p['node']} ({p['kind'] or 'kind not set'}) {p['url']}\n"
+            f"  fingerprint   {p['fingerprint']}\n"
+            f"  keyset        {keyset}\n"
+            f"  last success  {success}\n"
+            f"  last failure  {failure}"
+        )
+    return "\n\n".join(blocks)
 
 
 # --- keys ------------------------------------------------------------------------------
@@ -309,15 +345,25 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         sys.stderr.write(
             f"handover: audit chain broken at entry {chain['bad_seq']}: {chain['problem']}\n"
         )
+    broken = not chain["ok"] or not all(f["ok"] for f in report.get("forks", []))
     for peer in report.get("peers", []):
-        if not peer["ok"]:
-            sys.stderr.write(f"handover: peer {peer['node']}: {peer['problem']}\n")
-            for statement in peer.get("conflict", []):
-                sys.stderr.write(
-                    f"  signed {statement['kind']} seq={statement['seq']}"
-                    f" head={statement['head']}: {statement['signed']}\n"
-                )
-    return 1
+        if peer["ok"]:
+            continue
+        if peer.get("unreachable"):
+            sys.stderr.write(
+                f"handover: peer {peer['node']} could not be reached, its log was not"
+                f" checked: {peer['problem']}\n"
+            )
+            continue
+        broken = True
+        sys.stderr.write(f"handover: peer {peer['node']}: {peer['problem']}\n")
+        for statement in peer.get("conflict", []):
+            sys.stderr.write(
+                f"  signed {statement['kind']} seq={statement['seq']}"
+                f" head={statement['head']}: {statement['signed']}\n"
+            )
+    # A broken log (ours or a peer's) outranks a peer that could not be reached.
+    return EXIT_ERROR if broken else EXIT_UNREACHABLE
 
 
 # --- parser ------------------------------------------------------------------------------
@@ -372,7 +418,12 @@ def register_node(sub: Commands) -> None:
     )
     p = audit.add_parser("verify", help="recompute the hash chain; --peers checks peers' logs")
     p.add_argument("--dir", required=True)
-    p.add_argument("--peers", action="store_true", help="also witness every peer's log")
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="also witness every peer's log (exit 1: a log is broken; exit 4: a peer could"
+        " not be reached)",
+    )
     p.set_defaults(func=cmd_audit_verify)
 
 

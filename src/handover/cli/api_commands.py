@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from handover.cli.args import Commands, Parser, node_dir
-from handover.cli.output import emit
-from handover.client import Client
+from handover.cli.output import EXIT_PENDING, emit
+from handover.client import Client, is_pending, segment
 from handover.node.config import load_config
 from handover.protocol.canonical import strict_json_loads
 from handover.protocol.errors import ConfigError, HandoverError
@@ -72,14 +72,28 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """A sent packet's deliveries; with --wait, exit EXIT_PENDING when one is still
+    pending at the deadline."""
     api = _client(args)
     deadline = time.monotonic() + args.wait
     while True:
-        status, answer = api.get(f"/api/v1/packets/{args.pid}")
-        pending = status == 200 and any(d["status"] == "pending" for d in answer["deliveries"])
+        status, answer = api.get(f"/api/v1/packets/{segment(args.pid)}")
+        pending = status == 200 and is_pending(answer)
         if not pending or time.monotonic() >= deadline:
-            return _answer(status, answer)
+            break
         time.sleep(0.2)
+    code = _answer(status, answer)
+    if pending and args.wait > 0:
+        waiting = [d for d in answer["deliveries"] if d["status"] == "pending"]
+        for delivery in waiting:
+            error = delivery.get("last_error")
+            sys.stderr.write(
+                f"handover: delivery to {delivery['node']} still pending after {args.wait:g} s"
+                f" ({delivery['attempts']} attempts"
+                + (f"; last error: {error})\n" if error else ")\n")
+            )
+        return EXIT_PENDING
+    return code
 
 
 def cmd_inbox(args: argparse.Namespace) -> int:
@@ -284,7 +298,7 @@ def register_packets(sub: Commands) -> None:
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="wait up to SECONDS until no delivery is pending",
+        help="wait up to SECONDS until no delivery is pending; exit 3 if one still is",
     )
     p.set_defaults(func=cmd_status)
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from handover.cli.args import Commands
-from handover.cli.output import CliError, emit, warn
+from handover.cli.output import CliError, emit, emit_json, warn
 from handover.node import keystore
 from handover.protocol.canonical import b64u_decode, b64u_encode, strict_json_loads
 from handover.protocol.errors import (
@@ -161,7 +161,7 @@ def cmd_packet_open(args: argparse.Namespace) -> int:
         raise CliError(
             f"packet rejected: {result.rejection.code.value} ({result.rejection.detail})"
         )
-    emit({"schema": result.schema, "body": result.body, "log": result.log.to_json()})
+    emit_json({"schema": result.schema, "body": result.body, "log": result.log.to_json()})
     return 0
 
 
@@ -199,7 +199,7 @@ def cmd_schemas_example(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from exc
     if not 0 <= args.index < len(examples):
         raise ConfigError(f"{args.schema} has {len(examples)} examples (index 0..)")
-    emit(examples[args.index])
+    emit_json(examples[args.index])
     return 0
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -260,7 +261,7 @@ class Client:
         except (urllib.error.URLError, OSError) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             where = self.base_url + path  # no query string: it may carry a justification
-            raise Unreachable(f"cannot reach the node's API at {where}: {reason}") from exc
+            raise Unreachable(f"cannot reach the node's API at {where}: {_words(reason)}") from exc
 
     def get(self, path: str, **query: str | int | None) -> Answer:
         return self.request("GET", path, query=query)
@@ -363,6 +364,19 @@ class Client:
     def overdue(self) -> list[OverdueItem]:
         """Continuity-of-care answers past their deadline (`listOverdue`)."""
         return cast(list[OverdueItem], self.call("GET", "/api/v1/overdue")["items"])
+
+
+def _words(reason: object) -> str:
+    """Why the node did not answer, in plain words."""
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused (is `handover serve` running?)"
+    if isinstance(reason, TimeoutError):
+        return "timed out"
+    if isinstance(reason, ConnectionResetError):
+        return "connection reset"
+    if isinstance(reason, socket.gaierror):
+        return "host name not found"
+    return str(reason)
 
 
 _CODE = re.compile(r"[a-z][a-z_]{0,63}")

@@ -119,3 +119,4 @@ def test_an_unreachable_node_names_the_url_without_the_query() -> None:
     with pytest.raises(Unreachable) as caught:
         Client(url, "t").read("p1", "secret reason")
     assert "secret" not in str(caught.value)
+    assert str(caught.value).endswith("connection refused (is `handover serve` running?)")

@@ -158,3 +158,13 @@ def test_objects_and_lists_are_laid_out_as_tables() -> None:
 def test_exit_codes_are_distinct() -> None:
     codes = [output.EXIT_ERROR, output.EXIT_USAGE, output.EXIT_PENDING, output.EXIT_UNREACHABLE]
     assert codes == [1, 2, 3, 4]
+
+
+def test_table_cells_are_cut_but_values_read_whole() -> None:
+    long = "word " * 40
+    assert long.strip() in output.render_any({"narrative": long.strip()})
+    cut = output.table([{"notes": long}])
+    assert cut.splitlines()[1].endswith("...") and len(cut.splitlines()[1]) == output.MAX_CELL
+    page = {"items": [{"pid": "P1", "sender": "a", "iat": NOW}], "next_before": 5}
+    text = output.render_page(["pid", "sender"])(page)
+    assert text.splitlines() == ["PID  SENDER", "P1   a", "(more: next_before=5)"]

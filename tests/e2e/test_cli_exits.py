@@ -106,3 +106,22 @@ def test_a_peer_that_is_down_then_back(fed: Federation) -> None:
     assert back["last_success_at"] > back["last_failure_at"]  # type: ignore[operator]
     proc = run_cli("audit", "verify", "--dir", str(prison.dir), "--peers", check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_inbox_for_people(fed: Federation) -> None:
+    prison, probation = fed[PRISON], fed[PROBATION]
+    pid = prison.send([PROBATION])
+    prison.wait_delivered(pid)
+    token = probation.tokens["caseworker"]
+    listed = run_cli("inbox", "--dir", str(probation.dir), "--token", token, "--human").stdout
+    header, *rows = listed.splitlines()
+    assert header.split() == [
+        "PID", "SENDER", "SCHEMA", "CASE_REF", "RECEIVED_AT", "ERASED", "RESTRICTED"
+    ]  # fmt: skip
+    assert any(row.startswith(pid) and PRISON in row for row in rows)
+    read = run_cli(
+        "inbox", "--dir", str(probation.dir), "--token", token, "--human",
+        "--justification", "supervision plan", "--", pid,
+    ).stdout  # fmt: skip
+    assert f"sender:      {PRISON}" in read and "body:" in read
+    assert f"accepted by {PROBATION} at 20" in read  # the receipt, summarised

@@ -13,18 +13,25 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from handover.cli.args import Commands, Parser, node_dir
-from handover.cli.output import EXIT_PENDING, emit
+from handover.cli.output import EXIT_PENDING, emit, render_page
 from handover.client import Client, is_pending, segment
 from handover.node.config import load_config
 from handover.protocol.canonical import strict_json_loads
 from handover.protocol.errors import ConfigError, HandoverError
 
 PID_HELP = "packet id (last, after `--`, if it starts with -)"
+INBOX_COLUMNS = render_page(
+    ["pid", "sender", "schema", "case_ref", "received_at", "erased", "restricted"]
+)
+CASE_COLUMNS = render_page(
+    ["case_ref", "local_id", "updated_at", "release_date", "sent", "received", "overdue"]
+)
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -34,8 +41,8 @@ def _client(args: argparse.Namespace) -> Client:
     return Client(args.api or load_config(node_dir(args)).local_url, token)
 
 
-def _answer(status: int, data: Any) -> int:
-    emit(data)
+def _answer(status: int, data: Any, render: Callable[[Any], str] | None = None) -> int:
+    emit(data, render if status < 400 else None)
     if status >= 400:
         message = data.get("message", data.get("error")) if isinstance(data, dict) else data
         sys.stderr.write(f"handover: the node answered {status}: {message}\n")
@@ -99,7 +106,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_inbox(args: argparse.Namespace) -> int:
     api = _client(args)
     if args.pid is None:
-        return _answer(*api.get("/api/v1/inbox"))
+        page = api.get("/api/v1/inbox")
+        return _answer(page.status, page.data, INBOX_COLUMNS)
     justification = quote(args.justification or "")
     return _answer(*api.get(f"/api/v1/inbox/{args.pid}?justification={justification}"))
 
@@ -110,7 +118,8 @@ def cmd_inbox(args: argparse.Namespace) -> int:
 def cmd_cases(args: argparse.Namespace) -> int:
     api = _client(args)
     if args.cases_cmd == "list":
-        return _answer(*api.get("/api/v1/cases"))
+        page = api.get("/api/v1/cases")
+        return _answer(page.status, page.data, CASE_COLUMNS)
     if args.cases_cmd == "show":
         return _answer(*api.get(f"/api/v1/cases/{quote(args.ref, safe='')}"))
     if args.cases_cmd == "overdue":

@@ -146,8 +146,9 @@ def summarise_receipt(value: Any) -> str:
     return f"{receipt.status} by {receipt.signer} at {when} (receipt {receipt.rid})"
 
 
-def cell(key: str, value: Any) -> str:
-    """One value for people: times local, receipts summarised, nothing empty."""
+def cell(key: str, value: Any, width: int | None = None) -> str:
+    """One value for people: times local, receipts summarised, nothing empty;
+    text cut to `width` characters (table cells), else whole."""
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -163,7 +164,7 @@ def cell(key: str, value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={cell(k, v)}" for k, v in value.items()) or "-"
     text = str(value).replace("\n", " ")
-    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 3] + "..."
+    return text if width is None or len(text) <= width else text[: width - 3] + "..."
 
 
 # --- layouts ------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ def table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
         columns = []
         for row in rows:
             columns.extend(k for k in row if k not in columns)
-    cells = [[cell(c, row.get(c)) for c in columns] for row in rows]
+    cells = [[cell(c, row.get(c), MAX_CELL) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines.extend(
@@ -188,6 +189,20 @@ def table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
 
 def _is_rows(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def render_page(columns: list[str]) -> Callable[[Any], str]:
+    """A page of `items` (with a `next_before` cursor) as a table of `columns`."""
+
+    def render(page: Any) -> str:
+        if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+            return render_any(page)
+        text = table(page["items"], columns)
+        if page.get("next_before") is not None:
+            text += f"\n(more: next_before={page['next_before']})"
+        return text
+
+    return render
 
 
 def render_any(obj: Any) -> str:

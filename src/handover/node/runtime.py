@@ -24,7 +24,7 @@ from handover.node.directory import Directory
 from handover.node.inbox import Inbox
 from handover.node.metrics import Metrics
 from handover.node.receiving import Receiver
-from handover.node.security import SecurityLog
+from handover.node.security import SecurityLog, TokenBuckets
 from handover.node.sending import Sender
 from handover.node.transport import Answer, Transport
 from handover.protocol.errors import ConfigError, HandoverError
@@ -162,6 +162,7 @@ class Node:
             node=config.node, db=db, directory=directory, transport=transport, clock=clock
         )
         self.auth = Authenticator(db, clock)
+        self._refusal_log = TokenBuckets(capacity=20, rate=1.0, max_keys=16)
         self.chain_ok = True
         self.budget = ByteBudget(WORK_BUDGET_BYTES)
         self.local_budget = ByteBudget(LOCAL_BUDGET_BYTES)
@@ -310,7 +311,10 @@ class Node:
         `forbidden`): the error code, why, the route and the operator if known;
         never the token."""
         self.metrics.access_refused.inc(code=code, reason=reason)
-        log.warning("access_refused", error=code, reason=reason, route=route, operator=operator)
+        # Logged up to 20 at once and 1 a second after, per reason: a client
+        # retrying with a bad token cannot flood the log (the metric counts all).
+        if self._refusal_log.take(reason):
+            log.warning("access_refused", error=code, reason=reason, route=route, operator=operator)
 
     async def readiness(self) -> dict[str, bool]:
         keys_ok = True

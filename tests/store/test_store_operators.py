@@ -5,6 +5,8 @@ says why a token was refused."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import structlog
 
@@ -99,3 +101,14 @@ async def test_refusals_are_all_counted_but_their_log_is_bounded(lone: Node) -> 
         "operator": "ivy",
         "log_level": None,
     }
+
+
+async def test_a_cached_token_is_not_kept_past_its_expiry(lone: Node) -> None:
+    at = lone.clock()
+    async with lone.db.connection() as conn:
+        await operator_store.add(
+            conn, "mo", "caseworker", token_hash("t-mo"), at, expires_at=at + 1500
+        )
+    assert await lone.check_token("t-mo") == Operator("mo", "caseworker")  # cached now
+    await asyncio.sleep(1.7)
+    assert await lone.check_token("t-mo") == Refusal("expired", "mo")

@@ -46,11 +46,14 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 def _with_node(directory: Path, work: Callable[[Node], Awaitable[T]]) -> T:
     """Open the node in `directory` (attaching to a running embedded server), run
     `work` on it and close it again."""
+    from handover.node import logging as hlog
     from handover.node.runtime import Node
     from handover.web.transport import HttpTransport
 
     async def session() -> T:
         config = load_config(directory)
+        # stdout is the command's JSON: the node's own warnings go to stderr.
+        hlog.configure(config.log_format, "warning")
         node = await Node.open(directory, transport=HttpTransport.for_config(config))
         try:
             return await work(node)

@@ -69,11 +69,11 @@ class Transport(Protocol):
         ...
 
     async def fetch_profile(self, base_url: str) -> bytes:
-        """The peer's signed profile (docs/protocol.md 7.6); TransportError if it has none."""
+        """The peer's signed profile (docs/protocol.md 8.1); TransportError if it has none."""
         ...
 
     async def post_pairing(self, base_url: str, message: bytes) -> bytes:
-        """One pairing message (docs/protocol.md 7) and its answer.
+        """One pairing message (docs/protocol.md 8) and its answer.
 
         Raises:
             PairingRefused: the peer answered with an error (its code and message).

@@ -1,4 +1,4 @@
--- Pairing invitations (docs/protocol.md section 7): a one-time code
+-- Pairing invitations (docs/protocol.md section 8): a one-time code
 -- `<invitation>-<word>-<word>` made by `handover peers invite`. The code is
 -- kept only sealed with the node's storage key (SPAKE2 needs it as its
 -- password), as is the session key. An invitation ends after one

@@ -3,7 +3,7 @@ PostgreSQL, real HTTP) paired with a short code through the real CLI, a relay
 in between that substitutes its own keys, wrong codes, profiles and their
 changes, safety numbers, the `peers add` mismatch message and the kind guard.
 
-An expired invitation needs the clock moved: tests/node/test_pairing.py.
+An expired invitation needs the clock moved: tests/node/test_pairing_inproc.py.
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def test_a_changed_partner_profile_is_noticed_shown_and_audited(
     set_profile(partner, contact="new duty officer, +31 20 000 0002")
     (seen,), warnings = peers(inviter)
     assert seen["profile"]["contact"] == "new duty officer, +31 20 000 0002"
-    assert seen["profile"]["serial"] == 2
+    assert seen["profile"]["serial"] == 2 and seen["profile_previous_serial"] == 1
     assert f"the profile of {PARTNER} changed" in warnings
     changed = key_entries(inviter, "peer_profile_changed")[-1]
     assert changed["counterpart"] == PARTNER and changed["fields"] == ["contact"]

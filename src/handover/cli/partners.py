@@ -8,6 +8,7 @@ other administration commands do (cli/admin.py).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from handover.store.auditlog import Appender
     from handover.store.db import Connection
 
+RECENT_CHANGE_MS = 7 * 24 * 60 * 60 * 1000  # `peers list` warns of changes this recent
 PROFILE_FLAGS = {name: name.replace("_", "-") for name in TEXT_FIELDS if name != "kind"}
 
 
@@ -91,14 +93,16 @@ def cmd_peers_add(args: argparse.Namespace) -> int:
 
 def cmd_peers_list(args: argparse.Namespace) -> int:
     async def work(node: Node) -> list[dict[str, Any]]:
+        pinned = list(node.directory.peers.values())
+        # Each profile is fetched again (at most 10 s each, all at once).
+        profiles = await asyncio.gather(*(node.profiles.refresh(p.node) for p in pinned))
         out = []
-        for p in node.directory.peers.values():
-            profile = await node.profiles.refresh(p.node)
-            if profile.changed:
+        recent = node.clock() - RECENT_CHANGE_MS
+        for p, profile in zip(pinned, profiles, strict=True):
+            if profile.changed_since(recent) and profile.profile is not None:
                 warn(
-                    f"the profile of {p.node} changed (now serial"
-                    f" {profile.profile.serial if profile.profile else '?'}): check it with"
-                    " the partner agency"
+                    f"the profile of {p.node} changed (serial {profile.previous_serial} ->"
+                    f" {profile.profile.serial}): check the change with the partner agency"
                 )
             out.append(
                 {

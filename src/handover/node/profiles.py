@@ -3,6 +3,7 @@ with their pinned roots), with a `key` audit entry when a peer's profile changes
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,8 @@ from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 
 log = structlog.get_logger(__name__)
+REFRESH_MS = 60 * 60 * 1000  # the serving node re-reads each peer's profile hourly
+FETCH_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -29,13 +32,23 @@ class PeerProfile:
     changed_at: int | None
     last_error: str | None
     changed: bool = False
+    previous_serial: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "profile": None if self.profile is None else self.profile.to_json(),
             "profile_changed_at": self.changed_at,
+            "profile_previous_serial": self.previous_serial,
             "profile_error": self.last_error,
         }
+
+    def changed_since(self, since: int) -> bool:
+        """Did a profile held before change at or after `since`?"""
+        return (
+            self.previous_serial is not None
+            and self.changed_at is not None
+            and self.changed_at >= since
+        )
 
 
 class Profiles:
@@ -57,6 +70,7 @@ class Profiles:
         self.directory = directory
         self.transport = transport
         self.clock = clock
+        self._fetched: dict[str, int] = {}
 
     async def own_wire(self) -> bytes | None:
         async with self.db.connection() as conn:
@@ -126,7 +140,12 @@ class Profiles:
                     org=self.node,
                 )
             return PeerProfile(
-                node, profile, now if changed or old is None else old.changed_at, None, changed
+                node,
+                profile,
+                now if changed or old is None else old.changed_at,
+                None,
+                changed,
+                old.serial if changed and old else (old.previous_serial if old else None),
             )
 
         result: PeerProfile = await self.writer.run(job)
@@ -140,16 +159,32 @@ class Profiles:
         peer = self.directory.peers.get(node)
         if peer is None:
             return PeerProfile(node, None, None, "not pinned")
+        self._fetched[node] = self.clock()
         try:
-            wire = await self.transport.fetch_profile(peer.url)
+            async with asyncio.timeout(FETCH_TIMEOUT_S):
+                wire = await self.transport.fetch_profile(peer.url)
             return await self.record(node, wire, peer.fingerprint)
+        except TimeoutError:
+            return await self._failed(node, f"no profile from {peer.url} in {FETCH_TIMEOUT_S} s")
         except (TransportError, InvalidProfile) as exc:
-            error = str(exc)[:500]
-            log.warning("peer_profile_refresh_failed", peer=node, error=error)
-            async with self.db.connection() as conn:
-                await profile_store.note_error(conn, node, error, self.clock())
-            held = await self.held(node)
-            return PeerProfile(node, held.profile, held.changed_at, error)
+            return await self._failed(node, str(exc))
+
+    async def refresh_due(self) -> list[PeerProfile]:
+        """Refresh every pinned peer's profile not read within the hour; the changed ones."""
+        now = self.clock()
+        due = [n for n in self.directory.peers if now - self._fetched.get(n, 0) >= REFRESH_MS]
+        seen = await asyncio.gather(*(self.refresh(n) for n in due))
+        return [p for p in seen if p.changed]
+
+    async def _failed(self, node: str, error: str) -> PeerProfile:
+        error = error[:500]
+        log.warning("peer_profile_refresh_failed", peer=node, error=error)
+        async with self.db.connection() as conn:
+            await profile_store.note_error(conn, node, error, self.clock())
+        held = await self.held(node)
+        return PeerProfile(
+            node, held.profile, held.changed_at, error, previous_serial=held.previous_serial
+        )
 
     async def held(self, node: str) -> PeerProfile:
         peer = self.directory.peers.get(node)
@@ -161,4 +196,6 @@ class Profiles:
             profile = verify_profile(row.wire, node=node, fingerprint=peer.fingerprint)
         except InvalidProfile as exc:  # pinned again under another root since
             return PeerProfile(node, None, row.changed_at, str(exc))
-        return PeerProfile(node, profile, row.changed_at, row.last_error)
+        return PeerProfile(
+            node, profile, row.changed_at, row.last_error, previous_serial=row.previous_serial
+        )

@@ -256,6 +256,7 @@ class Node:
                 if self.directory.maintain_own_keyset():
                     log.info("own_keyset_resigned", serial=self.directory.keys.keyset.serial)
                 await self.directory.refresh_due()
+                await self.profiles.refresh_due()
                 await self.retention.sweep()
                 await self.security.prune()
             except HandoverError as exc:

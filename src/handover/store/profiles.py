@@ -14,6 +14,7 @@ class PeerProfileRow:
     wire: bytes
     fetched_at: int
     changed_at: int
+    previous_serial: int | None
     last_error: str | None
 
 
@@ -50,7 +51,8 @@ async def store_peer(
         " VALUES ($1, $2, $3, $4, $4) ON CONFLICT (node) DO UPDATE SET"
         " serial = excluded.serial, wire = excluded.wire, fetched_at = excluded.fetched_at,"
         " last_error = NULL, changed_at = CASE WHEN $5 THEN excluded.changed_at"
-        " ELSE peer_profiles.changed_at END",
+        " ELSE peer_profiles.changed_at END, previous_serial = CASE WHEN $5"
+        " THEN peer_profiles.serial ELSE peer_profiles.previous_serial END",
         node,
         serial,
         wire,

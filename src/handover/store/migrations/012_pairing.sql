@@ -36,5 +36,6 @@ CREATE TABLE peer_profiles (
     wire        bytea  NOT NULL,
     fetched_at  bigint NOT NULL,
     changed_at  bigint NOT NULL,
+    previous_serial bigint,  -- the serial before the last change (NULL: never changed)
     last_error  text
 );

@@ -269,3 +269,25 @@ def test_changing_a_partners_kind_needs_change_kind_and_is_audited(
     entry = key_entries(inviter, "peer_kind_changed")[-1]
     assert (entry["old_kind"], entry["new_kind"]) == ("probation", "exit")
     assert entry["counterpart"] == PARTNER
+
+
+def test_the_pairing_endpoint_bounds_what_a_request_may_cost(
+    nodes: dict[str, NodeProcess],
+) -> None:
+    """Size, media type and a per-address allowance (last: it uses the allowance up)."""
+    inviter = nodes[INVITER]
+    path, json_type = "/federation/v1/pairing", {"Content-Type": "application/json"}
+    status, raw = inviter.request("POST", path, b"{" + b" " * (17 * 1024) + b"}", json_type)
+    assert (status, json.loads(raw)["error"]) == (413, "too_large")
+    status, raw = inviter.request("POST", path, b"{}", {"Content-Type": "text/plain"})
+    assert (status, json.loads(raw)["error"]) == (415, "unsupported_media_type")
+    start = proto.message("start", invitation=999, spake=bytes(33))
+    answers = [inviter.request("POST", path, start, json_type) for _ in range(14)]
+    codes = [json.loads(raw)["error"] for _status, raw in answers]
+    assert codes[0] == "invitation_ended" and answers[0][0] == 410
+    assert codes[-1] == "too_many_requests" and answers[-1][0] == 429
+    assert code_count(codes, "invitation_ended") <= 12
+
+
+def code_count(codes: list[str], code: str) -> int:
+    return sum(1 for c in codes if c == code)

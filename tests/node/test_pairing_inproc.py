@@ -17,6 +17,7 @@ from handover.protocol import pairing as proto
 from handover.protocol.errors import ConfigError
 from handover.protocol.pairing import safety_number
 from handover.store import outbox as outbox_store
+from handover.workflow.errors import ErrorCode, RequestRefused
 from inproc import (
     RELEASE_NOTICE,
     Cluster,
@@ -139,3 +140,50 @@ async def test_the_kind_of_a_pinned_partner_changes_only_when_asked_and_nothing_
         await inviter.directory.pin(url, fingerprint, "exit", change_kind=True)
     assert inviter.directory.kind(PARTNER) == "probation"
     assert sent
+
+
+async def test_starts_that_are_never_confirmed_count_and_end_the_invitation(
+    pair: Cluster,
+) -> None:
+    """Someone guessing who never sends `confirm` still uses up the three attempts."""
+    inviter = pair[INVITER]
+    code = (await inviter.pairing.invite("probation"))["code"]
+    number, password = proto.parse_code(code)
+    for _ in range(3):
+        start = proto.Spake("accepter", f"{number}-acid-acid")
+        answer = await inviter.pairing.answer(
+            proto.message("start", invitation=number, spake=start.message)
+        )
+        assert len(proto.parse_message(answer, "start", {"spake": 33})["spake"]) == 33
+    fourth = proto.Spake("accepter", password)
+    with pytest.raises(RequestRefused) as refused:
+        await inviter.pairing.answer(
+            proto.message("start", invitation=number, spake=fourth.message)
+        )
+    assert refused.value.code is ErrorCode.INVITATION_ENDED
+    ended = [e for e in await audit_entries(inviter) if e.get("action") == "pairing_failed"]
+    assert ended[-1]["problem"] == "attempts" and ended[-1]["ended"] is True
+
+
+async def test_malformed_pairing_messages_are_refused_as_bad_requests(pair: Cluster) -> None:
+    inviter = pair[INVITER]
+    for raw in (
+        b"not json",
+        b'{"step":"start"}',
+        proto.message("start", invitation=1, spake=b"short"),
+        proto.message("start", invitation=1000, spake=bytes(33)),
+        proto.message("start", invitation=1, spake=bytes(33), extra="x"),
+        b'{"spake":"","step":"dance","typ":"hp1.pair","v":1}',
+    ):
+        with pytest.raises(RequestRefused) as refused:
+            await inviter.pairing.answer(raw)
+        assert refused.value.code is ErrorCode.BAD_REQUEST, raw
+
+
+async def test_a_partial_profile_set_keeps_the_other_fields(pair: Cluster) -> None:
+    partner = pair[PARTNER]
+    await partner.profiles.set_own(PROFILE)
+    profile = await partner.profiles.set_own({"contact": "night desk, +31 20 000 0009"})
+    assert profile.fields["contact"] == "night desk, +31 20 000 0009"
+    assert profile.fields["organisation"] == PROFILE["organisation"]
+    assert profile.fields["kind"] == "probation"

@@ -134,6 +134,9 @@ class Pairing:
             inv = await invitation_store.get(conn, number, lock=True)
             if inv is None or inv.status != "open":
                 return None
+            if inv.attempts >= MAX_ATTEMPTS:  # three started, none finished: no fourth
+                await self._fail(conn, appender, inv, "attempts")
+                return None
             code = crypto.open_at_rest(self._key, inv.code_sealed).decode("utf-8")
             spake = Spake("inviter", code)
             try:

@@ -4,6 +4,7 @@ with their pinned roots), with a `key` audit entry when a peer's profile changes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +79,8 @@ class Profiles:
         return None if own is None else own[1]
 
     async def set_own(self, fields: dict[str, str]) -> Profile:
-        """Sign and store a new own profile (next serial); the agency kind is the node's.
+        """Sign and store a new own profile (next serial) from `fields` over the
+        current profile's; the agency kind is the node's.
 
         Raises:
             InvalidProfile: a field missing, too long or unknown.
@@ -88,12 +90,20 @@ class Profiles:
 
         async def job(conn: Connection, appender: Appender) -> Profile:
             serial = await profile_store.next_serial(conn)
+            current = await profile_store.own(conn)
+            held: dict[str, str] = {}
+            if current is not None:  # fields not given stay as they are
+                with contextlib.suppress(InvalidProfile):  # signed by a former root
+                    before = verify_profile(
+                        current[1], node=self.node, fingerprint=keys.fingerprint
+                    )
+                    held = dict(before.fields)
             wire = build_profile(
                 node=self.node,
                 serial=serial,
                 iat=now,
                 root=keys.root,
-                fields={**fields, "kind": self.kind},
+                fields={**held, **fields, "kind": self.kind},
             )
             await profile_store.set_own(conn, serial, wire, now)
             appender.append("key", action="profile_set", serial=serial, org=self.node)

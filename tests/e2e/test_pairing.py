@@ -91,10 +91,14 @@ def key_entries(node: NodeProcess, action: str) -> list[dict[str, Any]]:
 
 class Relay:
     """A man in the middle on the accepting node's path to the inviting node: it
-    forwards pairing messages and puts its own root key and URL into every offer."""
+    forwards pairing messages and puts its own root key and URL into every offer
+    (`offer`), or its own SPAKE2 messages, made with a guessed code (`spake`)."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, mode: str = "offer") -> None:
         self.target = target
+        self.mode = mode
+        guess = "1-acid-acid"
+        self.spakes = {"A": proto.Spake("inviter", guess), "B": proto.Spake("accepter", guess)}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.root = crypto.SigningKey.generate()
@@ -105,7 +109,11 @@ class Relay:
 
     def _swap(self, raw: bytes) -> bytes:
         message = cj_loads(raw)
-        if "offer" in message:
+        if self.mode == "spake" and "spake" in message:
+            side = "B" if "invitation" in message else "A"  # a request, or the answer
+            message["spake"] = b64u_encode(self.spakes[side].message)
+            self.substituted += 1
+        if self.mode == "offer" and "offer" in message:
             offer = cj_loads(b64u_decode(message["offer"]))
             offer["root"] = b64u_encode(self.root.public_key)
             offer["url"] = self.url
@@ -149,14 +157,17 @@ class Relay:
 # --- tests (in order: nothing is pinned until the pairing test) ---------------------------
 
 
+@pytest.mark.parametrize("mode", ["offer", "spake"])
 def test_a_relay_that_substitutes_its_keys_is_detected_and_pins_nothing(
-    nodes: dict[str, NodeProcess],
+    nodes: dict[str, NodeProcess], mode: str
 ) -> None:
     inviter, partner = nodes[INVITER], nodes[PARTNER]
     code = invite(inviter, "probation")
-    with Relay(inviter.url) as relay:
+    with Relay(inviter.url, mode) as relay:
         status, _out, err = accept(partner, relay.url, code)
-    assert relay.substituted == 1  # the partner's offer; the inviter answered no offer
+    # offer: the partner's offer (the inviter answered no offer of its own);
+    # spake: both SPAKE2 messages of `start`.
+    assert relay.substituted == {"offer": 1, "spake": 2}[mode]
     assert status != 0 and "pairing_failed" in err and "nothing was pinned" in err
     assert peers(inviter)[0] == [] and peers(partner)[0] == []
     failed = key_entries(inviter, "pairing_failed")

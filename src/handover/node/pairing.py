@@ -128,22 +128,27 @@ class Pairing:
 
     async def _start(self, number: int, msg_accepter: bytes) -> bytes:
         now = self.clock()
+        async with self.directory.db.connection() as conn:
+            seen = await invitation_store.get(conn, number)
+        if seen is None or seen.status != "open":
+            raise RequestRefused(ErrorCode.INVITATION_ENDED, ENDED)
+        # SPAKE2 (pure Python, ~20 ms) runs before the audit writer's transaction.
+        code = crypto.open_at_rest(self._key, seen.code_sealed).decode("utf-8")
+        spake = Spake("inviter", code)
+        try:
+            key = spake.finish(msg_accepter)
+        except PairingError:
+            key = crypto.random_bytes(32)  # fails at confirm, as a wrong code does
+        sealed = crypto.seal_at_rest(self._key, key)
 
-        async def job(conn: Connection, appender: Appender) -> bytes | None:
+        async def job(conn: Connection, appender: Appender) -> bool:
             await invitation_store.expire(conn, now)
             inv = await invitation_store.get(conn, number, lock=True)
-            if inv is None or inv.status != "open":
-                return None
+            if inv is None or inv.status != "open" or inv.code_sealed != seen.code_sealed:
+                return False
             if inv.attempts >= MAX_ATTEMPTS:  # three started, none finished: no fourth
                 await self._fail(conn, appender, inv, "attempts")
-                return None
-            code = crypto.open_at_rest(self._key, inv.code_sealed).decode("utf-8")
-            spake = Spake("inviter", code)
-            try:
-                key = spake.finish(msg_accepter)
-            except PairingError:
-                key = crypto.random_bytes(32)  # fails at confirm, as a wrong code does
-            sealed = crypto.seal_at_rest(self._key, key)
+                return False
             attempt = await invitation_store.start_session(
                 conn, number, spake.message, msg_accepter, sealed, now
             )
@@ -151,12 +156,11 @@ class Pairing:
                 "key", action="pairing_started", invitation=number, attempt=attempt,
                 org=self.me.node,
             )  # fmt: skip
-            return spake.message
+            return True
 
-        msg_inviter: bytes | None = await self.writer.run(job)
-        if msg_inviter is None:
+        if not await self.writer.run(job):
             raise RequestRefused(ErrorCode.INVITATION_ENDED, ENDED)
-        return proto.message("start", spake=msg_inviter)
+        return proto.message("start", spake=spake.message)
 
     async def _session(
         self, conn: Connection, number: int, now: int

@@ -197,12 +197,21 @@ class Directory:
         return keyset
 
     async def pin_checked(
-        self, url: str, fingerprint: str, kind: str | None, *, change_kind: bool = False
+        self,
+        url: str,
+        fingerprint: str,
+        kind: str | None,
+        *,
+        change_kind: bool = False,
+        node: str | None = None,
     ) -> tuple[Keyset, str | None]:
-        """:meth:`pin`; also returns the kind the peer had before if it changed."""
+        """:meth:`pin`; also returns the kind the peer had before if it changed.
+        With `node`, a keyset of another node is refused."""
         now = self.clock()
         wire = await self.transport.fetch_keyset(url)
         unverified = parse_keyset(wire)
+        if node is not None and unverified.node != node:
+            raise InvalidKeyset(f"the keyset at {url} is for another node than {node}")
         if unverified.node == self.keys.node:
             raise ConfigError("that URL serves this node's own keyset")
         if unverified.fingerprint != fingerprint:

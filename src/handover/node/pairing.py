@@ -292,13 +292,17 @@ class Pairing:
         """Pin the partner (its keyset fetched from its URL and checked against the
         exchanged root), keep its profile, end the invitation (inviter)."""
         try:
-            keyset = await self.directory.pin(offer.url, offer.fingerprint, kind)
-        except (TransportError, InvalidKeyset) as exc:
+            keyset, _ = await self.directory.pin_checked(
+                offer.url, offer.fingerprint, kind, node=offer.node
+            )
+        except TransportError as exc:
             raise RequestRefused(
                 ErrorCode.UNAVAILABLE, f"cannot fetch the partner's keyset from its URL: {exc}"
             ) from exc
-        if keyset.node != offer.node:
-            raise RequestRefused(ErrorCode.PAIRING_FAILED, "the keyset names another node")
+        except (InvalidKeyset, ConfigError) as exc:
+            raise RequestRefused(
+                ErrorCode.PAIRING_FAILED, f"the partner's keyset was refused: {exc}"
+            ) from exc
         now = self.clock()
 
         async def job(conn: Connection, appender: Appender) -> None:
@@ -346,8 +350,12 @@ class Pairing:
                     mac=keys.offer_mac("accepter", own_offer),
                 ),
             )
-        except (PairingRefused, PairingError) as exc:
-            await self._audit_failure(base, number, str(exc))
+        except PairingRefused as exc:  # the partner's message is not ours to log
+            code = exc.code if exc.code in ErrorCode.__members__.values() else "other"
+            await self._audit_failure(base, number, f"refused:{code}")
+            raise
+        except PairingError:
+            await self._audit_failure(base, number, "malformed_answer")
             raise
         try:
             msg = proto.parse_message(answer, "confirm", {"confirm": 32, "offer": None, "mac": 32})
@@ -365,18 +373,28 @@ class Pairing:
             if offer.profile is not None:
                 verify_profile(offer.profile, node=offer.node, fingerprint=offer.fingerprint)
         except (PairingError, InvalidProfile) as exc:
-            await self._audit_failure(base, number, str(exc))
+            await self._audit_failure(base, number, "answer_check")
             raise ConfigError(f"pairing with {base} failed, nothing was pinned: {exc}") from exc
         try:
             await self._pin(offer, offer.kind, role="accepter", invitation=number)
         except RequestRefused as exc:
             raise ConfigError(f"pairing with {base}: {exc.message}") from exc
-        answer = await self.transport.post_pairing(
-            base,
-            proto.message("finish", invitation=number, mac=keys.finish_mac("accepter", own_offer)),
-        )
-        msg = proto.parse_message(answer, "finish", {"mac": 32})
-        keys.check(keys.finish_mac("inviter", own_offer), msg["mac"])
+        try:
+            answer = await self.transport.post_pairing(
+                base,
+                proto.message(
+                    "finish", invitation=number, mac=keys.finish_mac("accepter", own_offer)
+                ),
+            )
+            msg = proto.parse_message(answer, "finish", {"mac": 32})
+            keys.check(keys.finish_mac("inviter", own_offer), msg["mac"])
+        except (PairingRefused, PairingError, TransportError) as exc:
+            await self._audit_failure(base, number, "finish")
+            raise ConfigError(
+                f"{offer.node} is pinned here, but it did not confirm pinning this node"
+                f" ({type(exc).__name__}): ask its administrator to check `handover peers"
+                " list` there, and pair again with a new code if this node is missing"
+            ) from exc
         return {
             "node": offer.node,
             "url": offer.url,
@@ -391,7 +409,7 @@ class Pairing:
         async def job(_conn: Connection, appender: Appender) -> None:
             appender.append(
                 "key", action="pairing_failed", role="accepter", invitation=number,
-                problem=problem[:200], org=self.me.node,
+                problem=problem, org=self.me.node,
             )  # fmt: skip
 
         await self.writer.run(job)

@@ -34,6 +34,7 @@ MAX_INVITATION = 999
 MAX_PAIR_MESSAGE = 16 * 1024
 CODE_RE = re.compile(r"^([1-9][0-9]{0,2})-([a-z]+)-([a-z]+)$")
 STEPS = ("start", "confirm", "finish")
+KIND_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
 
 class PairingError(Exception):
@@ -245,6 +246,8 @@ def parse_offer(raw: bytes) -> Offer:
                 raise PairingError(f"offer {name} is a short string")
         if not body["url"].startswith(("http://", "https://")):
             raise PairingError("offer url is http(s)")
+        if not KIND_RE.fullmatch(body["kind"]):
+            raise PairingError("offer kind is a lower-case word of at most 40 characters")
         root = b64u_decode(body["root"], 32) if isinstance(body["root"], str) else b""
         if not crypto.ed25519_public_key_ok(root):
             raise PairingError("offer root is not an Ed25519 public key")

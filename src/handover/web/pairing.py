@@ -21,7 +21,8 @@ from handover.web.errors import error_response
 from handover.workflow.errors import ErrorCode, RequestRefused
 
 PAIRING_TIMEOUT_S = 30.0
-# Three messages make one attempt: 12 at once (four attempts), then one every 20 s.
+# One invitation takes at most 9 messages (three failed attempts of two, one
+# success of three): 30 at once, then one every 10 s.
 PAIRING_REQUESTS: web.AppKey[TokenBuckets] = web.AppKey("pairing_requests")
 
 
@@ -58,6 +59,6 @@ async def get_profile(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app[PAIRING_REQUESTS] = TokenBuckets(capacity=12, rate=1 / 20)
+    app[PAIRING_REQUESTS] = TokenBuckets(capacity=30, rate=1 / 10)
     app.router.add_post("/federation/v1/pairing", post_pairing)
     app.router.add_get("/.well-known/handover/profile", get_profile)

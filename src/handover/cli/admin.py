@@ -43,7 +43,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def _with_node(directory: Path, work: Callable[[Node], Awaitable[T]]) -> T:
+def with_node(directory: Path, work: Callable[[Node], Awaitable[T]]) -> T:
     """Open the node in `directory` (attaching to a running embedded server), run
     `work` on it and close it again."""
     from handover.node import logging as hlog
@@ -161,7 +161,7 @@ def cmd_operators_add(args: argparse.Namespace) -> int:
 
         await node.writer.run(job)
 
-    _with_node(node_dir(args), work)
+    with_node(node_dir(args), work)
     sys.stdout.write(
         f"operator {args.name} ({args.role}) added; the bearer token below is shown only once:\n"
     )
@@ -176,7 +176,7 @@ def cmd_operators_list(args: argparse.Namespace) -> int:
         async with node.db.connection() as conn:
             return await operator_store.all_operators(conn)
 
-    emit(_with_node(node_dir(args), work))
+    emit(with_node(node_dir(args), work))
     return 0
 
 
@@ -194,7 +194,7 @@ def _record_key_change(directory: Path, **entry: Any) -> None:
 
         await node.writer.run(job)
 
-    _with_node(directory, work)
+    with_node(directory, work)
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
@@ -281,7 +281,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     async def work(node: Node) -> dict[str, Any]:
         return await node.audit.verify(peers=args.peers)
 
-    report = _with_node(node_dir(args), work)
+    report = with_node(node_dir(args), work)
     emit(report)
     if report["ok"]:
         return 0

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from handover.cli.admin import _with_node
+from handover.cli.admin import with_node
 from handover.cli.args import Commands, node_dir
 from handover.cli.output import emit, warn
 from handover.node.config import AGENCY_KINDS
@@ -87,7 +87,7 @@ def cmd_peers_add(args: argparse.Namespace) -> int:
             **profile.to_json(),
         }
 
-    emit(_with_node(node_dir(args), work))
+    emit(with_node(node_dir(args), work))
     return 0
 
 
@@ -118,7 +118,7 @@ def cmd_peers_list(args: argparse.Namespace) -> int:
             )
         return out
 
-    emit(_with_node(node_dir(args), work))
+    emit(with_node(node_dir(args), work))
     return 0
 
 
@@ -129,7 +129,7 @@ def cmd_peers_invite(args: argparse.Namespace) -> int:
     async def work(node: Node) -> dict[str, Any]:
         return await node.pairing.invite(args.kind)
 
-    invitation = _with_node(node_dir(args), work)
+    invitation = with_node(node_dir(args), work)
     sys.stdout.write(
         f"pairing code for a {invitation['kind']} agency, valid for one hour, for one use:\n"
         f"  {invitation['code']}\n"
@@ -152,7 +152,7 @@ def cmd_peers_accept(args: argparse.Namespace) -> int:
         except TransportError as exc:
             raise ConfigError(f"cannot reach {args.url}: {exc}") from exc
 
-    emit(_with_node(node_dir(args), work))
+    emit(with_node(node_dir(args), work))
     return 0
 
 
@@ -168,7 +168,7 @@ def cmd_peers_verify(args: argparse.Namespace) -> int:
             "hint": "read it to the partner agency by telephone: theirs must be the same",
         }
 
-    emit(_with_node(node_dir(args), work))
+    emit(with_node(node_dir(args), work))
     return 0
 
 
@@ -194,7 +194,7 @@ def cmd_profile_set(args: argparse.Namespace) -> int:
         profile = await node.profiles.set_own(fields)
         return profile.to_json()
 
-    emit(_with_node(node_dir(args), work))
+    emit(with_node(node_dir(args), work))
     return 0
 
 
@@ -208,7 +208,7 @@ def cmd_profile_show(args: argparse.Namespace) -> int:
         keys = node.directory.keys
         return verify_profile(wire, node=keys.node, fingerprint=keys.fingerprint).to_json()
 
-    emit(_with_node(node_dir(args), work))
+    emit(with_node(node_dir(args), work))
     return 0
 
 

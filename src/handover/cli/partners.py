@@ -133,8 +133,8 @@ def cmd_peers_invite(args: argparse.Namespace) -> int:
     sys.stdout.write(
         f"pairing code for a {invitation['kind']} agency, valid for one hour, for one use:\n"
         f"  {invitation['code']}\n"
-        "Tell it to the partner's administrator by telephone; they run\n"
-        "  handover peers accept --dir DIR --url THIS_NODE_URL --code CODE\n"
+        "Read it to the partner's administrator by telephone; they run\n"
+        f"  handover peers accept --dir DIR --url {invitation['url']} --code CODE\n"
     )
     return 0
 

@@ -103,7 +103,7 @@ class Pairing:
             return code
 
         code: str = await self.writer.run(job)
-        return {"code": code, "kind": kind, "expires_at": expires}
+        return {"code": code, "kind": kind, "expires_at": expires, "url": self.me.url}
 
     async def answer(self, raw: bytes) -> bytes:
         """Answer one pairing message.

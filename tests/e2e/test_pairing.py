@@ -286,7 +286,7 @@ def test_changing_a_partners_kind_needs_change_kind_and_is_audited(
 def test_the_pairing_endpoint_bounds_what_a_request_may_cost(
     nodes: dict[str, NodeProcess],
 ) -> None:
-    """Size, media type and a per-address allowance (last: it uses the allowance up)."""
+    """Size, media type and per-address allowances (last: it uses them up)."""
     inviter = nodes[INVITER]
     path, json_type = "/federation/v1/pairing", {"Content-Type": "application/json"}
     status, raw = inviter.request("POST", path, b"{" + b" " * (17 * 1024) + b"}", json_type)
@@ -299,6 +299,8 @@ def test_the_pairing_endpoint_bounds_what_a_request_may_cost(
     assert codes[0] == "invitation_ended" and answers[0][0] == 410
     assert codes[-1] == "too_many_requests" and answers[-1][0] == 429
     assert code_count(codes, "invitation_ended") <= 30
+    profiles = [inviter.request("GET", "/.well-known/handover/profile")[0] for _ in range(64)]
+    assert profiles[0] == 200 and profiles[-1] == 429
 
 
 def code_count(codes: list[str], code: str) -> int:

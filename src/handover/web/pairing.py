@@ -6,6 +6,8 @@ What one pairing request may cost is bounded: a body of at most 16 KiB read
 through the federation intake (minimum rate, byte budget), a per-address
 allowance of pairing messages, at most 30 seconds of handling, and, in the
 node, an invitation that ends after one success, three attempts or one hour.
+A profile request costs one database query: 60 per address at once, then one
+a second.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ PAIRING_TIMEOUT_S = 30.0
 # One invitation takes at most 9 messages (three failed attempts of two, one
 # success of three): 30 at once, then one every 10 s.
 PAIRING_REQUESTS: web.AppKey[TokenBuckets] = web.AppKey("pairing_requests")
+PROFILE_REQUESTS: web.AppKey[TokenBuckets] = web.AppKey("profile_requests")
 
 
 async def post_pairing(request: web.Request) -> web.Response:
@@ -48,7 +51,12 @@ async def post_pairing(request: web.Request) -> web.Response:
 
 
 async def get_profile(request: web.Request) -> web.Response:
-    wire = await request.app[NODE_KEY].profile_wire()
+    node = request.app[NODE_KEY]
+    source = request.remote or "unknown"
+    if not request.app[PROFILE_REQUESTS].take(source):  # each costs a database query
+        node.security.note(source, "profile_rate_limited")
+        raise RequestRefused(ErrorCode.TOO_MANY_REQUESTS, "too many profile requests")
+    wire = await node.profile_wire()
     if wire is None:
         return error_response(
             ErrorCode.NOT_FOUND, "this node has no profile yet (`handover profile set`)"
@@ -60,5 +68,6 @@ async def get_profile(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app[PAIRING_REQUESTS] = TokenBuckets(capacity=30, rate=1 / 10)
+    app[PROFILE_REQUESTS] = TokenBuckets(capacity=60, rate=1.0)
     app.router.add_post("/federation/v1/pairing", post_pairing)
     app.router.add_get("/.well-known/handover/profile", get_profile)

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from handover import __version__
-from handover.cli import admin, api_commands, backup, offline, operators
+from handover.cli import admin, api_commands, backup, offline, operators, partners
 from handover.cli.args import Parser
 from handover.cli.output import EXIT_ERROR, CliError, add_output_options, set_mode
 from handover.protocol.errors import HandoverError
@@ -31,6 +31,8 @@ def build_parser() -> Parser:
     admin.register_init(sub)
     offline.register_schemas(sub)
     admin.register_node(sub)
+    partners.register_peers(sub)
+    partners.register_profile(sub)
     operators.register(sub)
     backup.register(sub)
     api_commands.register_cases(sub)

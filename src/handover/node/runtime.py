@@ -26,6 +26,7 @@ from handover.node.metrics import Metrics
 from handover.node.receiving import Receiver
 from handover.node.security import SecurityLog
 from handover.node.sending import Sender
+from handover.node.sessions import WebSessions
 from handover.node.transport import Answer, Transport
 from handover.protocol.errors import ConfigError, HandoverError
 from handover.protocol.timeutil import DAY_MS, Clock, now_ms
@@ -162,6 +163,7 @@ class Node:
             node=config.node, db=db, directory=directory, transport=transport, clock=clock
         )
         self.auth = Authenticator(db)
+        self.web_sessions = WebSessions(db, clock)
         self.chain_ok = True
         self.budget = ByteBudget(WORK_BUDGET_BYTES)
         self.local_budget = ByteBudget(LOCAL_BUDGET_BYTES)

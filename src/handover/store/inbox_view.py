@@ -1,0 +1,29 @@
+"""What the web interface's inbox shows beside each received packet: whether
+anyone here has read it, and whether this node has answered its case yet."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from handover.store.db import Connection
+
+
+async def consulted(conn: Connection, pids: Sequence[str]) -> set[str]:
+    """The pids among `pids` with a `consultation` audit entry (read by someone here)."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT pid FROM audit_log WHERE op = 'consultation' AND pid = ANY($1::text[])",
+        list(pids),
+    )
+    return {r["pid"] for r in rows}
+
+
+async def answered(conn: Connection, case_ref: str, schemas: Sequence[str], after: int) -> bool:
+    """Whether this node sent a packet of one of `schemas` for the case after `after` (ms)."""
+    found = await conn.fetchval(
+        "SELECT 1 FROM outbox WHERE case_ref = $1 AND schema_id = ANY($2::text[])"
+        " AND created_at >= $3 LIMIT 1",
+        case_ref,
+        list(schemas),
+        after,
+    )
+    return found is not None

@@ -163,7 +163,7 @@ class Node:
             node=config.node, db=db, directory=directory, transport=transport, clock=clock
         )
         self.auth = Authenticator(db, clock)
-        self.web_sessions = WebSessions(db, clock)
+        self.web_sessions = WebSessions(db, writer, clock, config.node)
         self.chain_ok = True
         self.budget = ByteBudget(WORK_BUDGET_BYTES)
         self.local_budget = ByteBudget(LOCAL_BUDGET_BYTES)

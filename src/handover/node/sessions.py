@@ -14,14 +14,18 @@ import hashlib
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from handover.node import totp
+from handover.node.auth import token_hash
 from handover.protocol.canonical import b64u_encode
 from handover.protocol.crypto import hash_password, random_bytes, verify_password
 from handover.protocol.timeutil import Clock
 from handover.store import credentials as credential_store
+from handover.store import operators as operator_store
 from handover.store import sessions as session_store
-from handover.store.db import Database
+from handover.store.auditlog import Appender, AuditWriter
+from handover.store.db import Connection, Database
 from handover.workflow.access import Operator
 
 IDLE_TIMEOUT_MS = 30 * 60 * 1000
@@ -58,8 +62,10 @@ def session_hash(session_id: str) -> bytes:
 
 
 class WebSessions:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, writer: AuditWriter, clock: Clock, node: str) -> None:
         self.db = db
+        self.writer = writer
+        self.node = node
         self.clock = clock
         self._failures: dict[str, deque[float]] = {}
 
@@ -137,14 +143,96 @@ class WebSessions:
         async with self.db.connection() as conn:
             await session_store.delete(conn, session_hash(session_id))
 
-    async def set_password(self, name: str, password: str) -> bool:
-        """Set an operator's password and end their sessions; False without that operator."""
+    async def set_password(self, name: str, password: str, *, by: str | None = None) -> bool:
+        """Set an operator's password and end their sessions, with a `key` audit
+        entry naming who did it; False without that operator."""
         encoded = await asyncio.to_thread(hash_password, password)
-        async with self.db.transaction() as conn:
-            done = await credential_store.set_password(conn, name, encoded, self.clock())
-            await session_store.end_for(conn, name)
-        return done
+        now = self.clock()
+
+        async def job(conn: Connection, appender: Appender) -> bool:
+            done = await credential_store.set_password(conn, name, encoded, now)
+            if done:
+                await session_store.end_for(conn, name)
+                appender.append(
+                    "key", action="operator_password_set", operator=name, by=by, org=self.node
+                )
+            return done
+
+        return bool(await self.writer.run(job))
+
+    async def set_totp(self, name: str, on: bool) -> bytes | None:
+        """Turn the second factor on (returns the new secret) or off (None); the
+        operator must have a password. Raises KeyError without one."""
+        secret = random_bytes(totp.SECRET_BYTES) if on else None
+        now = self.clock()
+
+        async def job(conn: Connection, appender: Appender) -> bool:
+            done = await credential_store.set_totp(conn, name, secret, now)
+            if done:
+                action = "operator_totp_on" if on else "operator_totp_off"
+                appender.append("key", action=action, operator=name, org=self.node)
+            return done
+
+        if not await self.writer.run(job):
+            raise KeyError(name)
+        return secret
 
     async def end_sessions(self, name: str) -> int:
         async with self.db.connection() as conn:
             return await session_store.end_for(conn, name)
+
+    # --- operators, for administrators (the same audit entries as the CLI's) -------------
+
+    async def operators(self) -> list[dict[str, Any]]:
+        async with self.db.connection() as conn:
+            rows = await operator_store.all_operators(conn)
+            with_password = await credential_store.names_with_password(conn)
+        for row in rows:
+            row["password"] = row["name"] in with_password
+        return rows
+
+    async def add_operator(self, name: str, role: str, password: str, *, by: str) -> str:
+        """A new operator with a web password; returns its bearer token (shown once).
+
+        Raises:
+            Conflict: the name is taken.
+        """
+        token = "hov_" + b64u_encode(random_bytes(32))
+        encoded = await asyncio.to_thread(hash_password, password)
+        now = self.clock()
+
+        async def job(conn: Connection, appender: Appender) -> None:
+            await operator_store.add(conn, name, role, token_hash(token), now)
+            await credential_store.set_password(conn, name, encoded, now)
+            appender.append(
+                "key", action="operator_added", operator=name, role=role, by=by, org=self.node
+            )
+
+        await self.writer.run(job)
+        return token
+
+    async def set_disabled(self, name: str, disabled: bool, *, by: str) -> bool:
+        """Disable (ending every session at once) or enable an operator."""
+
+        async def job(conn: Connection, appender: Appender) -> bool:
+            done = await operator_store.set_disabled(conn, name, disabled)
+            if done:
+                if disabled:
+                    await session_store.end_for(conn, name)
+                action = "operator_disabled" if disabled else "operator_enabled"
+                appender.append("key", action=action, operator=name, by=by, org=self.node)
+            return done
+
+        return bool(await self.writer.run(job))
+
+    async def set_role(self, name: str, role: str, *, by: str) -> bool:
+        async def job(conn: Connection, appender: Appender) -> bool:
+            done = await credential_store.set_role(conn, name, role)
+            if done:
+                appender.append(
+                    "key", action="operator_role_set", operator=name, role=role, by=by,
+                    org=self.node,
+                )  # fmt: skip
+            return done
+
+        return bool(await self.writer.run(job))

@@ -58,3 +58,14 @@ async def get(conn: Connection, name: str) -> Credential | None:
 async def names_with_password(conn: Connection) -> set[str]:
     rows = await conn.fetch("SELECT name FROM operator_credentials")
     return {r["name"] for r in rows}
+
+
+async def set_role(conn: Connection, name: str, role: str) -> bool:
+    """Change an operator's role (token caches are told); False when there is none."""
+    found = await conn.fetchval(
+        "UPDATE operators SET role = $2 WHERE name = $1 RETURNING name", name, role
+    )
+    if found is None:
+        return False
+    await conn.execute("NOTIFY handover_operators")
+    return True

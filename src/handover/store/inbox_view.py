@@ -27,3 +27,14 @@ async def answered(conn: Connection, case_ref: str, schemas: Sequence[str], afte
         after,
     )
     return found is not None
+
+
+async def last_deliveries(conn: Connection) -> dict[str, tuple[int, str | None]]:
+    """Per partner node: when a delivery to it last finished and the last error
+    of its most recent attempt (for the administrators' peers page)."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (node) node, finished_at, last_error FROM deliveries"
+        " WHERE finished_at IS NOT NULL OR last_error IS NOT NULL"
+        " ORDER BY node, COALESCE(finished_at, next_attempt_at) DESC"
+    )
+    return {r["node"]: (r["finished_at"], r["last_error"]) for r in rows}

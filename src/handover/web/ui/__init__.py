@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handover.web.ui import compose, inbox, login, records
+from handover.web.ui import admin, compose, inbox, login, records
 from handover.web.ui.base import HERE, on_prepare
 
 
@@ -17,5 +17,6 @@ def add_routes(app: web.Application) -> None:
     inbox.add_routes(app)
     compose.add_routes(app)
     records.add_routes(app)
+    admin.add_routes(app)
     app.router.add_static("/ui/static", HERE / "static", append_version=False)
     app.on_response_prepare.append(on_prepare)

@@ -4,6 +4,8 @@ Each change writes the same `key` audit entry as `handover operators ...`."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from aiohttp import web
 
 from handover.store import inbox_view
@@ -127,13 +129,8 @@ async def change_operator(request: web.Request) -> web.StreamResponse:
         return await _operators_page(request, status=400, error=exc.message)
     if not done:
         return await _operators_page(request, status=404, error=f"no operator named {name}")
-    past = {
-        "disable": "disabled",
-        "enable": "enabled",
-        "password": "password set",
-        "role": "role changed",
-    }
-    return redirect(f"/ui/admin/operators?done=operator+{name}+{past[action].replace(' ', '+')}")
+    done_text = f"operator {name}: {PAST[action]}"
+    return redirect("/ui/admin/operators?" + urlencode({"done": done_text}))
 
 
 def add_routes(app: web.Application) -> None:

@@ -57,9 +57,7 @@ def _form_page(
 ) -> web.Response:
     doc = _doc(request, schema)
     root = forms.build(doc, draft)
-    marked = forms.attach(root, errors or {})
-    if "justification" in (errors or {}):
-        marked = [m for m in marked if m is not root]
+    marked = forms.attach(root, {p: e for p, e in (errors or {}).items() if p != "justification"})
     return render(
         request,
         "compose.html",

@@ -289,7 +289,7 @@ def attach(f: Field, errors: Mapping[str, str]) -> list[Field]:
     marked: list[Field] = []
     for pointer, message in errors.items():
         where = pointer
-        while where not in by_pointer and where:
+        while where not in by_pointer and "/" in where:
             where = where.rsplit("/", 1)[0]
         target = by_pointer.get(where, f)
         target.error = message if target.error is None else f"{target.error} {message}"

@@ -13,9 +13,11 @@ violation) and screenshotted to build/ui-screenshots/.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import re
 import time
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,7 +26,8 @@ import pytest
 from browser import ARGS, AXE_FIGURES, PASSWORD, check_page, chromium_path, sign_in
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from federation import Federation, NodeProcess
+from federation import Federation, NodeProcess, run_cli
+from handover.node import totp
 
 PRISON, PROBATION, EXIT = "prison.example", "probation.example", "exit.example"
 RELEASE = "handover/release-notice/1"
@@ -305,4 +308,37 @@ def test_compose_an_array_field_without_javascript(fed: Federation, browser: Bro
     expect(page.get_by_role("alert")).to_contain_text("Licence kind")
     expect(page.get_by_role("alert")).to_contain_text("one of: CRD")
     check_page(page, "compose-nojs")
+    ctx.close()
+
+
+def test_second_factor_and_password_change_from_the_cli(fed: Federation, browser: Browser) -> None:
+    node = fed[EXIT]
+    out = run_cli(
+        "operators", "add", "--dir", str(node.dir), "tia", "--role", "caseworker",
+        "--password-stdin", "--totp", stdin=PASSWORD + "\n",
+    ).stdout.splitlines()  # fmt: skip
+    assert out[-1].startswith("hov_")  # the API token stays the last line
+    uri = next(line for line in out if line.startswith("otpauth://totp/"))
+    secret_b32 = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query)["secret"][0]
+    secret = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
+    ctx = browser.new_context(base_url=node.url)
+    page = ctx.new_page()
+    page.goto("/ui/login")
+    page.get_by_label("Operator name").fill("tia")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    assert page.url.endswith("/ui/login")  # the code is missing
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Code from your authenticator app").fill(
+        totp.code_at(secret, int(time.time()))
+    )
+    page.get_by_role("button", name="Sign in").click()
+    assert page.url.endswith("/ui/inbox")
+    # A new password (from standard input) ends the operator's sessions.
+    run_cli(
+        "operators", "passwd", "--dir", str(node.dir), "tia", "--password-stdin",
+        stdin="another long password\n",
+    )  # fmt: skip
+    page.goto("/ui/inbox")
+    assert page.url.endswith("/ui/login")
     ctx.close()

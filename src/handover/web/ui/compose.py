@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from handover.protocol.canonical import b64u_decode
+from handover.protocol.errors import SchemaInvalid
 from handover.web.edge import NODE_KEY
 from handover.web.ui import forms
 from handover.web.ui.base import SESSION_KEY, form_text, page, redirect, render
@@ -109,14 +110,24 @@ async def compose_post(request: web.Request) -> web.StreamResponse:
         require_justification(justification)
     except RequestRefused as exc:
         errors["justification"] = exc.message.capitalize() + " (why you share this, in a sentence)."
+    summary = None
     try:
-        if not to:
-            raise RequestRefused(ErrorCode.BAD_REQUEST, "choose at least one recipient")
+        # Field errors first, whether or not recipients are chosen yet.
+        node.registry.validate(schema, body)
+    except SchemaInvalid as exc:
+        errors.update(forms.field_errors(doc, str(exc)))
+    if not to:
+        summary = "Choose at least one recipient."
+    if errors or summary:
+        return _form_page(
+            request, schema, draft, to=to, justification=justification,
+            errors=errors, summary=summary, status=422,
+        )  # fmt: skip
+    try:
         views = await node.sender.preview(to=to, schema_id=schema, body=body)
     except RequestRefused as exc:
         if exc.code == ErrorCode.SCHEMA_INVALID:
             errors.update(forms.field_errors(doc, exc.message))
-            summary = None
         else:
             summary = exc.message
         return _form_page(

@@ -26,7 +26,14 @@ def test_the_demo_walks_a_handover_and_ends_cleanly(tmp_path: Path) -> None:
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     lines = proc.stdout.splitlines()
     assert lines[0] == f"handover demo: three agencies under {base}"
-    assert lines[-1] == "demo completed: every packet delivered, receipted and witnessed"
+    assert "demo completed: every packet delivered, receipted and witnessed" in lines
+    # It ends with what to do next: each web interface, a sign-in, an API token, --keep.
+    after = lines[lines.index("What next:") + 1 :]
+    for node in NODES:
+        assert any(node in line and line.rstrip().endswith("/ui/") for line in after), node
+    assert sum("sign in as officer with password " in line for line in after) == 3
+    assert sum("API token (Authorization: Bearer) hov_" in line for line in after) == 3
+    assert after[-1].endswith("to keep them running: make demo ARGS=--keep")
     steps = [line for line in lines if re.match(r"^\d\. ", line)]
     assert [s.split(" ")[1] for s in steps] == [
         "release-notice",

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from browser import ARGS, AXE_FIGURES, PASSWORD, check_page, chromium_path, sign_in
+from browser import ARGS, AXE_FIGURES, PASSWORD, SHOTS, check_page, chromium_path, sign_in
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from federation import Federation, NodeProcess, run_cli
@@ -307,7 +307,8 @@ def test_compose_an_array_field_without_javascript(fed: Federation, browser: Bro
     # Errors name the fields and what they expect; nothing was sent.
     expect(page.get_by_role("alert")).to_contain_text("Licence kind")
     expect(page.get_by_role("alert")).to_contain_text("one of: CRD")
-    check_page(page, "compose-nojs")
+    # (axe-core needs script: the same page with script is checked in the walk.)
+    page.screenshot(path=str(SHOTS / "compose-nojs.png"), full_page=True)
     ctx.close()
 
 

@@ -250,6 +250,9 @@ def test_refusals(fed: Federation, browser: Browser) -> None:
         form={"schema": CONDITIONS, "_action": "send", "to": PRISON, "csrf_token": "forged"},
     )
     assert answer.status == 403
+    # The sign-in form too (double submit: a cookie and the form's csrf_token).
+    forged = ctx.request.post(base + "/ui/login", form={"operator": "sam", "password": PASSWORD})
+    assert forged.status == 403
     assert sql(fed[PROBATION], "SELECT count(*) AS n FROM outbox")[0]["n"] == before
     # Sign-out ends the session server-side.
     before_out = sessions(fed[PROBATION], "sam")
@@ -313,7 +316,7 @@ def test_compose_an_array_field_without_javascript(fed: Federation, browser: Bro
 
 
 def test_second_factor_and_password_change_from_the_cli(fed: Federation, browser: Browser) -> None:
-    node = fed[EXIT]
+    node = fed[PRISON]  # not the exit organisation's node: its address is limited by now
     out = run_cli(
         "operators", "add", "--dir", str(node.dir), "tia", "--role", "caseworker",
         "--password-stdin", "--totp", stdin=PASSWORD + "\n",

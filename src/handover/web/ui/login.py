@@ -5,8 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from handover.node.sessions import SignInRefused
+from handover.protocol.canonical import b64u_encode
+from handover.protocol.crypto import constant_time_equal, random_bytes
 from handover.web.edge import NODE_KEY, PERMISSIONS
 from handover.web.ui.base import COOKIE, form_text, page, redirect, render, session_cookie
+
+PRE_COOKIE = "handover_signin"
 
 
 def home_of(role: str) -> str:
@@ -21,13 +25,36 @@ async def index(request: web.Request) -> web.StreamResponse:
     return redirect(home_of(session.operator.role) if session else "/ui/login")
 
 
+def _login_page(
+    request: web.Request, *, status: int = 200, error: str | None = None, operator: str = ""
+) -> web.Response:
+    """The sign-in form with a CSRF token that is also in a short cookie (double
+    submit), so another site cannot sign a browser in to someone else's account."""
+    token = request.cookies.get(PRE_COOKIE, "")
+    if len(token) != 32:
+        token = b64u_encode(random_bytes(24))
+    response = render(
+        request, "login.html", status=status, error=error, operator=operator, login_csrf=token
+    )
+    response.set_cookie(
+        PRE_COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/ui"
+    )
+    return response
+
+
 async def login_form(request: web.Request) -> web.StreamResponse:
-    return render(request, "login.html", error=None, operator="")
+    return _login_page(request)
 
 
 async def login(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     form = await request.post()
+    expected = request.cookies.get(PRE_COOKIE, "")
+    offered = form_text(form, "csrf_token", 64)
+    if not expected or not constant_time_equal(expected.encode(), offered.encode()):
+        return _login_page(
+            request, status=403, error="The sign-in form had expired: please try again."
+        )
     name = form_text(form, "operator", 200).strip()
     password = form_text(form, "password", 1024)
     code = form_text(form, "code", 16)
@@ -40,7 +67,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             if exc.limited
             else "Sign-in failed: the operator name, password or code is not right."
         )
-        return render(request, "login.html", status=401, error=message, operator=name)
+        return _login_page(request, status=401, error=message, operator=name)
     found = await node.web_sessions.lookup(session_id)
     response = redirect(home_of(found.operator.role) if found else "/ui/login")
     session_cookie(request, response, session_id)

@@ -187,9 +187,13 @@ def test_the_walk(fed: Federation, browser: Browser) -> None:
     epage.get_by_role("button", name="Send").click()
     wait_text(epage, "(receipt ")
 
-    # The prison's case page shows the expectations answered.
+    # The prison's case page shows the expectations answered; a local id is kept.
     page.goto(f"/ui/cases/{CASE_REF}")
     wait_text(page, "acknowledged")
+    page.get_by_label("Local id").fill("PR-2025-0042")
+    page.get_by_role("button", name="Save the local id").click()
+    expect(page.get_by_role("status")).to_contain_text("local id saved")
+    expect(page.locator("dl.meta")).to_contain_text("PR-2025-0042")
     check_page(page, "case")
     page.goto("/ui/overdue")
     check_page(page, "overdue")

@@ -6,11 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from handover.web.edge import MAX_PAGE, NODE_KEY
-from handover.web.ui.base import SESSION_KEY, form_text, page, render
+from handover.web.ui.base import SESSION_KEY, form_text, page, redirect, render
 from handover.web.ui.inbox import owed_items
 from handover.workflow.errors import ErrorCode, RequestRefused
 from handover.workflow.subject_report import render_markdown
@@ -31,7 +32,32 @@ async def cases(request: web.Request) -> web.StreamResponse:
 async def case(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     shown = await node.cases.show(request.match_info["ref"])
-    return render(request, "case.html", case=shown, error=None)
+    done = request.query.get("done", "")[:80] or None
+    return render(request, "case.html", case=shown, error=None, message=done)
+
+
+@page("send")
+async def set_local_id(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    form = await request.post()
+    value = form_text(form, "local_id", 200).strip()
+    shown = await node.cases.set_local_id(request.match_info["ref"], value or None)
+    return redirect(f"/ui/cases/{shown['case_ref']}?" + urlencode({"done": "local id saved"}))
+
+
+@page("send")
+async def acknowledge(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    form = await request.post()
+    ref = request.match_info["ref"]
+    await node.cases.acknowledge_agreement(
+        request[SESSION_KEY].operator,
+        ref,
+        request.match_info["agreement_id"],
+        form_text(form, "justification", 1001),
+    )
+    done = "agreement acknowledged; the acknowledgement is on its way to the other parties"
+    return redirect(f"/ui/cases/{ref}?" + urlencode({"done": done}))
 
 
 @page("read")
@@ -59,7 +85,7 @@ async def export(request: web.Request) -> web.StreamResponse:
         if exc.code not in (ErrorCode.JUSTIFICATION_REQUIRED, ErrorCode.JUSTIFICATION_TOO_LONG):
             raise
         shown = await node.cases.show(ref)
-        return render(request, "case.html", status=400, case=shown, error=exc.message)
+        return render(request, "case.html", status=400, case=shown, error=exc.message, message=None)
     if fmt == "markdown":
         text, kind, ext = render_markdown(data), "text/markdown", "md"
     else:
@@ -135,6 +161,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/ui/cases", cases)
     app.router.add_get("/ui/cases/{ref}", case)
     app.router.add_post("/ui/cases/{ref}/export", export)
+    app.router.add_post("/ui/cases/{ref}/local-id", set_local_id)
+    app.router.add_post("/ui/cases/{ref}/agreements/{agreement_id}/acknowledge", acknowledge)
     app.router.add_get("/ui/overdue", overdue)
     app.router.add_get("/ui/audit", audit)
     app.router.add_post("/ui/audit/verify", audit_verify)

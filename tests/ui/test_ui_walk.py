@@ -15,23 +15,26 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import re
 import time
 import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 from browser import ARGS, AXE_FIGURES, PASSWORD, SHOTS, check_page, chromium_path, sign_in
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from federation import Federation, NodeProcess, run_cli
+from federation import Federation, NodeProcess, example, run_cli
 from handover.node import totp
 
 PRISON, PROBATION, EXIT = "prison.example", "probation.example", "exit.example"
 RELEASE = "handover/release-notice/1"
 CONDITIONS = "handover/condition-update/1"
+AGREEMENT = "handover/responsibility-agreement/1"
 CASE_REF = "HC-01JC3862PZ6820J8YY0J464BBG"
 PRISON_NUMBER = "A4821DZ"  # an identifier the exit organisation never receives
 OPERATORS = {
@@ -187,13 +190,39 @@ def test_the_walk(fed: Federation, browser: Browser) -> None:
     epage.get_by_role("button", name="Send").click()
     wait_text(epage, "(receipt ")
 
+    # Probation proposes a responsibility agreement (through the API); the exit
+    # organisation acknowledges it on its case page.
+    body = example(AGREEMENT)
+    for party, node in zip(body["parties"], (PRISON, PROBATION, EXIT), strict=True):
+        party["node"] = node
+    body.update(case_ref=CASE_REF, valid_from=dt.date.today().isoformat())
+    status, answer = fed[PROBATION].api(
+        "POST",
+        "/api/v1/packets",
+        {"to": [PRISON, EXIT], "schema": AGREEMENT, "body": body, "justification": "roles"},
+    )
+    assert status == 202, answer
+    epage.goto(f"/ui/cases/{CASE_REF}")
+    wait_text(epage, "Acknowledge the agreement")
+    epage.get_by_label("Justification for acknowledging").fill("we take on the exit work")
+    epage.get_by_role("button", name="Acknowledge the agreement").click()
+    expect(epage.get_by_role("status")).to_contain_text("agreement acknowledged")
+    check_page(epage, "case-agreement")
+
     # The prison's case page shows the expectations answered; a local id is kept.
     page.goto(f"/ui/cases/{CASE_REF}")
     wait_text(page, "acknowledged")
     page.get_by_label("Local id").fill("PR-2025-0042")
     page.get_by_role("button", name="Save the local id").click()
     expect(page.get_by_role("status")).to_contain_text("local id saved")
-    expect(page.locator("dl.meta")).to_contain_text("PR-2025-0042")
+    expect(page.locator("dl.meta").first).to_contain_text("PR-2025-0042")
+    # The subject access export downloads as JSON (a justification first).
+    page.get_by_label("Justification for the export").fill("subject access request SAR-17")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the export").click()
+    exported = json.loads(Path(download.value.path()).read_text("utf-8"))
+    assert exported["case"]["case_ref"] == CASE_REF
+    assert download.value.suggested_filename == f"subject-access-{CASE_REF}.json"
     check_page(page, "case")
     page.goto("/ui/overdue")
     check_page(page, "overdue")

@@ -92,7 +92,7 @@ async def export(request: web.Request) -> web.StreamResponse:
         text, kind, ext = json.dumps(data, indent=2, ensure_ascii=False), "application/json", "json"
     response = web.Response(text=text, content_type=kind, charset="utf-8")
     response.headers["Content-Disposition"] = (
-        f'attachment; filename="subject-access-{data.get("case_ref", "case")}.{ext}"'
+        f'attachment; filename="subject-access-{data["case"]["case_ref"]}.{ext}"'
     )
     return response
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from handover import __version__
-from handover.cli import admin, api_commands, backup, offline, operators
+from handover.cli import admin, api_commands, backup, offline, operators, partners
 from handover.cli.args import Parser
 from handover.cli.output import EXIT_ERROR, CliError
 from handover.protocol.errors import HandoverError
@@ -30,6 +30,8 @@ def build_parser() -> Parser:
     offline.register_schemas(sub)
     admin.register_node(sub)
     operators.register(sub)
+    partners.register_peers(sub)
+    partners.register_profile(sub)
     backup.register(sub)
     api_commands.register_cases(sub)
     api_commands.register_lifecycle(sub)

@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from handover.cli import operators_ui
-from handover.cli.admin import _with_node
+from handover.cli.admin import with_node
 from handover.cli.args import Commands, node_dir
 from handover.cli.output import CliError, emit
 from handover.protocol.canonical import b64u_encode
@@ -68,7 +68,7 @@ def _change(args: argparse.Namespace, action: str, change: Any, **fields: Any) -
 
         return bool(await node.writer.run(job))
 
-    return _with_node(node_dir(args), work)
+    return with_node(node_dir(args), work)
 
 
 def _no_such(name: str) -> CliError:
@@ -167,7 +167,7 @@ def cmd_operators_list(args: argparse.Namespace) -> int:
             row["expired"] = row["expires_at"] is not None and row["expires_at"] <= now
         return rows
 
-    emit(_with_node(node_dir(args), work))
+    emit(with_node(node_dir(args), work))
     return 0
 
 

@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from handover.cli.admin import _with_node
+from handover.cli.admin import with_node
 from handover.cli.args import node_dir
 from handover.cli.output import CliError
 from handover.node import totp
@@ -77,7 +77,7 @@ def apply(args: argparse.Namespace, password: str | None) -> None:
         uri = "" if secret is None else totp.otpauth_uri(secret, args.name, node.config.node)
         return True, uri
 
-    found, uri = _with_node(node_dir(args), work)
+    found, uri = with_node(node_dir(args), work)
     if not found:
         raise CliError(f"there is no operator named {args.name} (see `handover operators list`)")
     if uri:

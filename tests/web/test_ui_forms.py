@@ -89,3 +89,14 @@ def test_passwords_are_argon2id_and_verify() -> None:
     assert verify_password(encoded, "correct horse battery staple")
     assert not verify_password(encoded, "wrong")
     assert not verify_password("not a hash", "wrong")
+
+
+def test_a_body_is_shown_in_the_schema_order() -> None:
+    body = {"start_date": "2025-04-17", "case_ref": "HC-X", "quality": {"basis": "FACT"}}
+    assert [p for p, _ in forms.flatten(body, doc=doc())] == [
+        "/case_ref",
+        "/quality/basis",
+        "/start_date",
+    ]
+    assert forms.label_of(doc(), "/conditions/0/code") == "Conditions › item 1 › Code"
+    assert forms.sensitivity_at(doc(), "/conditions/0/text") == "sensitive"

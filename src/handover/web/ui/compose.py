@@ -155,7 +155,9 @@ async def compose_post(request: web.Request) -> web.StreamResponse:
         {
             "node": v["node"],
             "kind": v["kind"],
-            "fields": [(forms.label_of(doc, p), value) for p, value in forms.flatten(v["body"])],
+            "fields": [
+                (forms.label_of(doc, p), value) for p, value in forms.flatten(v["body"], doc=doc)
+            ],
             "removed": [forms.label_of(doc, "/" + name) for name in v["removed"]],
         }
         for v in views

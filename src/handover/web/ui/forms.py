@@ -298,12 +298,19 @@ def attach(f: Field, errors: Mapping[str, str]) -> list[Field]:
     return marked
 
 
-def flatten(body: Any, pointer: str = "") -> list[tuple[str, Any]]:
-    """(pointer, scalar) for every leaf of a body, in order."""
+def flatten(
+    body: Any, pointer: str = "", doc: Mapping[str, Any] | None = None
+) -> list[tuple[str, Any]]:
+    """(pointer, scalar) for every leaf of a body; with the schema `doc`, in the
+    order its properties are declared (a form's order), else in the body's."""
     if isinstance(body, dict):
-        return [pair for k, v in body.items() for pair in flatten(v, f"{pointer}/{k}")]
+        keys = list(body)
+        if doc is not None:
+            declared = list((node_at(doc, pointer) or {}).get("properties", {}))
+            keys.sort(key=lambda k: declared.index(k) if k in declared else len(declared))
+        return [pair for k in keys for pair in flatten(body[k], f"{pointer}/{k}", doc)]
     if isinstance(body, list):
-        return [pair for i, v in enumerate(body) for pair in flatten(v, f"{pointer}/{i}")]
+        return [pair for i, v in enumerate(body) for pair in flatten(v, f"{pointer}/{i}", doc)]
     return [(pointer, body)]
 
 

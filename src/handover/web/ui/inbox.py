@@ -106,7 +106,7 @@ async def packet_read(request: web.Request) -> web.StreamResponse:
             "value": "yes" if value is True else "no" if value is False else value,
             "sensitivity": forms.sensitivity_at(doc, pointer),
         }
-        for pointer, value in forms.flatten(opened["body"])
+        for pointer, value in forms.flatten(opened["body"], doc=doc)
     ]
     answers = [(s, answer_link(s, item)) for s in answers_for(request, opened["schema"])]
     return render(

@@ -379,3 +379,31 @@ def test_second_factor_and_password_change_from_the_cli(fed: Federation, browser
     page.goto("/ui/inbox")
     assert page.url.endswith("/ui/login")
     ctx.close()
+
+
+def test_an_overdue_answer_comes_first_in_the_inbox(fed: Federation, browser: Browser) -> None:
+    past = (dt.date.today() - dt.timedelta(days=10)).isoformat()
+    body = example(RELEASE)
+    body.update(
+        case_ref="HC-01JC3862PZ6820J8YY0J464BBH",
+        expected_release_date=past,
+        confirmed_release_date=past,
+    )
+    status, answer = fed[PRISON].api(
+        "POST",
+        "/api/v1/packets",
+        {"to": [PROBATION], "schema": RELEASE, "body": body, "justification": "late notice"},
+        role="admin",
+    )
+    assert status == 202, answer
+    ctx, page = sign_in(browser, url(fed, PROBATION), "sam")
+    wait_text(page, "HC-01JC3862PZ6820J8YY0J464BBH")
+    check_page(page, "inbox-overdue")
+    first = page.locator("tbody tr").first
+    expect(first).to_contain_text("HC-01JC3862PZ6820J8YY0J464BBH")
+    expect(first).to_contain_text("answer overdue")
+    page.goto("/ui/overdue")
+    expect(
+        page.get_by_role("row", name=re.compile("HC-01JC3862PZ6820J8YY0J464BBH"))
+    ).to_contain_text("(overdue)")
+    ctx.close()

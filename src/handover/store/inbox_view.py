@@ -38,3 +38,13 @@ async def last_deliveries(conn: Connection) -> dict[str, tuple[int, str | None]]
         " ORDER BY node, COALESCE(finished_at, next_attempt_at) DESC"
     )
     return {r["node"]: (r["finished_at"], r["last_error"]) for r in rows}
+
+
+async def release_dates(conn: Connection, case_refs: Sequence[str]) -> dict[str, str]:
+    """The known release date (YYYY-MM-DD) of each of these cases."""
+    rows = await conn.fetch(
+        "SELECT case_ref, release_date FROM cases"
+        " WHERE case_ref = ANY($1::text[]) AND release_date IS NOT NULL",
+        list(case_refs),
+    )
+    return {r["case_ref"]: r["release_date"] for r in rows}

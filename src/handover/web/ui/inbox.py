@@ -9,11 +9,13 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from handover.protocol.timeutil import DAY_MS
 from handover.store import inbox_view
 from handover.store import received as received_store
 from handover.web.edge import NODE_KEY
 from handover.web.ui import forms
 from handover.web.ui.base import SESSION_KEY, form_text, page, render
+from handover.workflow.engine import date_ms
 from handover.workflow.errors import ErrorCode, RequestRefused
 
 INBOX_PAGE = 100
@@ -39,8 +41,12 @@ async def annotated(request: web.Request) -> list[dict[str, Any]]:
     still owes an answer to it (the continuity expectations of the policy), owed first."""
     node = request.app[NODE_KEY]
     items = await node.inbox.list(limit=INBOX_PAGE, before=None, case_ref=None)
+    now = node.clock()
     async with node.db.connection() as conn:
         read = await inbox_view.consulted(conn, [i["pid"] for i in items])
+        releases = await inbox_view.release_dates(
+            conn, sorted({i["case_ref"] for i in items if i["case_ref"]})
+        )
         for item in items:
             item["read"] = item["pid"] in read
             expected = answers_for(request, item["schema"])
@@ -49,7 +55,15 @@ async def annotated(request: web.Request) -> list[dict[str, Any]]:
                 item["case_ref"]
                 and await inbox_view.answered(conn, item["case_ref"], expected, item["received_at"])
             )
-    items.sort(key=lambda i: (not i["owed"], -i["received_at"]))
+            # Due by the policy's days before the case's release date, as the sender expects.
+            release = date_ms(releases.get(item["case_ref"] or ""))
+            item["due"] = (
+                release - node.policy.deadline_days * DAY_MS
+                if item["owed"] and release is not None
+                else None
+            )
+            item["overdue"] = item["due"] is not None and item["due"] < now
+    items.sort(key=lambda i: (not i["overdue"], not i["owed"], i["due"] or 0, -i["received_at"]))
     return items
 
 

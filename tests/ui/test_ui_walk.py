@@ -407,3 +407,32 @@ def test_an_overdue_answer_comes_first_in_the_inbox(fed: Federation, browser: Br
         page.get_by_role("row", name=re.compile("HC-01JC3862PZ6820J8YY0J464BBH"))
     ).to_contain_text("(overdue)")
     ctx.close()
+
+
+def test_signing_in_and_reading_with_the_keyboard_alone(fed: Federation, browser: Browser) -> None:
+    ctx = browser.new_context(base_url=url(fed, PROBATION))
+    page = ctx.new_page()
+    page.goto("/ui/login")
+
+    def tab_to(element_id: str) -> None:
+        for _ in range(30):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.id") == element_id:
+                return
+        raise AssertionError(f"Tab never reaches #{element_id}")
+
+    tab_to("operator")
+    page.keyboard.type("sam")
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/ui/inbox")
+    page.locator("tbody a").first.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/ui/inbox/*")
+    tab_to("justification")
+    page.keyboard.type("checking with the keyboard")
+    page.keyboard.press("Tab")  # to the button
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("table", name="Content of the packet")).to_be_visible()
+    ctx.close()

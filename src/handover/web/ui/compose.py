@@ -6,6 +6,7 @@ logged), then sending through the same `Sender.submit` as `POST /api/v1/packets`
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,6 +20,7 @@ from handover.web.ui.base import SESSION_KEY, form_text, page, redirect, render
 from handover.workflow.access import require_justification
 from handover.workflow.errors import ErrorCode, RequestRefused
 
+PID = re.compile(r"[A-Za-z0-9_-]{22}")
 # Query parameters that fill a field when an answer is composed.
 PREFILL = ("case_ref", "in_reply_to", "in_reply_to_schema")
 
@@ -191,7 +193,7 @@ async def packet_page(request: web.Request) -> web.StreamResponse:
     status = await node.sender.packet_status(request.match_info["pid"])
     for d in status["deliveries"]:
         d["receipt_view"] = _receipt(d["receipt"])
-    also = [p for p in request.query.get("also", "").split(",") if p][:64]
+    also = [p for p in request.query.get("also", "").split(",") if PID.fullmatch(p)][:64]
     pending = any(d["status"] == "pending" for d in status["deliveries"])
     return render(request, "packet.html", packet=status, also=also, pending=pending)
 

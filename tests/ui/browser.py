@@ -43,14 +43,14 @@ def chromium_path() -> str:
 
 
 def sign_in(
-    browser: Browser, url: str, operator: str, **options: Any
+    browser: Browser, url: str, operator: str, password: str = PASSWORD, **options: Any
 ) -> tuple[BrowserContext, Page]:
     context = browser.new_context(base_url=url, bypass_csp=True, **options)
     page = context.new_page()
     page.goto("/ui/")
     assert page.url.endswith("/ui/login")
     page.get_by_label("Operator name").fill(operator)
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     assert "/ui/login" not in page.url, page.content()
     return context, page

@@ -103,7 +103,10 @@ def test_the_walk(fed: Federation, browser: Browser) -> None:
     # --- the prison composes, previews and sends ---------------------------------------
     ctx, page = sign_in(browser, url(fed, PRISON), "pat")
     check_page(page, "inbox-empty")
-    page.goto(f"/ui/compose?schema={RELEASE}")
+    page.goto("/ui/compose")
+    check_page(page, "compose-choose")
+    page.get_by_role("link", name="Release notice").click()
+    assert page.url.endswith(f"/ui/compose?schema={RELEASE}"), page.url
     check_page(page, "compose")
     page.get_by_label(f"{PROBATION} (probation)").check()
     page.get_by_label(f"{EXIT} (exit)").check()
@@ -226,6 +229,9 @@ def test_the_walk(fed: Federation, browser: Browser) -> None:
     check_page(page, "case")
     page.goto("/ui/overdue")
     check_page(page, "overdue")
+    page.goto("/ui/cases")
+    expect(page.get_by_role("link", name=CASE_REF)).to_be_visible()
+    check_page(page, "cases")
 
     # --- auditors find the consultations with their justifications -------------------
     for node, reader, why in (
@@ -294,6 +300,7 @@ def test_refusals(fed: Federation, browser: Browser) -> None:
     # A caseworker gets 403 on the auditors' and administrators' pages.
     for path in ("/ui/audit", "/ui/admin/operators", "/ui/admin/peers"):
         assert page.goto(path).status == 403, path
+    check_page(page, "forbidden")
     # A POST without the session's csrf_token changes nothing.
     before = sql(fed[PROBATION], "SELECT count(*) AS n FROM outbox")[0]["n"]
     answer = ctx.request.post(
@@ -454,3 +461,13 @@ def test_signing_in_and_reading_with_the_keyboard_alone(fed: Federation, browser
     page.keyboard.press("Enter")
     expect(page.get_by_role("table", name="Content of the packet")).to_be_visible()
     ctx.close()
+
+
+def test_the_accessibility_check_catches_a_violation(browser: Browser) -> None:
+    """The axe-core check itself: an image without a text alternative is critical."""
+    page = browser.new_page()
+    page.set_content('<html lang="en"><title>t</title><main><img src="x.png"></main></html>')
+    with pytest.raises(AssertionError, match="image-alt"):
+        check_page(page, "self-test")
+    del AXE_FIGURES["self-test"]
+    page.close()

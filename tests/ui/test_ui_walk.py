@@ -308,6 +308,13 @@ def test_refusals(fed: Federation, browser: Browser) -> None:
         form={"schema": CONDITIONS, "_action": "send", "to": PRISON, "csrf_token": "forged"},
     )
     assert answer.status == 403
+    # A form over 1 MiB is refused before it is read.
+    huge = ctx.request.post(
+        base + "/ui/compose",
+        data=b"a=" + b"x" * (1024 * 1024),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert huge.status == 413
     # The sign-in form too (double submit: a cookie and the form's csrf_token).
     forged = ctx.request.post(base + "/ui/login", form={"operator": "sam", "password": PASSWORD})
     assert forged.status == 403

@@ -110,6 +110,10 @@ def page(permission: str | None) -> Callable[[UiHandler], UiHandler]:
                 return redirect("/ui/login")
             request[SESSION_KEY] = session
             if request.method == "POST":
+                if not form_size_ok(request):
+                    return error_page(
+                        request, 413, "Too large", "A form is at most 1 MiB: nothing was changed."
+                    )
                 form = await request.post()
                 token = form.get("csrf_token")
                 if not isinstance(token, str) or not constant_time_equal(
@@ -139,6 +143,13 @@ def page(permission: str | None) -> Callable[[UiHandler], UiHandler]:
         return wrapped
 
     return decorate
+
+
+def form_size_ok(request: web.Request) -> bool:
+    """Whether a posted form declares its length and is at most MAX_FORM_BYTES
+    (checked before it is read, so a large body costs nothing)."""
+    size = request.content_length
+    return size is not None and size <= MAX_FORM_BYTES
 
 
 def redirect(location: str) -> web.Response:

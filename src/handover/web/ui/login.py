@@ -8,7 +8,15 @@ from handover.node.sessions import SignInRefused
 from handover.protocol.canonical import b64u_encode
 from handover.protocol.crypto import constant_time_equal, random_bytes
 from handover.web.edge import NODE_KEY, PERMISSIONS
-from handover.web.ui.base import COOKIE, form_text, page, redirect, render, session_cookie
+from handover.web.ui.base import (
+    COOKIE,
+    form_size_ok,
+    form_text,
+    page,
+    redirect,
+    render,
+    session_cookie,
+)
 
 PRE_COOKIE = "handover_signin"
 
@@ -48,6 +56,8 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 async def login(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
+    if not form_size_ok(request):
+        return _login_page(request, status=413, error="The sign-in form was too large.")
     form = await request.post()
     expected = request.cookies.get(PRE_COOKIE, "")
     offered = form_text(form, "csrf_token", 64)

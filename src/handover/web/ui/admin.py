@@ -114,6 +114,8 @@ async def change_operator(request: web.Request) -> web.StreamResponse:
     by = request[SESSION_KEY].operator.name
     sessions = node.web_sessions
     try:
+        if action == "disable" and name == by:
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "you cannot disable yourself")
         if action in ("disable", "enable"):
             done = await sessions.set_disabled(name, action == "disable", by=by)
         elif action == "password":

@@ -13,6 +13,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from handover.cli import operators_ui
 from handover.cli.admin import with_node
 from handover.cli.args import Commands, node_dir
 from handover.cli.output import CliError, emit
@@ -80,6 +81,7 @@ def cmd_operators_add(args: argparse.Namespace) -> int:
 
     token, now = new_token(), now_ms()
     until = expires_at(args.expires_days, now)
+    password = operators_ui.read_password(args)
 
     async def add(conn: Connection) -> bool:
         await operator_store.add(conn, args.name, args.role, token_hash(token), now, until)
@@ -92,6 +94,7 @@ def cmd_operators_add(args: argparse.Namespace) -> int:
             f"an operator named {args.name} exists; its token is unchanged (a new token:"
             f" `handover operators token {args.name} --dir DIR`)"
         ) from None
+    operators_ui.apply(args, password)
     sys.stdout.write(
         f"operator {args.name} ({args.role}) added, token expires: {_iso(until)};"
         " the bearer token below is shown only once:\n"
@@ -185,6 +188,11 @@ def register(sub: Commands) -> None:
     p = command("add", "add an operator; prints its bearer token once, last", cmd_operators_add)
     p.add_argument("--role", required=True, choices=ROLES)
     p.add_argument("--expires-days", type=float, metavar="N", help=expiry)
+    operators_ui.add_arguments(p)
+    p = command(
+        "passwd", "set the web sign-in password (and --totp)", operators_ui.cmd_operators_passwd
+    )
+    operators_ui.add_arguments(p, passwd=True)
     command("list", "operators, roles, disabled, token expiry", cmd_operators_list, named=False)
     command("disable", "refuse the operator's token until enabled", cmd_operators_disable)
     command("enable", "accept the operator's token again", cmd_operators_enable)

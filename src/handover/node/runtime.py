@@ -28,6 +28,7 @@ from handover.node.profiles import Profiles
 from handover.node.receiving import Receiver
 from handover.node.security import SecurityLog, TokenBuckets
 from handover.node.sending import Sender
+from handover.node.sessions import WebSessions
 from handover.node.transport import Answer, Transport
 from handover.protocol.errors import ConfigError, HandoverError
 from handover.protocol.timeutil import DAY_MS, Clock, now_ms
@@ -165,6 +166,7 @@ class Node:
         )
         self.auth = Authenticator(db, clock)
         self._refusal_log = TokenBuckets(capacity=20, rate=1.0, max_keys=16)
+        self.web_sessions = WebSessions(db, writer, clock, config.node)
         self.profiles = Profiles(
             node=config.node, kind=config.kind, db=db, writer=writer, directory=directory,
             transport=transport, clock=clock,

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterable
 from pathlib import Path
 
 import structlog
 
 from handover.node import keystore
+from handover.node.attachment_access import AttachmentAccess
+from handover.node.attachments import Attachments
 from handover.node.auditing import AuditLog
 from handover.node.auth import Authenticator
 from handover.node.budget import ByteBudget
@@ -26,7 +29,8 @@ from handover.node.metrics import Metrics
 from handover.node.receiving import Receiver
 from handover.node.security import SecurityLog
 from handover.node.sending import Sender
-from handover.node.transport import Answer, Transport
+from handover.node.transport import Answer, Transport, UploadAnswer
+from handover.node.uploading import Uploader
 from handover.protocol.errors import ConfigError, HandoverError
 from handover.protocol.timeutil import DAY_MS, Clock, now_ms
 from handover.store import continuity as continuity_store
@@ -93,6 +97,15 @@ class Node:
             node=config.node, db=db, writer=writer, policy=self.policy, vault=vault, clock=clock
         )
         self.security = SecurityLog(db, clock)
+        self.attachments = Attachments(
+            node=config.node,
+            db=db,
+            directory=directory,
+            vault=vault,
+            clock=clock,
+            max_bytes=config.max_attachment_bytes,
+            quota_bytes=config.attachment_quota_bytes,
+        )
         corrections = Corrections(
             node=config.node,
             workflow=self.workflow,
@@ -112,6 +125,7 @@ class Node:
             clock=clock,
             ttl_ms=config.ttl_days * DAY_MS,
             sent_hooks=[self.retention.on_sent],
+            attachments=self.attachments,
         )
         self.receiver = Receiver(
             node=config.node,
@@ -126,8 +140,12 @@ class Node:
             security=self.security,
             received_hooks=[corrections.on_received, self.retention.on_received],
             receive_checks=[corrections.check],
+            attachments=self.attachments,
         )
         self.inbox = Inbox(node=config.node, db=db, writer=writer, vault=vault)
+        self.attachment_access = AttachmentAccess(
+            node=config.node, db=db, writer=writer, attachments=self.attachments, clock=clock
+        )
         self.rectification = Rectification(
             db=db,
             writer=writer,
@@ -157,6 +175,14 @@ class Node:
             transport=transport,
             metrics=metrics,
             clock=clock,
+        )
+        self.delivery.uploader = Uploader(
+            db=db,
+            directory=directory,
+            transport=transport,
+            metrics=metrics,
+            clock=clock,
+            lease_ms=self.delivery.lease_ms,
         )
         self.audit = AuditLog(
             node=config.node, db=db, directory=directory, transport=transport, clock=clock
@@ -246,6 +272,7 @@ class Node:
                     log.info("own_keyset_resigned", serial=self.directory.keys.keyset.serial)
                 await self.directory.refresh_due()
                 await self.retention.sweep()
+                await self.attachments.sweep()
                 await self.security.prune()
             except HandoverError as exc:
                 log.error("maintenance_failed", error=str(exc))
@@ -292,6 +319,14 @@ class Node:
 
     async def receive_many(self, wires: list[bytes], source: str = "memory") -> list[Answer]:
         return await self.receiver.receive_many(wires, source)
+
+    async def upload_head(self, aid: str, ticket: str) -> UploadAnswer:
+        return await self.attachments.head_answer(aid, ticket)
+
+    async def upload_patch(
+        self, aid: str, ticket: str, offset: int, body: AsyncIterable[bytes]
+    ) -> UploadAnswer:
+        return await self.attachments.patch_answer(aid, ticket, offset, body)
 
     # --- used by the web layer -----------------------------------------------------
 

@@ -14,8 +14,10 @@ from typing import Any
 
 import structlog
 
+from handover.node.attachments import Attachments
 from handover.node.directory import Directory
 from handover.node.metrics import Metrics
+from handover.protocol.attachments import MAX_ATTACHMENTS, AttachmentItem
 from handover.protocol.canonical import check_value, cj_dumps
 from handover.protocol.errors import (
     EncodingError,
@@ -68,6 +70,7 @@ class Sender:
         clock: Clock,
         ttl_ms: int,
         sent_hooks: Sequence[SentHook] = (),
+        attachments: Attachments | None = None,
     ) -> None:
         """`sent_hooks` run inside the audit writer's transaction after the
         workflow's bookkeeping for a packet with a case."""
@@ -82,6 +85,7 @@ class Sender:
         self.clock = clock
         self.ttl_ms = ttl_ms
         self._sent_hooks = tuple(sent_hooks)
+        self.attachments = attachments
 
     async def submit(
         self,
@@ -92,6 +96,7 @@ class Sender:
         body: object,
         justification: object,
         minimise: object = False,
+        attachments: object = None,
     ) -> list[dict[str, Any]]:
         """Validate, apply the sharing policy, log each disclosure, seal and queue.
 
@@ -117,6 +122,7 @@ class Sender:
             raise RequestRefused(ErrorCode.BAD_REQUEST, "'body' must be a JSON object")
         if not isinstance(minimise, bool):
             raise RequestRefused(ErrorCode.BAD_REQUEST, "'minimise' must be true or false")
+        aids = _aids(attachments)
         try:
             self.registry.validate(schema_id, body)
             # What JSON Schema lets through but canonical JSON cannot carry (1.0).
@@ -138,10 +144,17 @@ class Sender:
             planned = await self.workflow.plan(
                 conn, to=list(to), schema=schema_id, body=body, minimise=minimise
             )
+            if aids and len(planned) > 1:
+                raise RequestRefused(
+                    ErrorCode.BAD_REQUEST,
+                    "a submission with attachments must make one packet: the policy gives"
+                    " these recipients different views, so send to each kind separately",
+                )
             results = []
             for packet in planned:
                 recipients = [self._recipient(node, now) for node in packet.recipients]
                 pid = new_pid()
+                items = await self._claim(conn, aids, pid)
                 position = appender.append(
                     "disclosure",
                     pid=pid,
@@ -151,6 +164,7 @@ class Sender:
                     fields=sorted(packet.body),
                     removed=packet.removed or None,
                     consents=packet.consents or None,
+                    attachments=aids or None,
                     operator=operator.name,
                     org=self.node,
                     justification=why,
@@ -167,6 +181,7 @@ class Sender:
                     pid=pid,
                     validator=_NoRevalidation(),
                     body_cj=body_cj,
+                    attachments=items,
                 )
                 await outbox_store.insert(
                     conn,
@@ -217,6 +232,13 @@ class Sender:
             )
         return packets
 
+    async def _claim(self, conn: Connection, aids: list[str], pid: str) -> list[AttachmentItem]:
+        if not aids:
+            return []
+        if self.attachments is None:
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "this node does not send attachments")
+        return await self.attachments.claim_own(conn, aids, pid)
+
     def _recipient(self, node: str, now: int) -> Recipient:
         keyset = self.directory.keyset(node) if is_node_id(node) else None
         if keyset is None:
@@ -251,3 +273,20 @@ class Sender:
                 for d in row.deliveries
             ],
         }
+
+
+def _aids(attachments: object) -> list[str]:
+    """The submission's `attachments`: a list of at most 16 distinct aids."""
+    if attachments is None:
+        return []
+    if (
+        not isinstance(attachments, list)
+        or len(attachments) > MAX_ATTACHMENTS
+        or not all(isinstance(a, str) and len(a) == 22 for a in attachments)
+        or len(set(attachments)) != len(attachments)
+    ):
+        raise RequestRefused(
+            ErrorCode.BAD_REQUEST,
+            f"'attachments' must be a list of at most {MAX_ATTACHMENTS} distinct attachment ids",
+        )
+    return list(attachments)

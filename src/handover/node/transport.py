@@ -9,10 +9,10 @@ directly with the same bytes HTTP would carry.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
 from handover.node.errors import TransportError
 from handover.protocol.canonical import b64u_encode
@@ -33,6 +33,9 @@ class Outcome(StrEnum):
     """Refused at steps 1-8 (or a replay conflict); no receipt, the reason stays local."""
     TOO_LARGE = "too_large"
     """Over the receiver's size limit: it will never be taken."""
+    ATTACHMENT_INCOMPLETE = "attachment_incomplete"
+    """An attachment's upload is missing or incomplete (`detail` names its aid):
+    upload it, then post the packet again."""
     UNAVAILABLE = "unavailable"
     """Any other answer (overload, a proxy's error page): try again later."""
 
@@ -43,6 +46,27 @@ class Answer:
 
     outcome: Outcome
     receipt: bytes | None = None
+    detail: str = ""
+
+
+UploadStatus = Literal[
+    "ok", "offset", "conflict", "unauthorized", "too_large", "hash", "unavailable"
+]
+
+
+@dataclass(frozen=True)
+class UploadAnswer:
+    """A peer's answer to an attachment upload request (docs/protocol.md section 8).
+
+    `ok`: `offset` is the peer's offset now; `offset`: the offset we sent was not
+    the peer's (`offset` is the peer's); `conflict`: the upload exists with
+    another alen/ah; `unauthorized`: the ticket was refused; `too_large`: over
+    a limit; `hash`: the completed stream did not match and was discarded;
+    `unavailable`: anything else (retry later).
+    """
+
+    status: UploadStatus
+    offset: int = 0
     detail: str = ""
 
 
@@ -67,6 +91,16 @@ class Transport(Protocol):
         """One answer per packet, in order."""
         ...
 
+    async def upload_offset(self, base_url: str, aid: str, ticket: str) -> UploadAnswer:
+        """HEAD /federation/v1/attachments/{aid}: the bytes the peer holds."""
+        ...
+
+    async def upload_bytes(
+        self, base_url: str, aid: str, ticket: str, offset: int, body: AsyncIterable[bytes]
+    ) -> UploadAnswer:
+        """PATCH /federation/v1/attachments/{aid} with the stream from `offset`."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -82,6 +116,12 @@ class Endpoint(Protocol):
     async def fork_declarations(self) -> list[bytes]: ...
 
     async def receive_many(self, wires: list[bytes], source: str = ...) -> list[Answer]: ...
+
+    async def upload_head(self, aid: str, ticket: str) -> UploadAnswer: ...
+
+    async def upload_patch(
+        self, aid: str, ticket: str, offset: int, body: AsyncIterable[bytes]
+    ) -> UploadAnswer: ...
 
 
 class MemoryTransport:
@@ -136,6 +176,14 @@ class MemoryTransport:
                 detail = f"the peer failed: {type(exc).__name__}"
                 answers += [Answer(Outcome.UNAVAILABLE, None, detail) for _ in chunk]
         return answers
+
+    async def upload_offset(self, base_url: str, aid: str, ticket: str) -> UploadAnswer:
+        return await self._peer(base_url).upload_head(aid, ticket)
+
+    async def upload_bytes(
+        self, base_url: str, aid: str, ticket: str, offset: int, body: AsyncIterable[bytes]
+    ) -> UploadAnswer:
+        return await self._peer(base_url).upload_patch(aid, ticket, offset, body)
 
     async def close(self) -> None:
         return None

@@ -42,6 +42,13 @@ class ErrorCode(StrEnum):
     """Lifting a restriction of an item that is not restricted."""
     DELIVERY_PENDING = "delivery_pending"
     """A delivery of the packet is still pending; wait for it to finish."""
+    ATTACHMENT_INCOMPLETE = "attachment_incomplete"
+    """Federation: an attachment of the packet has no complete upload here yet (the
+    answer names its `aid`); upload it and post the packet again."""
+    ATTACHMENT_HASH = "attachment_hash"
+    """Federation: a completed upload does not match the ticket's hash; it was discarded."""
+    OFFSET_MISMATCH = "offset_mismatch"
+    """Federation: an upload's `Upload-Offset` is not the stored offset (given in the answer)."""
     AMBIGUOUS = "ambiguous"
     """The pid names more than one held packet: say which direction and sender."""
     ERASED = "erased"

@@ -1,0 +1,207 @@
+"""Attachments between in-process nodes (docs/protocol.md section 8) on a real
+PostgreSQL: uploaded before the packet, checked by the receiver (8a), bound to
+the packet, read with a consultation entry, refused when tampered, erased
+with the packet."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from handover.node.runtime import Node
+from handover.node.transport import Outcome
+from handover.protocol.attachments import encrypt_bytes, make_ticket, new_aid
+from handover.store import attachments as att_store
+from handover.workflow.errors import ErrorCode, RequestRefused
+from inproc import (
+    CASEWORKER,
+    PRISON,
+    PROBATION,
+    RELEASE_NOTICE,
+    WHY,
+    audit_entries,
+    deliver,
+    release_notice,
+    seal_from,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def pieces(data: bytes, size: int = 100_000) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+async def upload(node: Node, data: bytes, name: str = "licence.pdf") -> str:
+    item = await node.attachments.store_local(pieces(data), name=name, media_type="application/pdf")
+    assert item.size == len(data)
+    return item.aid
+
+
+async def submit(node: Node, aids: list[str]) -> str:
+    (packet,) = await node.sender.submit(
+        CASEWORKER,
+        to=[PROBATION],
+        schema_id=RELEASE_NOTICE,
+        body=release_notice(),
+        justification=WHY,
+        attachments=aids,
+    )
+    pid: str = packet["pid"]
+    return pid
+
+
+async def read_all(node: Node, pid: str, aid: str, *, sent: bool = False) -> bytes:
+    download = await node.attachment_access.download(CASEWORKER, pid, aid, WHY, sent=sent)
+    return b"".join([c async for c in download.chunks])
+
+
+async def test_attachments_travel_with_the_packet_and_are_read_with_a_consultation(
+    prison: Node, probation: Node
+) -> None:
+    big = os.urandom(3 * 1024 * 1024 + 12_345)  # several pieces and PATCH-sized reads
+    small = b"conditions: report weekly\n"
+    aids = [await upload(prison, big, "assessment.pdf"), await upload(prison, small, "c.txt")]
+    pid = await submit(prison, aids)
+    (status,) = await deliver(prison, pid)
+    assert [d["status"] for d in status["deliveries"]] == ["delivered"], status
+    listed = await probation.attachment_access.listing(pid, sent=False)
+    assert [(a["aid"], a["name"], a["size"]) for a in listed] == [
+        (aids[0], "assessment.pdf", len(big)),
+        (aids[1], "c.txt", len(small)),
+    ]
+    assert (
+        hashlib.sha256(await read_all(probation, pid, aids[0])).digest()
+        == hashlib.sha256(big).digest()
+    )
+    assert await read_all(probation, pid, aids[1]) == small
+    assert await read_all(prison, pid, aids[1], sent=True) == small
+    consulted = [e for e in await audit_entries(probation, pid=pid) if e["op"] == "consultation"]
+    assert [e["aid"] for e in consulted] == aids
+    assert all(e["justification"] == WHY and e["operator"] == CASEWORKER.name for e in consulted)
+    with pytest.raises(RequestRefused) as refused:
+        await probation.attachment_access.download(CASEWORKER, pid, aids[0], "", sent=False)
+    assert refused.value.code is ErrorCode.JUSTIFICATION_REQUIRED
+
+
+async def ticket_for(sender: Node, recipient: Node, aid: str, alen: int, ah: bytes) -> str:
+    ident = sender.directory.keys.identity()
+    now = sender.clock()
+    return make_ticket(
+        ident.node, ident.kid, ident.key, to=recipient.config.node, aid=aid, alen=alen, ah=ah,
+        iat=now, exp=now + 60 * 60 * 1000,
+    )  # fmt: skip
+
+
+async def rows(node: Node, origin: str, aid: str) -> Any:
+    async with node.db.connection() as conn:
+        return await att_store.get(conn, origin, aid)
+
+
+async def test_missing_upload_is_409_then_accepted_after_the_upload(
+    prison: Node, probation: Node
+) -> None:
+    aid = new_aid()
+    item, stream = encrypt_bytes(aid, os.urandom(32), b"x" * 70_000, "a.txt", "text/plain")
+    packet = seal_from(prison, probation, RELEASE_NOTICE, release_notice(), attachments=[item])
+    (answer,) = await probation.receive_many([packet.wire])
+    assert answer.outcome is Outcome.ATTACHMENT_INCOMPLETE and answer.detail == aid
+    ticket = await ticket_for(prison, probation, aid, item.alen, item.ah)
+    # Half of it: still incomplete.
+    half = await probation.upload_patch(aid, ticket, 0, pieces(stream[:40_000]))
+    assert (half.status, half.offset) == ("ok", 40_000)
+    (answer,) = await probation.receive_many([packet.wire])
+    assert answer.outcome is Outcome.ATTACHMENT_INCOMPLETE
+    # A PATCH at the wrong offset is told the stored one and stores nothing.
+    wrong = await probation.upload_patch(aid, ticket, 0, pieces(stream[:10]))
+    assert (wrong.status, wrong.offset) == ("offset", 40_000)
+    head = await probation.upload_head(aid, ticket)
+    assert (head.status, head.offset) == ("ok", 40_000)
+    rest = await probation.upload_patch(aid, ticket, 40_000, pieces(stream[40_000:]))
+    assert (rest.status, rest.offset) == ("ok", item.alen)
+    (answer,) = await probation.receive_many([packet.wire])
+    assert answer.outcome is Outcome.ACCEPTED
+    row = await rows(probation, PRISON, aid)
+    assert row.complete and row.pid == packet.pid
+
+
+async def test_wrong_hash_is_discarded_and_tampered_stream_refused(
+    prison: Node, probation: Node
+) -> None:
+    aid = new_aid()
+    item, stream = encrypt_bytes(aid, os.urandom(32), b"y" * 1000, "a.txt", "text/plain")
+    tampered = bytearray(stream)
+    tampered[100] ^= 1
+    ticket = await ticket_for(prison, probation, aid, item.alen, item.ah)
+    answer = await probation.upload_patch(aid, ticket, 0, pieces(bytes(tampered)))
+    assert answer.status == "hash"
+    assert await rows(probation, PRISON, aid) is None  # discarded
+    # The right bytes under the same ticket then complete.
+    answer = await probation.upload_patch(aid, ticket, 0, pieces(stream))
+    assert (answer.status, answer.offset) == ("ok", item.alen)
+
+
+async def test_no_byte_is_stored_without_a_valid_ticket(prison: Node, probation: Node) -> None:
+    aid = new_aid()
+    item, stream = encrypt_bytes(aid, os.urandom(32), b"z" * 500, "a.txt", "text/plain")
+    consumed = []
+
+    async def watched() -> AsyncIterator[bytes]:
+        consumed.append(True)
+        yield stream
+
+    good = await ticket_for(prison, probation, aid, item.alen, item.ah)
+    ut, sig = good.split(".")
+    bad_sig = ut + "." + ("A" if sig[0] != "A" else "B") + sig[1:]
+    other_aid = await ticket_for(prison, probation, new_aid(), item.alen, item.ah)
+    to_other = await ticket_for(prison, prison, aid, item.alen, item.ah)
+    for ticket in ("", "garbage", bad_sig, other_aid, to_other):
+        answer = await probation.upload_patch(aid, ticket, 0, watched())
+        assert answer.status == "unauthorized", ticket
+    assert consumed == []  # the body was never read
+    assert await rows(probation, PRISON, aid) is None
+    # Over the node's limit: 413, also before any byte.
+    huge = await ticket_for(prison, probation, aid, probation.attachments.max_bytes + 1, item.ah)
+    assert (await probation.upload_patch(aid, huge, 0, watched())).status == "too_large"
+    assert consumed == []
+    # A second ticket with another hash for an existing upload: conflict.
+    assert (await probation.upload_head(aid, good)).status == "ok"
+    other = await ticket_for(prison, probation, aid, item.alen, bytes(64))
+    assert (await probation.upload_head(aid, other)).status == "conflict"
+
+
+async def test_quota_of_incomplete_uploads_holds(prison: Node, probation: Node) -> None:
+    quota = probation.attachments.quota_bytes
+    probation.attachments.quota_bytes = 10_000
+    try:
+        first, second = new_aid(), new_aid()
+        t1 = await ticket_for(prison, probation, first, 8_000, bytes(64))
+        t2 = await ticket_for(prison, probation, second, 8_000, bytes(64))
+        assert (await probation.upload_head(first, t1)).status == "ok"
+        assert (await probation.upload_head(second, t2)).status == "too_large"
+        assert await rows(probation, PRISON, second) is None
+    finally:
+        probation.attachments.quota_bytes = quota
+        async with probation.db.connection() as conn:
+            await att_store.delete(conn, PRISON, first)
+
+
+async def test_unclaimed_uploads_are_swept_after_exp(prison: Node, probation: Node) -> None:
+    aid = new_aid()
+    ident = prison.directory.keys.identity()
+    now = prison.clock()
+    ticket = make_ticket(
+        ident.node, ident.kid, ident.key, to=PROBATION, aid=aid, alen=100, ah=bytes(64),
+        iat=now, exp=now + 1000,
+    )  # fmt: skip
+    assert (await probation.upload_head(aid, ticket)).status == "ok"
+    await probation.attachments.sweep()
+    assert await rows(probation, PRISON, aid) is not None  # not yet exp + 5 min
+    probation.clock.advance(1000 + 5 * 60 * 1000 + 1)  # type: ignore[attr-defined]
+    await probation.attachments.sweep()
+    assert await rows(probation, PRISON, aid) is None

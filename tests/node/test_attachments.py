@@ -18,6 +18,7 @@ from handover.protocol.attachments import encrypt_bytes, make_ticket, new_aid
 from handover.store import attachments as att_store
 from handover.workflow.errors import ErrorCode, RequestRefused
 from inproc import (
+    ADMIN,
     CASEWORKER,
     PRISON,
     PROBATION,
@@ -205,3 +206,60 @@ async def test_unclaimed_uploads_are_swept_after_exp(prison: Node, probation: No
     probation.clock.advance(1000 + 5 * 60 * 1000 + 1)  # type: ignore[attr-defined]
     await probation.attachments.sweep()
     assert await rows(probation, PRISON, aid) is None
+
+
+async def test_restriction_and_erasure_apply_to_attachments_and_export_lists_them(
+    prison: Node, probation: Node
+) -> None:
+    data = b"psychological report\n" * 100
+    aid = await upload(prison, data, "report.txt")
+    pid = await submit(prison, [aid])
+    await deliver(prison, pid)
+    assert await read_all(probation, pid, aid) == data
+    notice_ref = (await probation.inbox.read(CASEWORKER, pid, WHY))["case_ref"]
+    export = await probation.subject_access.export(CASEWORKER, notice_ref, WHY)
+    (held,) = [p for p in export["received"] if p["pid"] == pid]
+    (listed,) = held["attachments"]
+    assert (listed["name"], listed["type"], listed["size"]) == (
+        "report.txt",
+        "application/pdf",
+        len(data),
+    )
+    assert [s["operator"] for s in listed["seen_by"]] == [CASEWORKER.name]
+    assert "key" not in listed
+    # Restricted: no download.
+    await probation.retention.decide(
+        CASEWORKER, pid, outcome="RESTRICT", justification=WHY, reason="contested"
+    )
+    with pytest.raises(RequestRefused) as info:
+        await probation.attachment_access.download(CASEWORKER, pid, aid, WHY, sent=False)
+    assert info.value.code is ErrorCode.RESTRICTED
+    # Erased: the stream and its chunks are gone.
+    await probation.retention.decide(ADMIN, pid, outcome="ERASE", justification=WHY)
+    assert await rows(probation, PRISON, aid) is None
+    async with probation.db.connection() as conn:
+        left = await conn.fetchval("SELECT count(*) FROM attachment_chunks WHERE aid = $1", aid)
+    assert left == 0
+    with pytest.raises(RequestRefused) as info:
+        await probation.attachment_access.download(CASEWORKER, pid, aid, WHY, sent=False)
+    assert info.value.code is ErrorCode.ERASED
+    # The sender's copy goes with the sent packet's erasure (its delivery is finished).
+    await prison.retention.decide(ADMIN, pid, outcome="ERASE", justification=WHY)
+    assert await rows(prison, "", aid) is None
+
+
+async def test_submission_refuses_unknown_or_used_attachments(prison: Node) -> None:
+    for aids, code in (
+        ([new_aid()], ErrorCode.NOT_FOUND),
+        (["short"], ErrorCode.BAD_REQUEST),
+        ([new_aid()] * 2, ErrorCode.BAD_REQUEST),
+        ([new_aid() for _ in range(17)], ErrorCode.BAD_REQUEST),
+    ):
+        with pytest.raises(RequestRefused) as info:
+            await submit(prison, aids)
+        assert info.value.code is code
+    aid = await upload(prison, b"once")
+    await submit(prison, [aid])
+    with pytest.raises(RequestRefused) as info:
+        await submit(prison, [aid])  # already claimed by the first packet
+    assert info.value.code is ErrorCode.NOT_FOUND

@@ -223,31 +223,6 @@ async def note_read(
 
 
 @dataclass(frozen=True, slots=True)
-class ReadRow:
-    aid: str
-    operator: str
-    at: int
-
-
-async def reads_of_packet(conn: Connection, pid: str) -> list[ReadRow]:
-    rows = await conn.fetch(
-        "SELECT aid, operator, at FROM attachment_reads WHERE pid = $1 ORDER BY at", pid
-    )
-    return to_rows(ReadRow, rows)
-
-
-async def extend_lease(conn: Connection, pid: str, node: str, until: int) -> None:
-    """Keep a delivery leased while its attachments upload (outbox claims skip it)."""
-    await conn.execute(
-        "UPDATE deliveries SET next_attempt_at = greatest(next_attempt_at, $3)"
-        " WHERE pid = $1 AND node = $2 AND status = 'pending'",
-        pid,
-        node,
-        until,
-    )
-
-
-@dataclass(frozen=True, slots=True)
 class HeldPacket:
     """What reading an attachment needs to know of the packet that carries it."""
 
@@ -274,3 +249,41 @@ async def held_packet(conn: Connection, pid: str, *, sent: bool) -> HeldPacket |
             pid,
         )
     return None if row is None else to_row(HeldPacket, row)
+
+
+async def of_packets(conn: Connection, pids: list[str]) -> list[StreamRow]:
+    """Every stream bound to one of `pids` (either direction)."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM attachment_streams"  # noqa: S608 - fixed columns
+        " WHERE pid = ANY($1::text[]) ORDER BY created_at, aid",
+        pids,
+    )
+    return to_rows(StreamRow, rows)
+
+
+@dataclass(frozen=True, slots=True)
+class PacketRead:
+    pid: str
+    aid: str
+    operator: str
+    at: int
+
+
+async def reads_of_packets(conn: Connection, pids: list[str]) -> list[PacketRead]:
+    rows = await conn.fetch(
+        "SELECT pid, aid, operator, at FROM attachment_reads WHERE pid = ANY($1::text[])"
+        " ORDER BY at",
+        pids,
+    )
+    return to_rows(PacketRead, rows)
+
+
+async def extend_lease(conn: Connection, pid: str, node: str, until: int) -> None:
+    """Keep a delivery leased while its attachments upload (outbox claims skip it)."""
+    await conn.execute(
+        "UPDATE deliveries SET next_attempt_at = greatest(next_attempt_at, $3)"
+        " WHERE pid = $1 AND node = $2 AND status = 'pending'",
+        pid,
+        node,
+        until,
+    )

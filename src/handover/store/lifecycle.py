@@ -272,6 +272,14 @@ async def erase(conn: Connection, direction: str, pid: str, sender: str | None, 
             sender,
             now,
         )
+    # Attachments share the packet's erasure (a sent packet's once no delivery needs them).
+    await conn.execute(
+        "DELETE FROM attachment_streams s WHERE s.pid = $1 AND s.origin = coalesce($2, '')"
+        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE $2::text IS NULL AND d.pid = $1"
+        "  AND d.status = 'pending')",
+        pid,
+        sender,
+    )
     return result.endswith(" 1")
 
 
@@ -281,6 +289,11 @@ async def clear_erased_wires(conn: Connection) -> int:
         "UPDATE outbox SET wire = NULL WHERE erased_at IS NOT NULL AND wire IS NOT NULL"
         " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.pid = outbox.pid"
         "  AND d.status = 'pending')"
+    )
+    await conn.execute(
+        "DELETE FROM attachment_streams s USING outbox o WHERE s.origin = '' AND s.pid = o.pid"
+        " AND o.erased_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM deliveries d"
+        "  WHERE d.pid = o.pid AND d.status = 'pending')"
     )
     return int(result.split()[-1])
 

@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import json
 import os
+import random
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -26,11 +27,14 @@ def _connection(url: str, timeout: float) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
 
 
-def random_pieces(size: int, digest: Any) -> Iterator[bytes]:
-    """`size` random bytes in 1 MiB pieces, fed to `digest` on the way."""
+def random_pieces(size: int, digest: Any, seed: int | None = None) -> Iterator[bytes]:
+    """`size` random bytes in 1 MiB pieces, fed to `digest` on the way; with a
+    `seed`, the same bytes every time (not secret: for comparing two uploads)."""
+    rng = None if seed is None else random.Random(seed)  # noqa: S311 - test data
     left = size
     while left > 0:
-        piece = os.urandom(min(PIECE, left))
+        n = min(PIECE, left)
+        piece = os.urandom(n) if rng is None else rng.randbytes(n)
         digest.update(piece)
         left -= len(piece)
         yield piece
@@ -38,16 +42,17 @@ def random_pieces(size: int, digest: Any) -> Iterator[bytes]:
 
 def upload_random(
     url: str, token: str, size: int, name: str, media_type: str = "application/pdf",
-    timeout: float = 600,
+    timeout: float = 600, *, seed: int | None = None, path: str = "/api/v1/attachments",
 ) -> tuple[int, Any, str]:  # fmt: skip
-    """POST /api/v1/attachments with `size` random bytes (chunked); (status, answer, sha256)."""
+    """POST `path` (default the local API's attachments) with `size` random bytes,
+    chunked; (status, answer, sha256)."""
     digest = hashlib.sha256()
     conn = _connection(url, timeout)
     try:
         conn.request(
             "POST",
-            "/api/v1/attachments",
-            body=random_pieces(size, digest),
+            path,
+            body=random_pieces(size, digest, seed),
             headers={
                 "Authorization": f"Bearer {token}",
                 "Content-Type": media_type,

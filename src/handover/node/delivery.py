@@ -224,8 +224,12 @@ class DeliveryWorker:
         the packet. Rows whose uploads did not complete are retried later."""
         if self.uploader is None:
             return rows
+        carrying = await self.uploader.carrying([r.pid for r in rows])
         ready = []
         for row in rows:
+            if row.pid not in carrying:
+                ready.append(row)
+                continue
             error = await self.uploader.upload_all(url, node, row.pid, row.exp)
             if error is None:
                 ready.append(row)

@@ -287,3 +287,12 @@ async def extend_lease(conn: Connection, pid: str, node: str, until: int) -> Non
         node,
         until,
     )
+
+
+async def pids_with_own_streams(conn: Connection, pids: list[str]) -> set[str]:
+    """Which of `pids` (sent packets) carry attachments: one query for a whole batch."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT pid FROM attachment_streams WHERE origin = '' AND pid = ANY($1::text[])",
+        pids,
+    )
+    return {r["pid"] for r in rows}

@@ -263,3 +263,15 @@ async def test_submission_refuses_unknown_or_used_attachments(prison: Node) -> N
     with pytest.raises(RequestRefused) as info:
         await submit(prison, [aid])  # already claimed by the first packet
     assert info.value.code is ErrorCode.NOT_FOUND
+
+
+async def test_a_body_longer_than_the_rest_is_refused(prison: Node, probation: Node) -> None:
+    aid = new_aid()
+    item, stream = encrypt_bytes(aid, os.urandom(32), b"w" * 300, "a.txt", "text/plain")
+    ticket = await ticket_for(prison, probation, aid, item.alen, item.ah)
+    answer = await probation.upload_patch(aid, ticket, 0, pieces(stream + b"extra"))
+    assert answer.status == "too_large"
+    head = await probation.upload_head(aid, ticket)
+    assert (head.status, head.offset) == ("ok", 0)  # nothing of it was stored
+    answer = await probation.upload_patch(aid, ticket, 0, pieces(stream))
+    assert (answer.status, answer.offset) == ("ok", item.alen)

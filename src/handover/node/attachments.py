@@ -44,6 +44,11 @@ from handover.workflow.vault import Vault
 log = structlog.get_logger(__name__)
 
 MAX_PATCH_BYTES = 16 * 1024 * 1024
+# PATCH requests this process stores at once: per sender, and from all peers
+# together, so an upload flood from a pinned peer cannot take every database
+# connection from local users (the pool has 10).
+MAX_WRITES_PER_SENDER = 2
+MAX_WRITES = 4
 UNCLAIMED_GRACE_MS = SKEW_MS  # exp + 5 min
 LOCAL_UNCLAIMED_MS = 24 * 60 * 60 * 1000  # a local upload waits a day for its submission
 
@@ -93,6 +98,7 @@ class Attachments:
         self.clock = clock
         self.max_bytes = max_bytes
         self.quota_bytes = quota_bytes
+        self._writing: dict[str, int] = {}  # PATCH requests in progress, per sender
 
     # --- uploads from peers (federation) ---------------------------------------------
 
@@ -142,7 +148,12 @@ class Attachments:
         return UploadState(row.received, row.alen)
 
     async def patch(
-        self, aid: str, header: str | None, offset: int, body: AsyncIterator[bytes]
+        self,
+        aid: str,
+        header: str | None,
+        offset: int,
+        body: AsyncIterator[bytes],
+        length: int | None = None,
     ) -> PatchResult:
         """Store the bytes from `offset`, piece by piece, each piece committed with
         its offset. At `alen`, check the hash; a mismatch discards the upload.
@@ -156,13 +167,32 @@ class Attachments:
         sender, row = await self._admit(aid, header)
         if offset != row.received or row.complete:
             return PatchResult(row.received, conflict=True)
+        if length is not None and (length > MAX_PATCH_BYTES or offset + length > row.alen):
+            raise RequestRefused(ErrorCode.TOO_LARGE, "more bytes than the upload's rest")
+        if self._writing.get(sender, 0) >= MAX_WRITES_PER_SENDER or (
+            sum(self._writing.values()) >= MAX_WRITES
+        ):
+            raise RequestRefused(
+                ErrorCode.TOO_MANY_REQUESTS, "too many uploads in progress; retry shortly"
+            )
+        self._writing[sender] = self._writing.get(sender, 0) + 1
+        try:
+            return await self._write(sender, row, offset, body)
+        finally:
+            self._writing[sender] -= 1
+
+    async def _write(
+        self, sender: str, row: store.StreamRow, offset: int, body: AsyncIterator[bytes]
+    ) -> PatchResult:
+        aid = row.aid
         position = offset
         pending = bytearray()
         taken = 0
         async for data in body:
             taken += len(data)
             if taken > MAX_PATCH_BYTES or position + len(pending) + len(data) > row.alen:
-                await self._flush(sender, aid, position, pending)
+                # What is not yet committed is dropped; committed pieces are a
+                # valid prefix (the hash at the end decides).
                 raise RequestRefused(ErrorCode.TOO_LARGE, "more bytes than the upload's rest")
             pending += data
             while len(pending) >= store.PIECE_BYTES:

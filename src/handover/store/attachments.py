@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from handover.store.db import Connection, Database, to_row, to_rows
 
 PIECE_BYTES = 1024 * 1024
+READ_BATCH = 4  # pieces per query when reading a stream
 OWN = ""
 
 
@@ -118,21 +119,29 @@ async def append_piece(db: Database, origin: str, aid: str, offset: int, data: b
 
 
 async def read_pieces(db: Database, origin: str, aid: str, start: int = 0) -> AsyncGenerator[bytes]:
-    """The stored bytes from `start` (which must fall on a piece boundary or
-    inside a piece: the piece is cut), in order, one piece at a time."""
-    async with db.transaction() as conn:
-        cursor = conn.cursor(
-            "SELECT start, data FROM attachment_chunks WHERE origin = $1 AND aid = $2"
-            " AND start + length(data) > $3 ORDER BY start",
-            origin,
-            aid,
-            start,
-            prefetch=4,
-        )
-        async for row in cursor:
+    """The stored bytes from `start` (a piece that begins earlier is cut), in
+    order, a few pieces per query: no connection is held while the caller
+    (a slow download, an upload to a peer) consumes them."""
+    position = start
+    while True:
+        async with db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT start, data FROM attachment_chunks WHERE origin = $1 AND aid = $2"
+                " AND start + length(data) > $3 ORDER BY start LIMIT $4",
+                origin,
+                aid,
+                position,
+                READ_BATCH,
+            )
+        if not rows:
+            return
+        for row in rows:
             data = bytes(row["data"])
             piece_start = int(row["start"])
-            yield data[start - piece_start :] if piece_start < start else data
+            if piece_start > position:
+                return  # a gap: the stream is not whole (the caller's check fails)
+            yield data[position - piece_start :]
+            position = piece_start + len(data)
 
 
 async def mark_complete(conn: Connection, origin: str, aid: str) -> None:

@@ -251,7 +251,9 @@ async def patch_attachment(request: web.Request) -> web.Response:
         return error_response(ErrorCode.BAD_REQUEST, "Upload-Offset must be an integer >= 0")
     ticket = request.headers.get("Handover-Upload")
     result = await _upload_call(
-        request, source, node.attachments.patch(aid, ticket, offset, _body(request))
+        request,
+        source,
+        node.attachments.patch(aid, ticket, offset, _body(request), request.content_length),
     )
     headers = {**_TUS, "Upload-Offset": str(result.offset)}
     if result.conflict:

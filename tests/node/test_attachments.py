@@ -275,3 +275,55 @@ async def test_a_body_longer_than_the_rest_is_refused(prison: Node, probation: N
     assert (head.status, head.offset) == ("ok", 0)  # nothing of it was stored
     answer = await probation.upload_patch(aid, ticket, 0, pieces(stream))
     assert (answer.status, answer.offset) == ("ok", item.alen)
+
+
+async def test_a_scan_command_gates_downloads_and_quarantines(
+    prison: Node, probation: Node
+) -> None:
+    # A stand-in for `clamdscan --fdpass -`: reads the plaintext on stdin, exit 1 on a hit.
+    command = ("sh", "-c", "if grep -q EICAR-STANDIN; then exit 1; fi; exit 0")
+    probation.attachments.scan_command = command
+    probation.scanner.command = command
+    try:
+        clean_aid = await upload(prison, b"a clean progress report\n" * 1000, "report.txt")
+        bad_aid = await upload(prison, b"junk " * 50_000 + b"EICAR-STANDIN", "bad.txt")
+        pid = await submit(prison, [clean_aid, bad_aid])
+        await deliver(prison, pid)
+        listed = await probation.attachment_access.listing(pid, sent=False)
+        assert [a["scan"] for a in listed] == ["pending", "pending"]
+        with pytest.raises(RequestRefused) as info:
+            await probation.attachment_access.download(CASEWORKER, pid, clean_aid, WHY, sent=False)
+        assert info.value.code is ErrorCode.SCAN_PENDING
+        assert await probation.scanner.scan_pending() >= 2  # (and any earlier test's)
+        listed = await probation.attachment_access.listing(pid, sent=False)
+        assert {a["aid"]: a["scan"] for a in listed} == {
+            clean_aid: "clean",
+            bad_aid: "quarantined",
+        }
+        assert (await read_all(probation, pid, clean_aid)).startswith(b"a clean progress")
+        with pytest.raises(RequestRefused) as info:
+            await probation.attachment_access.download(CASEWORKER, pid, bad_aid, WHY, sent=False)
+        assert info.value.code is ErrorCode.QUARANTINED
+        # The sender's own copy is not scanned (it came from its own user).
+        assert (await read_all(prison, pid, bad_aid, sent=True)).endswith(b"EICAR-STANDIN")
+    finally:
+        probation.attachments.scan_command = ()
+        probation.scanner.command = ()
+
+
+async def test_a_missing_scanner_leaves_attachments_pending(prison: Node, probation: Node) -> None:
+    command = ("/nonexistent/scanner", "-")
+    probation.attachments.scan_command = command
+    probation.scanner.command = command
+    try:
+        aid = await upload(prison, b"report", "r.txt")
+        pid = await submit(prison, [aid])
+        await deliver(prison, pid)
+        assert await probation.scanner.scan_pending() == 0
+        (listed,) = await probation.attachment_access.listing(pid, sent=False)
+        assert listed["scan"] == "pending"
+    finally:
+        probation.attachments.scan_command = ()
+        probation.scanner.command = ()
+        async with probation.db.connection() as conn:  # leave no pending rows behind
+            await conn.execute("UPDATE attachment_streams SET scan = NULL WHERE scan = 'pending'")

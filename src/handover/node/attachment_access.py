@@ -24,9 +24,12 @@ class Download:
     chunks: AsyncIterator[bytes]
 
 
-def describe(item: AttachmentItem) -> dict[str, Any]:
-    """What a listing shows of an attachment (never its key)."""
-    return {"aid": item.aid, "name": item.name, "type": item.type, "size": item.size}
+def describe(item: AttachmentItem, scan: str | None = None) -> dict[str, Any]:
+    """What a listing shows of an attachment (never its key); `scan` when scanned."""
+    out: dict[str, Any] = {"aid": item.aid, "name": item.name, "type": item.type, "size": item.size}
+    if scan is not None:
+        out["scan"] = scan
+    return out
 
 
 class AttachmentAccess:
@@ -45,7 +48,8 @@ class AttachmentAccess:
             held = await store.held_packet(conn, pid, sent=sent)
         if held is None or held.erased:
             return []
-        return [describe(item) for _row, item in await self.attachments.items_of(held.origin, pid)]
+        found = await self.attachments.items_of(held.origin, pid)
+        return [describe(item, row.scan) for row, item in found]
 
     async def download(
         self, operator: Operator, pid: str, aid: str, justification: object, *, sent: bool
@@ -69,10 +73,18 @@ class AttachmentAccess:
                 "this packet is restricted: its attachments are shown to no one until an admin"
                 " lifts the restriction",
             )
-        found = [item for _row, item in await self.attachments.items_of(held.origin, pid)]
-        item = next((i for i in found if i.aid == aid), None)
-        if item is None:
+        found = await self.attachments.items_of(held.origin, pid)
+        row, item = next(((r, i) for r, i in found if i.aid == aid), (None, None))
+        if row is None or item is None:
             raise RequestRefused(ErrorCode.NOT_FOUND, "no such attachment in this packet")
+        if row.scan == "pending":
+            raise RequestRefused(
+                ErrorCode.SCAN_PENDING, "this attachment is being scanned; try again shortly"
+            )
+        if row.scan == "quarantined":
+            raise RequestRefused(
+                ErrorCode.QUARANTINED, "the scan found this attachment unsafe: it is quarantined"
+            )
         try:
             chunks = await self.attachments.plaintext(held.origin, item)
         except AttachmentError as exc:

@@ -99,6 +99,9 @@ class Attachments:
         self.max_bytes = max_bytes
         self.quota_bytes = quota_bytes
         self._writing: dict[str, int] = {}  # PATCH requests in progress, per sender
+        # Set by the composition root when a scan command is configured: received
+        # streams then wait for a clean scan before anyone may download them.
+        self.scan_command: tuple[str, ...] = ()
 
     # --- uploads from peers (federation) ---------------------------------------------
 
@@ -270,7 +273,8 @@ class Attachments:
     ) -> None:
         for item in items:
             box = self.vault.seal(cj_dumps(item.to_json()))
-            await store.claim(conn, sender, item.aid, pid, box)
+            scan = "pending" if self.scan_command else None
+            await store.claim(conn, sender, item.aid, pid, box, scan)
 
     # --- local uploads (to send) --------------------------------------------------------
 
@@ -334,11 +338,11 @@ class Attachments:
             row = await store.get(conn, store.OWN, aid)
             if row is None or not row.complete or row.pid is not None or row.item_box is None:
                 raise RequestRefused(ErrorCode.NOT_FOUND, f"no unsent attachment {aid}")
-            items.append(self._item(pid, row.item_box))
+            items.append(self.item_from_box(pid, row.item_box))
             await store.claim(conn, store.OWN, aid, pid, None)
         return items
 
-    def _item(self, pid: str, box: bytes) -> AttachmentItem:
+    def item_from_box(self, pid: str, box: bytes) -> AttachmentItem:
         """An item sealed at rest (by the vault, like a body).
 
         Raises:
@@ -352,7 +356,9 @@ class Attachments:
     async def items_of(self, origin: str, pid: str) -> list[tuple[store.StreamRow, AttachmentItem]]:
         async with self.db.connection() as conn:
             rows = await store.of_packet(conn, origin, pid)
-        return [(row, self._item(pid, row.item_box)) for row in rows if row.item_box is not None]
+        return [
+            (row, self.item_from_box(pid, row.item_box)) for row in rows if row.item_box is not None
+        ]
 
     # --- reading ----------------------------------------------------------------------------
 

@@ -59,6 +59,10 @@ class NodeConfig(BaseModel):
     # may have, and the bytes of incomplete uploads one peer may hold here.
     max_attachment_bytes: int = Field(default=1024**3, ge=41)
     attachment_quota_bytes: int = Field(default=4 * 1024**3, ge=41)
+    # A command that reads a received attachment's plaintext on stdin and exits
+    # 0 (clean) or 1 (infected: quarantined), e.g. "clamdscan --fdpass -".
+    # Empty: no scan, attachments are readable once their packet is accepted.
+    attachment_scan_command: str = ""
     policy_file: str = ""
     directory: Path = Path(".")
 

@@ -27,6 +27,7 @@ from handover.node.directory import Directory
 from handover.node.inbox import Inbox
 from handover.node.metrics import Metrics
 from handover.node.receiving import Receiver
+from handover.node.scanning import Scanner, parse_command
 from handover.node.security import SecurityLog
 from handover.node.sending import Sender
 from handover.node.transport import Answer, Transport, UploadAnswer
@@ -143,6 +144,10 @@ class Node:
             attachments=self.attachments,
         )
         self.inbox = Inbox(node=config.node, db=db, writer=writer, vault=vault)
+        self.attachments.scan_command = parse_command(config.attachment_scan_command)
+        self.scanner = Scanner(
+            db=db, attachments=self.attachments, command=self.attachments.scan_command
+        )
         self.attachment_access = AttachmentAccess(
             node=config.node, db=db, writer=writer, attachments=self.attachments, clock=clock
         )
@@ -243,6 +248,8 @@ class Node:
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
         self._tasks.append(asyncio.create_task(self._witness_loop(), name="witness"))
         self._tasks.append(asyncio.create_task(self._flush_security(), name="security"))
+        if self.scanner.command:
+            self._tasks.append(asyncio.create_task(self.scanner.run(), name="scanner"))
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -38,9 +38,10 @@ class StreamRow:
     pid: str | None
     item_box: bytes | None
     created_at: int
+    scan: str | None
 
 
-_COLUMNS = "origin, aid, alen, ah, exp, received, complete, pid, item_box, created_at"
+_COLUMNS = "origin, aid, alen, ah, exp, received, complete, pid, item_box, created_at, scan"
 
 
 async def get(conn: Connection, origin: str, aid: str) -> StreamRow | None:
@@ -180,15 +181,23 @@ async def complete_for(conn: Connection, origin: str, aids: list[str]) -> dict[s
     return {r.aid: r for r in to_rows(StreamRow, rows)}
 
 
-async def claim(conn: Connection, origin: str, aid: str, pid: str, item_box: bytes | None) -> bool:
+async def claim(
+    conn: Connection,
+    origin: str,
+    aid: str,
+    pid: str,
+    item_box: bytes | None,
+    scan: str | None = None,
+) -> bool:
     """Bind a stream to the packet that carries it (its retention from then on)."""
     result: str = await conn.execute(
-        "UPDATE attachment_streams SET pid = $3, item_box = coalesce($4, item_box)"
+        "UPDATE attachment_streams SET pid = $3, item_box = coalesce($4, item_box), scan = $5"
         " WHERE origin = $1 AND aid = $2 AND (pid IS NULL OR pid = $3)",
         origin,
         aid,
         pid,
         item_box,
+        scan,
     )
     return result.endswith(" 1")
 
@@ -305,3 +314,22 @@ async def pids_with_own_streams(conn: Connection, pids: list[str]) -> set[str]:
         pids,
     )
     return {r["pid"] for r in rows}
+
+
+async def pending_scans(conn: Connection, limit: int) -> list[StreamRow]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM attachment_streams"  # noqa: S608 - fixed columns
+        " WHERE scan = 'pending' ORDER BY created_at LIMIT $1",
+        limit,
+    )
+    return to_rows(StreamRow, rows)
+
+
+async def set_scan(conn: Connection, origin: str, aid: str, state: str) -> None:
+    await conn.execute(
+        "UPDATE attachment_streams SET scan = $3"
+        " WHERE origin = $1 AND aid = $2 AND scan = 'pending'",
+        origin,
+        aid,
+        state,
+    )

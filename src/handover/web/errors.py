@@ -44,6 +44,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.AMBIGUOUS: 409,
     ErrorCode.ATTACHMENT_INCOMPLETE: 409,
     ErrorCode.OFFSET_MISMATCH: 409,
+    ErrorCode.SCAN_PENDING: 409,
+    ErrorCode.QUARANTINED: 403,
     ErrorCode.ATTACHMENT_HASH: 422,
     ErrorCode.ERASED: 410,
     ErrorCode.REQUEST_TIMEOUT: 408,

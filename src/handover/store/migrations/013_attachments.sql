@@ -20,12 +20,15 @@ CREATE TABLE attachment_streams (
     complete    boolean NOT NULL DEFAULT false,
     pid         text,
     item_box    bytea,
+    -- With a scan command set: pending, clean, quarantined (received streams only).
+    scan        text    CHECK (scan IN ('pending', 'clean', 'quarantined')),
     created_at  bigint  NOT NULL,
     PRIMARY KEY (origin, aid),
     CHECK (received <= alen)
 );
 CREATE INDEX attachment_streams_unclaimed ON attachment_streams (exp) WHERE pid IS NULL;
 CREATE INDEX attachment_streams_pid ON attachment_streams (pid) WHERE pid IS NOT NULL;
+CREATE INDEX attachment_streams_scan ON attachment_streams (created_at) WHERE scan = 'pending';
 
 CREATE TABLE attachment_chunks (
     origin  text   NOT NULL,

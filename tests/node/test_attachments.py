@@ -327,3 +327,20 @@ async def test_a_missing_scanner_leaves_attachments_pending(prison: Node, probat
         probation.scanner.command = ()
         async with probation.db.connection() as conn:  # leave no pending rows behind
             await conn.execute("UPDATE attachment_streams SET scan = NULL WHERE scan = 'pending'")
+
+
+async def test_an_upload_claimed_by_one_packet_does_not_complete_another(
+    prison: Node, probation: Node
+) -> None:
+    aid = new_aid()
+    item, stream = encrypt_bytes(aid, os.urandom(32), b"v" * 500, "a.txt", "text/plain")
+    ticket = await ticket_for(prison, probation, aid, item.alen, item.ah)
+    assert (await probation.upload_patch(aid, ticket, 0, pieces(stream))).status == "ok"
+    first = seal_from(prison, probation, RELEASE_NOTICE, release_notice(), attachments=[item])
+    second = seal_from(prison, probation, RELEASE_NOTICE, release_notice(), attachments=[item])
+    (answer,) = await probation.receive_many([first.wire])
+    assert answer.outcome is Outcome.ACCEPTED
+    (answer,) = await probation.receive_many([second.wire])
+    assert answer.outcome is Outcome.ATTACHMENT_INCOMPLETE and answer.detail == aid
+    (answer,) = await probation.receive_many([first.wire])  # an identical replay: its receipt
+    assert answer.outcome is Outcome.ACCEPTED

@@ -253,11 +253,12 @@ class Attachments:
     # --- the receive check (8a) and binding (step 10) ----------------------------------
 
     async def first_missing(
-        self, conn: Connection, sender: str, items: Sequence[AttachmentItem]
+        self, conn: Connection, sender: str, pid: str, items: Sequence[AttachmentItem]
     ) -> str | None:
         """Check 8a: the aid of the first item without a complete upload from
-        `sender` with the same alen and ah, or None."""
-        found = await store.complete_for(conn, sender, [i.aid for i in items])
+        `sender` with the same alen and ah, or None. An upload another packet
+        already claimed does not count (stricter: one stream, one packet)."""
+        found = await store.complete_for(conn, sender, [i.aid for i in items], pid)
         for item in items:
             row = found.get(item.aid)
             if (

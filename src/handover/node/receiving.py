@@ -252,7 +252,9 @@ class Receiver:
             return None
         if self.attachments is None:
             return opened.attachments[0].aid
-        return await self.attachments.first_missing(conn, opened.sender, opened.attachments)
+        return await self.attachments.first_missing(
+            conn, opened.sender, opened.pid, opened.attachments
+        )
 
     async def _store_received(
         self, conn: Connection, appender: Appender, opened: Opened

@@ -170,13 +170,17 @@ async def delete(conn: Connection, origin: str, aid: str) -> None:
     await conn.execute("DELETE FROM attachment_streams WHERE origin = $1 AND aid = $2", origin, aid)
 
 
-async def complete_for(conn: Connection, origin: str, aids: list[str]) -> dict[str, StreamRow]:
-    """The complete, unclaimed (or already ours) streams of `origin` among `aids`."""
+async def complete_for(
+    conn: Connection, origin: str, aids: list[str], pid: str
+) -> dict[str, StreamRow]:
+    """The complete streams of `origin` among `aids` that no other packet claimed."""
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM attachment_streams"  # noqa: S608 - fixed columns
-        " WHERE origin = $1 AND aid = ANY($2::text[]) AND complete",
+        " WHERE origin = $1 AND aid = ANY($2::text[]) AND complete"
+        " AND (pid IS NULL OR pid = $3)",
         origin,
         aids,
+        pid,
     )
     return {r.aid: r for r in to_rows(StreamRow, rows)}
 

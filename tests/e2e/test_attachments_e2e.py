@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -25,6 +26,12 @@ import pytest
 
 from federation import RELEASE_NOTICE, Federation, NodeProcess, example
 from handover.cli.harness_stream import MIB, download_sha256, peak_rss, upload_random
+from handover.node import keystore
+from handover.protocol.attachments import encrypt_bytes, make_ticket, new_aid
+from handover.protocol.keyset import accept_keyset
+from handover.protocol.packet import MEDIA_TYPE, Recipient, seal
+from handover.protocol.timeutil import now_ms
+from handover.workflow.schemas import default_registry
 
 PRISON, PROBATION = "prison.example", "probation.example"
 WHY = "release planning for the shared case"
@@ -168,3 +175,48 @@ def test_an_upload_without_a_valid_ticket_stores_nothing(fed: Federation) -> Non
     assert probation.sql("SELECT count(*) AS n FROM attachment_chunks WHERE aid = $1", aid) == [
         {"n": 0}
     ]
+
+
+def test_a_packet_before_its_upload_is_409_then_accepted_over_http(fed: Federation) -> None:
+    """The wire answers of section 8, spoken by hand: 409 with the aid, HEAD, PATCH
+    (with a wrong offset first), then the same packet is accepted."""
+    prison, probation = fed[PRISON], fed[PROBATION]
+    keys = keystore.load_keys(prison.dir / "keys")
+    status, wire = probation.request("GET", "/.well-known/handover/keyset")
+    assert status == 200
+    now = now_ms()
+    keyset = accept_keyset(wire, node=PROBATION, fingerprint=probation.fingerprint, now=now)
+    aid = new_aid()
+    item, stream = encrypt_bytes(
+        aid, os.urandom(32), os.urandom(200_000), "a.pdf", "application/pdf"
+    )
+    body = example(RELEASE_NOTICE)
+    body["case_ref"] = "HC-01JC3862PZ6820J8YY0J464ATT"
+    packet = seal(
+        keys.identity(), [Recipient.from_keyset(keyset, now)], RELEASE_NOTICE, body,
+        now=now, validator=default_registry(), attachments=[item],
+    )  # fmt: skip
+    post = {"Content-Type": MEDIA_TYPE}
+    status, answer = probation.request("POST", "/federation/v1/packets", packet.wire, post)
+    assert (status, json.loads(answer)) == (409, {"error": "attachment_incomplete", "aid": aid})
+    identity = keys.identity()
+    ticket = make_ticket(
+        identity.node, identity.kid, identity.key, to=PROBATION, aid=aid, alen=item.alen,
+        ah=item.ah, iat=now, exp=packet.exp,
+    )  # fmt: skip
+    path = f"/federation/v1/attachments/{aid}"
+    upload = {"Handover-Upload": ticket, "Content-Type": "application/offset+octet-stream"}
+    status, _ = probation.request("HEAD", path, None, {"Handover-Upload": ticket})
+    assert status == 200
+    first = {**upload, "Upload-Offset": "0"}
+    status, _ = probation.request("PATCH", path, stream[:100_000], first)
+    assert status == 204
+    wrong = {**upload, "Upload-Offset": "0"}
+    status, answer = probation.request("PATCH", path, stream[:10], wrong)
+    assert (status, json.loads(answer)["error"]) == (409, "offset_mismatch")
+    rest = {**upload, "Upload-Offset": "100000"}
+    status, _ = probation.request("PATCH", path, stream[100_000:], rest)
+    assert status == 204
+    status, answer = probation.request("POST", "/federation/v1/packets", packet.wire, post)
+    assert status == 200, answer
+    assert json.loads(answer)["hp1r"]

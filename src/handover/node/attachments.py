@@ -116,7 +116,7 @@ class Attachments:
             keyset = await self.directory.keyset_for_kid(ticket.sender, ticket.kid)
             verify_ticket(ticket, keyset=keyset, node=self.node, aid=aid, now=self.clock())
         except AttachmentError as exc:
-            log.info("upload_refused", reason=exc.reason, aid=aid)
+            log.info("upload_refused", reason=exc.reason, aid=aid[:22])
             raise RequestRefused(
                 ErrorCode.UNAUTHORIZED, "missing or invalid upload ticket"
             ) from exc

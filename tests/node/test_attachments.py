@@ -20,6 +20,7 @@ from handover.workflow.errors import ErrorCode, RequestRefused
 from inproc import (
     ADMIN,
     CASEWORKER,
+    EXIT,
     PRISON,
     PROBATION,
     RELEASE_NOTICE,
@@ -344,3 +345,33 @@ async def test_an_upload_claimed_by_one_packet_does_not_complete_another(
     assert answer.outcome is Outcome.ATTACHMENT_INCOMPLETE and answer.detail == aid
     (answer,) = await probation.receive_many([first.wire])  # an identical replay: its receipt
     assert answer.outcome is Outcome.ACCEPTED
+
+
+async def test_a_submission_with_several_views_carries_the_attachments_in_each(
+    prison: Node, probation: Node, exit_org: Node
+) -> None:
+    data = b"licence conditions\n" * 5000
+    aid = await upload(prison, data, "licence.txt")
+    packets = await prison.sender.submit(
+        CASEWORKER,
+        to=[PROBATION, EXIT],
+        schema_id=RELEASE_NOTICE,
+        body=release_notice(),
+        justification=WHY,
+        attachments=[aid],
+        minimise=True,
+    )
+    pids = [p["pid"] for p in packets]
+    assert len(pids) == 2  # the policy gives probation and the exit organisation other views
+    statuses = await deliver(prison, *pids)
+    assert {d["status"] for s in statuses for d in s["deliveries"]} == {"delivered"}
+    for packet in packets:
+        (node,) = packet["to"]
+        receiver = probation if node == PROBATION else exit_org
+        assert await read_all(receiver, packet["pid"], aid) == data
+        assert await read_all(prison, packet["pid"], aid, sent=True) == data
+    # The sender's stream stays while any sent packet carries it.
+    await prison.retention.decide(ADMIN, pids[0], outcome="ERASE", justification=WHY)
+    assert await rows(prison, "", aid) is not None
+    await prison.retention.decide(ADMIN, pids[1], outcome="ERASE", justification=WHY)
+    assert await rows(prison, "", aid) is None

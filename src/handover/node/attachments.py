@@ -323,9 +323,11 @@ class Attachments:
         return item
 
     async def claim_own(
-        self, conn: Connection, aids: Sequence[str], pid: str
+        self, conn: Connection, aids: Sequence[str], pid: str, *, again: bool = False
     ) -> list[AttachmentItem]:
-        """The items of our complete, unclaimed streams `aids`, bound to `pid`.
+        """The items of our complete streams `aids`, carried by sent packet `pid`.
+        The first packet of a submission claims them (they must be unclaimed);
+        `again` adds another packet of the same submission.
 
         Raises:
             RequestRefused: `bad_request` (too many, repeated), `not_found`.
@@ -337,10 +339,14 @@ class Attachments:
         items = []
         for aid in aids:
             row = await store.get(conn, store.OWN, aid)
-            if row is None or not row.complete or row.pid is not None or row.item_box is None:
+            claimable = row is not None and row.complete and row.item_box is not None
+            if row is None or not claimable or (row.pid is not None and not again):
                 raise RequestRefused(ErrorCode.NOT_FOUND, f"no unsent attachment {aid}")
+            assert row.item_box is not None
             items.append(self.item_from_box(pid, row.item_box))
-            await store.claim(conn, store.OWN, aid, pid, None)
+            if not again:
+                await store.claim(conn, store.OWN, aid, pid, None)
+            await store.link_sent(conn, aid, pid)
         return items
 
     def item_from_box(self, pid: str, box: bytes) -> AttachmentItem:

@@ -144,17 +144,13 @@ class Sender:
             planned = await self.workflow.plan(
                 conn, to=list(to), schema=schema_id, body=body, minimise=minimise
             )
-            if aids and len(planned) > 1:
-                raise RequestRefused(
-                    ErrorCode.BAD_REQUEST,
-                    "a submission with attachments must make one packet: the policy gives"
-                    " these recipients different views, so send to each kind separately",
-                )
             results = []
-            for packet in planned:
+            for index, packet in enumerate(planned):
                 recipients = [self._recipient(node, now) for node in packet.recipients]
                 pid = new_pid()
-                items = await self._claim(conn, aids, pid)
+                # Every packet of the submission carries the same streams (same aid
+                # and key): each recipient gets its own upload of them.
+                items = await self._claim(conn, aids, pid, again=index > 0)
                 position = appender.append(
                     "disclosure",
                     pid=pid,
@@ -232,12 +228,14 @@ class Sender:
             )
         return packets
 
-    async def _claim(self, conn: Connection, aids: list[str], pid: str) -> list[AttachmentItem]:
+    async def _claim(
+        self, conn: Connection, aids: list[str], pid: str, *, again: bool
+    ) -> list[AttachmentItem]:
         if not aids:
             return []
         if self.attachments is None:
             raise RequestRefused(ErrorCode.BAD_REQUEST, "this node does not send attachments")
-        return await self.attachments.claim_own(conn, aids, pid)
+        return await self.attachments.claim_own(conn, aids, pid, again=again)
 
     def _recipient(self, node: str, now: int) -> Recipient:
         keyset = self.directory.keyset(node) if is_node_id(node) else None

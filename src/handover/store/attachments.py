@@ -42,6 +42,17 @@ class StreamRow:
 
 
 _COLUMNS = "origin, aid, alen, ah, exp, received, complete, pid, item_box, created_at, scan"
+# Our own streams with the pid of each sent packet that carries them.
+_SENT = (
+    "SELECT s.origin, s.aid, s.alen, s.ah, s.exp, s.received, s.complete, l.pid, s.item_box,"
+    " s.created_at, s.scan FROM attachment_streams s"
+    " JOIN attachment_sent l ON s.origin = '' AND s.aid = l.aid"
+)
+# Our own streams that no sent packet carries any more (after erasure).
+ORPHANS = (
+    "DELETE FROM attachment_streams s WHERE s.origin = '' AND s.pid IS NOT NULL"
+    " AND NOT EXISTS (SELECT 1 FROM attachment_sent l WHERE l.aid = s.aid)"
+)
 
 
 async def get(conn: Connection, origin: str, aid: str) -> StreamRow | None:
@@ -207,13 +218,22 @@ async def claim(
 
 
 async def of_packet(conn: Connection, origin: str, pid: str) -> list[StreamRow]:
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM attachment_streams"  # noqa: S608 - fixed columns
-        " WHERE origin = $1 AND pid = $2 ORDER BY created_at, aid",
-        origin,
-        pid,
-    )
+    if origin == OWN:
+        rows = await conn.fetch(f"{_SENT} WHERE l.pid = $1 ORDER BY s.created_at, s.aid", pid)
+    else:
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM attachment_streams"  # noqa: S608 - fixed columns
+            " WHERE origin = $1 AND pid = $2 ORDER BY created_at, aid",
+            origin,
+            pid,
+        )
     return to_rows(StreamRow, rows)
+
+
+async def link_sent(conn: Connection, aid: str, pid: str) -> None:
+    await conn.execute(
+        "INSERT INTO attachment_sent (aid, pid) VALUES ($1, $2) ON CONFLICT DO NOTHING", aid, pid
+    )
 
 
 async def delete_of_packet(conn: Connection, origin: str, pid: str) -> int:
@@ -274,10 +294,12 @@ async def held_packet(conn: Connection, pid: str, *, sent: bool) -> HeldPacket |
 
 
 async def of_packets(conn: Connection, pids: list[str]) -> list[StreamRow]:
-    """Every stream bound to one of `pids` (either direction)."""
+    """Every stream bound to one of `pids` (received ones, and our own per sent pid)."""
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM attachment_streams"  # noqa: S608 - fixed columns
-        " WHERE pid = ANY($1::text[]) ORDER BY created_at, aid",
+        " WHERE origin <> '' AND pid = ANY($1::text[])"
+        f" UNION ALL {_SENT} WHERE l.pid = ANY($1::text[])"
+        " ORDER BY created_at, aid",
         pids,
     )
     return to_rows(StreamRow, rows)
@@ -314,7 +336,7 @@ async def extend_lease(conn: Connection, pid: str, node: str, until: int) -> Non
 async def pids_with_own_streams(conn: Connection, pids: list[str]) -> set[str]:
     """Which of `pids` (sent packets) carry attachments: one query for a whole batch."""
     rows = await conn.fetch(
-        "SELECT DISTINCT pid FROM attachment_streams WHERE origin = '' AND pid = ANY($1::text[])",
+        "SELECT DISTINCT pid FROM attachment_sent WHERE pid = ANY($1::text[])",
         pids,
     )
     return {r["pid"] for r in rows}

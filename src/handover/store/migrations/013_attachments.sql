@@ -41,6 +41,15 @@ CREATE TABLE attachment_chunks (
 -- Chunks are written once and read in order; compressing encrypted bytes is wasted work.
 ALTER TABLE attachment_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
 
+-- Which sent packets carry one of our own streams: a submission whose recipients
+-- get different policy views makes several packets, all with the same streams.
+CREATE TABLE attachment_sent (
+    aid  text NOT NULL,
+    pid  text NOT NULL,
+    PRIMARY KEY (pid, aid)
+);
+CREATE INDEX attachment_sent_aid ON attachment_sent (aid);
+
 -- Who read an attachment (subject access lists it): one row per download.
 CREATE TABLE attachment_reads (
     origin   text   NOT NULL,

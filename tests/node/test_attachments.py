@@ -375,3 +375,49 @@ async def test_a_submission_with_several_views_carries_the_attachments_in_each(
     assert await rows(prison, "", aid) is not None
     await prison.retention.decide(ADMIN, pids[1], outcome="ERASE", justification=WHY)
     assert await rows(prison, "", aid) is None
+
+
+async def test_rectification_replaces_an_attachment_on_both_sides(
+    prison: Node, probation: Node
+) -> None:
+    notice = release_notice()
+    old_aid = await upload(prison, b"licence v1: report daily\n", "licence.txt")
+    target = await submit_body(prison, notice, [old_aid])
+    await deliver(prison, target)
+    assert await read_all(probation, target, old_aid) == b"licence v1: report daily\n"
+    new_aid_ = await upload(prison, b"licence v2: report weekly\n", "licence.txt")
+    result = await prison.rectification.rectify(
+        CASEWORKER,
+        target,
+        action="RECTIFY",
+        reason="INACCURATE",
+        justification=WHY,
+        corrected_body={**notice, "prison_id": "XYZ"},
+        attachments=[new_aid_],
+    )
+    (packet,) = result["packets"]
+    await deliver(prison, packet["pid"])
+    # The recipient's copy of the target now carries the new file only.
+    listed = await probation.attachment_access.listing(target, sent=False)
+    assert [a["aid"] for a in listed] == [new_aid_]
+    assert await read_all(probation, target, new_aid_) == b"licence v2: report weekly\n"
+    assert await rows(probation, PRISON, old_aid) is None
+    applied = [e for e in await audit_entries(probation, pid=target) if e["op"] == "alteration"]
+    assert applied[-1]["attachments"] == [new_aid_]
+    # The sender's own copy too; the old stream is gone.
+    listed = await prison.attachment_access.listing(target, sent=True)
+    assert [a["aid"] for a in listed] == [new_aid_]
+    assert await rows(prison, "", old_aid) is None
+
+
+async def submit_body(node: Node, body: dict[str, Any], aids: list[str]) -> str:
+    (packet,) = await node.sender.submit(
+        CASEWORKER,
+        to=[PROBATION],
+        schema_id=RELEASE_NOTICE,
+        body=body,
+        justification=WHY,
+        attachments=aids,
+    )
+    pid: str = packet["pid"]
+    return pid

@@ -199,6 +199,15 @@ def cmd_rectify(args: argparse.Namespace) -> int:
         payload["explanation"] = args.explanation
     if args.corrected_body is not None:
         payload["corrected_body"] = _read_json(args.corrected_body)
+    if args.attach:
+        aids = []
+        for name in args.attach:
+            path = Path(name)
+            status, answer = api.upload_file(path, media_type_for(path.name))
+            if status != 201:
+                return _answer(status, answer)
+            aids.append(answer["aid"])
+        payload["attachments"] = aids
     return _answer(*api.post(f"/api/v1/packets/{args.pid}/rectify", payload))
 
 
@@ -279,6 +288,12 @@ def register_lifecycle(sub: Commands) -> None:
     p.add_argument("--justification", required=True, help="why (logged in the audit entries)")
     p.add_argument("--explanation", help="free text sent with the notice")
     p.add_argument("--corrected-body", metavar="FILE", help="the corrected body (RECTIFY)")
+    p.add_argument(
+        "--attach",
+        action="append",
+        metavar="FILE",
+        help="RECTIFY: a file that replaces the packet's attachments (repeatable)",
+    )
     p.set_defaults(func=cmd_rectify)
 
     p = sub.add_parser(

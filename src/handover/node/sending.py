@@ -97,6 +97,7 @@ class Sender:
         justification: object,
         minimise: object = False,
         attachments: object = None,
+        share_attachments: bool = False,
     ) -> list[dict[str, Any]]:
         """Validate, apply the sharing policy, log each disclosure, seal and queue.
 
@@ -150,7 +151,8 @@ class Sender:
                 pid = new_pid()
                 # Every packet of the submission carries the same streams (same aid
                 # and key): each recipient gets its own upload of them.
-                items = await self._claim(conn, aids, pid, again=index > 0)
+                again = index > 0 or share_attachments
+                items = await self._claim(conn, aids, pid, again=again)
                 position = appender.append(
                     "disclosure",
                     pid=pid,

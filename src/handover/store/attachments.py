@@ -359,3 +359,37 @@ async def set_scan(conn: Connection, origin: str, aid: str, state: str) -> None:
         aid,
         state,
     )
+
+
+async def relink_sent(conn: Connection, pid: str, aids: list[str]) -> None:
+    """Our sent packet `pid` now carries exactly `aids` (a rectification replaced
+    its attachments); streams no sent packet carries any more are deleted."""
+    await conn.execute("DELETE FROM attachment_sent WHERE pid = $1", pid)
+    for aid in aids:
+        await link_sent(conn, aid, pid)
+    await conn.execute(ORPHANS)
+
+
+async def replace_received(
+    conn: Connection, sender: str, notice_pid: str, target_pid: str
+) -> list[str]:
+    """A rectification notice's attachments replace its target's: the target's
+    streams from `sender` are deleted and the notice's are bound to the target.
+    Nothing changes when the notice carries none; returns the aids moved."""
+    moved = await conn.fetch(
+        "SELECT aid FROM attachment_streams WHERE origin = $1 AND pid = $2 ORDER BY aid",
+        sender,
+        notice_pid,
+    )
+    if not moved:
+        return []
+    await conn.execute(
+        "DELETE FROM attachment_streams WHERE origin = $1 AND pid = $2", sender, target_pid
+    )
+    await conn.execute(
+        "UPDATE attachment_streams SET pid = $3 WHERE origin = $1 AND pid = $2",
+        sender,
+        notice_pid,
+        target_pid,
+    )
+    return [r["aid"] for r in moved]

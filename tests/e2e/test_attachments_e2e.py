@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -50,6 +51,7 @@ def fed() -> Iterator[Federation]:
         yield federation
     finally:
         federation.stop()
+        shutil.rmtree(base, ignore_errors=True)  # two databases of a few hundred MB
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ with the packet."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -421,3 +422,34 @@ async def submit_body(node: Node, body: dict[str, Any], aids: list[str]) -> str:
     )
     pid: str = packet["pid"]
     return pid
+
+
+async def test_concurrent_uploads_from_one_peer_are_capped(prison: Node, probation: Node) -> None:
+    """At most two PATCHes per sender at once: the third is refused before its body."""
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def held(stream: bytes) -> AsyncIterator[bytes]:
+        started.append("x")
+        await release.wait()
+        yield stream
+
+    uploads = []
+    for _ in range(3):
+        aid = new_aid()
+        item, stream = encrypt_bytes(aid, os.urandom(32), b"u" * 100, "a.txt", "text/plain")
+        ticket = await ticket_for(prison, probation, aid, item.alen, item.ah)
+        uploads.append((aid, ticket, stream))
+    first = [
+        asyncio.create_task(probation.upload_patch(aid, ticket, 0, held(stream)))
+        for aid, ticket, stream in uploads[:2]
+    ]
+    while len(started) < 2:
+        await asyncio.sleep(0.01)
+    aid, ticket, stream = uploads[2]
+    third = await probation.upload_patch(aid, ticket, 0, held(stream))
+    assert (third.status, third.detail) == ("unavailable", "too_many_requests")
+    assert len(started) == 2  # the third body was never read
+    release.set()
+    assert [a.status for a in await asyncio.gather(*first)] == ["ok", "ok"]
+    assert (await probation.upload_patch(aid, ticket, 0, pieces(stream))).status == "ok"

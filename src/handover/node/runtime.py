@@ -26,6 +26,8 @@ from handover.node.delivery import DeliveryWorker
 from handover.node.directory import Directory
 from handover.node.inbox import Inbox
 from handover.node.metrics import Metrics
+from handover.node.pairing import Identity, Pairing
+from handover.node.profiles import Profiles
 from handover.node.receiving import Receiver
 from handover.node.scanning import Scanner, parse_command
 from handover.node.security import SecurityLog
@@ -193,6 +195,15 @@ class Node:
             node=config.node, db=db, directory=directory, transport=transport, clock=clock
         )
         self.auth = Authenticator(db)
+        self.profiles = Profiles(
+            node=config.node, kind=config.kind, db=db, writer=writer, directory=directory,
+            transport=transport, clock=clock,
+        )  # fmt: skip
+        self.pairing = Pairing(
+            identity=Identity(config.node, config.kind, config.url), writer=writer,
+            directory=directory, profiles=self.profiles, transport=transport,
+            storage_key=keystore.storage_key(config.keys_dir), clock=clock,
+        )  # fmt: skip
         self.chain_ok = True
         self.budget = ByteBudget(WORK_BUDGET_BYTES)
         self.local_budget = ByteBudget(LOCAL_BUDGET_BYTES)
@@ -278,6 +289,7 @@ class Node:
                 if self.directory.maintain_own_keyset():
                     log.info("own_keyset_resigned", serial=self.directory.keys.keyset.serial)
                 await self.directory.refresh_due()
+                await self.profiles.refresh_due()
                 await self.retention.sweep()
                 await self.attachments.sweep()
                 await self.security.prune()
@@ -334,6 +346,12 @@ class Node:
         self, aid: str, ticket: str, offset: int, body: AsyncIterable[bytes]
     ) -> UploadAnswer:
         return await self.attachments.patch_answer(aid, ticket, offset, body)
+
+    async def profile_wire(self) -> bytes | None:
+        return await self.profiles.own_wire()
+
+    async def pairing_answer(self, message: bytes) -> bytes:
+        return await self.pairing.answer(message)
 
     # --- used by the web layer -----------------------------------------------------
 

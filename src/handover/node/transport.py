@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Protocol
 
-from handover.node.errors import TransportError
+from handover.node.errors import PairingRefused, TransportError
 from handover.protocol.canonical import b64u_encode
+from handover.workflow.errors import RequestRefused
 
 MAX_BATCH = 256
 # A receiver takes 22.5 MiB per request; keep batches well below it.
@@ -101,6 +102,18 @@ class Transport(Protocol):
         """PATCH /federation/v1/attachments/{aid} with the stream from `offset`."""
         ...
 
+    async def fetch_profile(self, base_url: str) -> bytes:
+        """The peer's signed profile (docs/protocol.md 9.1); TransportError if it has none."""
+        ...
+
+    async def post_pairing(self, base_url: str, message: bytes) -> bytes:
+        """One pairing message (docs/protocol.md 9) and its answer.
+
+        Raises:
+            PairingRefused: the peer answered with an error (its code and message).
+        """
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -122,6 +135,9 @@ class Endpoint(Protocol):
     async def upload_patch(
         self, aid: str, ticket: str, offset: int, body: AsyncIterable[bytes]
     ) -> UploadAnswer: ...
+    async def profile_wire(self) -> bytes | None: ...
+
+    async def pairing_answer(self, message: bytes) -> bytes: ...
 
 
 class MemoryTransport:
@@ -184,6 +200,18 @@ class MemoryTransport:
         self, base_url: str, aid: str, ticket: str, offset: int, body: AsyncIterable[bytes]
     ) -> UploadAnswer:
         return await self._peer(base_url).upload_patch(aid, ticket, offset, body)
+
+    async def fetch_profile(self, base_url: str) -> bytes:
+        wire = await self._peer(base_url).profile_wire()
+        if wire is None:
+            raise TransportError(f"{base_url.rstrip('/')} has no profile")
+        return wire
+
+    async def post_pairing(self, base_url: str, message: bytes) -> bytes:
+        try:
+            return await self._peer(base_url).pairing_answer(message)
+        except RequestRefused as exc:  # what HTTP would answer with an error body
+            raise PairingRefused(exc.code.value, exc.message) from exc
 
     async def close(self) -> None:
         return None

@@ -24,8 +24,12 @@ READ_TIMEOUT_S = 30.0
 
 async def _body(request: web.Request) -> AsyncGenerator[bytes]:
     while True:
-        async with asyncio.timeout(READ_TIMEOUT_S):
-            data = await request.content.readany()
+        try:
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                data = await request.content.readany()
+        except TimeoutError as exc:
+            request[CLOSE_AFTER_ANSWER] = True
+            raise RequestRefused(ErrorCode.REQUEST_TIMEOUT, "the body stalled") from exc
         if not data:
             return
         yield data

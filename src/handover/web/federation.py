@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncGenerator, Awaitable
 from typing import TypeVar
 
@@ -194,6 +195,7 @@ async def get_forks(request: web.Request) -> web.Response:
 
 UPLOAD_MEDIA_TYPE = "application/offset+octet-stream"
 UPLOAD_READ_TIMEOUT_S = 30.0
+UPLOAD_MIN_RATE = 64 * 1024  # bytes a second, after the first 30 s
 T = TypeVar("T")
 _TUS = {"Tus-Resumable": "1.0.0", "Cache-Control": "no-store"}
 
@@ -225,12 +227,24 @@ async def head_attachment(request: web.Request) -> web.Response:
 
 
 async def _body(request: web.Request) -> AsyncGenerator[bytes]:
-    """The request body as it arrives; a sender that stalls is cut off."""
+    """The request body as it arrives. A sender that stalls, or sends slower than
+    UPLOAD_MIN_RATE after a grace period, is cut off (`request_timeout`): an
+    upload slot is not held by a trickle."""
+    started = time.monotonic()
+    taken = 0
     while True:
-        async with asyncio.timeout(UPLOAD_READ_TIMEOUT_S):
-            data = await request.content.readany()
+        try:
+            async with asyncio.timeout(UPLOAD_READ_TIMEOUT_S):
+                data = await request.content.readany()
+        except TimeoutError as exc:
+            request[CLOSE_AFTER_ANSWER] = True
+            raise RequestRefused(ErrorCode.REQUEST_TIMEOUT, "the body stalled") from exc
         if not data:
             return
+        taken += len(data)
+        if time.monotonic() - started > UPLOAD_READ_TIMEOUT_S + taken / UPLOAD_MIN_RATE:
+            request[CLOSE_AFTER_ANSWER] = True
+            raise RequestRefused(ErrorCode.REQUEST_TIMEOUT, "the upload arrived too slowly")
         yield data
 
 

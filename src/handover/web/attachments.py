@@ -60,7 +60,8 @@ def _justification(request: web.Request) -> str | None:
     return request.query.get("justification") or request.headers.get("Handover-Justification")
 
 
-async def _stream(request: web.Request, download: Download) -> web.StreamResponse:
+async def stream_download(request: web.Request, download: Download) -> web.StreamResponse:
+    """The decrypted file as the answer, piece by piece, as an attachment to save."""
     item = download.item
     response = web.StreamResponse(
         headers={
@@ -88,7 +89,7 @@ async def download_received(request: web.Request) -> web.StreamResponse:
         _justification(request),
         sent=False,
     )
-    return await _stream(request, download)
+    return await stream_download(request, download)
 
 
 @requires("read")
@@ -101,7 +102,7 @@ async def download_sent(request: web.Request) -> web.StreamResponse:
         _justification(request),
         sent=True,
     )
-    return await _stream(request, download)
+    return await stream_download(request, download)
 
 
 def add_routes(app: web.Application) -> None:

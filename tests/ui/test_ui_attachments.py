@@ -5,7 +5,6 @@ in a real browser against two real node processes."""
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,7 +42,9 @@ def browser() -> Iterator[Browser]:
         b.close()
 
 
-def test_download_an_attachment_after_reading_the_packet(fed: Federation, browser: Browser) -> None:
+def test_download_an_attachment_after_reading_the_packet(
+    fed: Federation, browser: Browser, tmp_path: Path
+) -> None:
     prison, probation = fed[PRISON], fed[PROBATION]
     status, answer, sha = upload_random(
         prison.url, prison.tokens["caseworker"], 300_000, "risk assessment.pdf"
@@ -75,7 +76,7 @@ def test_download_an_attachment_after_reading_the_packet(fed: Federation, browse
         download_button.click()
     download = info.value
     assert download.suggested_filename == "risk assessment.pdf"
-    saved = Path(tempfile.mkdtemp(prefix="ui-att-")) / "got.pdf"
+    saved = tmp_path / "got.pdf"
     download.save_as(saved)
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == sha
     ctx.close()

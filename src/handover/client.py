@@ -29,16 +29,19 @@ raises :class:`Unreachable`.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Literal, TypedDict, cast
+from pathlib import Path
+from typing import Any, BinaryIO, Literal, TypedDict, cast
 from urllib.parse import quote, urlencode
 
 from handover.protocol.errors import HandoverError
@@ -62,6 +65,7 @@ __all__ = [
 
 DeliveryStatus = Literal["pending", "delivered", "rejected", "expired"]
 MAX_ERROR_TEXT = 200
+CHUNK = 1024 * 1024
 
 
 # --- answers ------------------------------------------------------------------------------
@@ -238,23 +242,37 @@ class Client:
         Raises:
             Unreachable: the node did not answer.
         """
+        data = None
+        sent = {"Accept": "application/json"}
+        if payload is not None:
+            data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+            sent["Content-Type"] = "application/json"
+        sent.update(headers or {})
+        return self._send(method, path, data, query, sent, lambda resp: resp.read())
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        data: bytes | BinaryIO | None,
+        query: Mapping[str, str | int | None] | None,
+        headers: Mapping[str, str],
+        read: Callable[[Any], bytes],
+    ) -> Answer:
+        """One request; `read(response)` takes the body of a success."""
         url = self.base_url + path
         if query:
             given = {k: str(v) for k, v in query.items() if v is not None}
             if given:
                 url += ("&" if "?" in path else "?") + urlencode(given)
-        sent = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        sent = {"Authorization": f"Bearer {self.token}"}
         if self.on_behalf_of:
             sent["Handover-On-Behalf-Of"] = self.on_behalf_of
-        data = None
-        if payload is not None:
-            data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-            sent["Content-Type"] = "application/json"
-        sent.update(headers or {})
+        sent.update(headers)
         req = urllib.request.Request(url, data=data, headers=sent, method=method)  # noqa: S310
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
-                return _answer(resp.status, resp.read())
+                return _answer(resp.status, read(resp))
         except urllib.error.HTTPError as exc:
             with exc:
                 return _answer(exc.code, exc.read())
@@ -262,6 +280,60 @@ class Client:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             where = self.base_url + path  # no query string: it may carry a justification
             raise Unreachable(f"cannot reach the node's API at {where}: {_words(reason)}") from exc
+
+    # --- files ----------------------------------------------------------------------------
+
+    def upload_file(self, path: Path, media_type: str) -> Answer:
+        """`POST /api/v1/attachments` with the file streamed as the body (its media
+        type, and its name in `Handover-Filename`); the answer is 201 `{"aid": ...}`
+        for a submission's `attachments`.
+
+        Raises:
+            ClientError: the file cannot be read.
+            Unreachable: the node did not answer.
+        """
+        try:
+            size = path.stat().st_size
+            source = path.open("rb")
+        except OSError as exc:
+            raise ClientError(f"cannot read {path}: {exc.strerror}") from exc
+        headers = {
+            "Content-Type": media_type,
+            "Content-Length": str(size),
+            "Handover-Filename": quote(path.name, safe=""),
+        }
+        with source:
+            return self._send(
+                "POST", "/api/v1/attachments", source, None, headers, lambda r: r.read()
+            )
+
+    def download_file(self, path: str, target: Path) -> Answer:
+        """GET `path` into the file `target` (written 0600 under a temporary name,
+        kept only when the whole answer arrived); `{"saved": target}` on success,
+        else the node's answer.
+
+        Raises:
+            ClientError: the file cannot be written.
+            Unreachable: the node did not answer.
+        """
+        temp = target.with_name(f".{target.name}.part")
+
+        def save(resp: Any) -> bytes:
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    while chunk := resp.read(CHUNK):
+                        out.write(chunk)
+                temp.rename(target)
+            except OSError as exc:
+                raise ClientError(f"cannot write {target}: {exc.strerror}") from exc
+            return json.dumps({"saved": str(target)}).encode()
+
+        try:
+            return self._send("GET", path, None, None, {}, save)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
 
     def get(self, path: str, **query: str | int | None) -> Answer:
         return self.request("GET", path, query=query)

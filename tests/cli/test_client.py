@@ -11,11 +11,12 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 
 from handover.cli.harness import free_port
-from handover.client import Answer, ApiError, Client, Unreachable
+from handover.client import Answer, ApiError, Client, ClientError, Unreachable
 from handover.protocol.errors import HandoverError
 
 
@@ -31,8 +32,15 @@ class StandIn(BaseHTTPRequestHandler):
             "content_type": self.headers.get("Content-Type"),
             "on_behalf_of": self.headers.get("Handover-On-Behalf-Of"),
             "justification": self.headers.get("Handover-Justification"),
-            "body": json.loads(self.rfile.read(length)) if length else None,
+            "filename": self.headers.get("Handover-Filename"),
         }
+        raw_body = self.rfile.read(length) if length else b""
+        if self.headers.get("Content-Type") == "application/json":
+            got["body"] = json.loads(raw_body)
+        elif raw_body:
+            got["raw"] = raw_body.decode()
+        else:
+            got["body"] = None
         status, raw = 200, json.dumps(got).encode()
         if self.path == "/text":
             raw = b"not json " * 50
@@ -72,6 +80,7 @@ def test_calls_carry_the_token_and_json(base_url: str) -> None:
         "content_type": "application/json",
         "on_behalf_of": None,
         "justification": None,
+        "filename": None,
         "body": {"to": ["probation.example"]},
     }
     assert api.get("/api/v1/inbox", limit=5, case=None).data["path"] == "/api/v1/inbox?limit=5"
@@ -120,3 +129,24 @@ def test_an_unreachable_node_names_the_url_without_the_query() -> None:
         Client(url, "t").read("p1", "secret reason")
     assert "secret" not in str(caught.value)
     assert str(caught.value).endswith("connection refused (is `handover serve` running?)")
+
+
+def test_files_stream_up_and_down(base_url: str, tmp_path: Path) -> None:
+    api = Client(base_url, "t")
+    source = tmp_path / "licence conditions.txt"
+    source.write_bytes(b"report weekly\n")
+    status, got = api.upload_file(source, "text/plain")
+    assert status == 200
+    assert got["path"] == "/api/v1/attachments" and got["content_type"] == "text/plain"
+    assert got["filename"] == "licence%20conditions.txt"
+    assert got["raw"] == "report weekly\n"
+    with pytest.raises(ClientError, match="cannot read"):
+        api.upload_file(tmp_path / "missing.txt", "text/plain")
+
+    target = tmp_path / "saved.txt"
+    assert api.download_file("/text", target) == Answer(200, {"saved": str(target)})
+    assert target.read_bytes() == b"not json " * 50
+    assert target.stat().st_mode & 0o777 == 0o600
+    refused = tmp_path / "refused.txt"
+    assert api.download_file("/refused", refused).status == 403
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["licence conditions.txt", "saved.txt"]

@@ -3,7 +3,7 @@ wire (token, JSON, the on-behalf-of and justification headers, query strings),
 answers as (status, JSON) with refusals included, typed calls raising
 `ApiError` with the node's error code, and an unreachable node as one
 `Unreachable` naming the URL without its query string. Against a real node:
-tests/e2e/test_client.py."""
+tests/e2e/test_client_e2e.py."""
 
 from __future__ import annotations
 

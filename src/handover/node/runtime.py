@@ -40,6 +40,7 @@ from handover.workflow.engine import Workflow
 from handover.workflow.policy import Policy
 from handover.workflow.rectification import Rectification
 from handover.workflow.retention import Retention
+from handover.workflow.reviews import Reviews
 from handover.workflow.schemas import SchemaRegistry, default_registry
 from handover.workflow.subject_access import SubjectAccess
 from handover.workflow.vault import Vault
@@ -135,6 +136,14 @@ class Node:
             peers=directory,
             corrections=corrections,
             submitter=self.sender,
+            clock=clock,
+        )
+        self.reviews = Reviews(
+            db=db,
+            writer=writer,
+            policy=self.policy,
+            retention=self.retention,
+            rectification=self.rectification,
             clock=clock,
         )
         self.cases = Cases(node=config.node, db=db, vault=vault, submitter=self.sender, clock=clock)
@@ -246,6 +255,7 @@ class Node:
                     log.info("own_keyset_resigned", serial=self.directory.keys.keyset.serial)
                 await self.directory.refresh_due()
                 await self.retention.sweep()
+                await self.rectification.retry()
                 await self.security.prune()
             except HandoverError as exc:
                 log.error("maintenance_failed", error=str(exc))

@@ -168,6 +168,7 @@ class Sender:
                     validator=_NoRevalidation(),
                     body_cj=body_cj,
                 )
+                stored = self.vault.seal(body_cj)
                 await outbox_store.insert(
                     conn,
                     pid=pid,
@@ -181,7 +182,8 @@ class Sender:
                     log_seq=position.seq,
                     recipients=sealed.to,
                     now=now,
-                    body_box=self.vault.seal(body_cj),
+                    body_box=stored.box,
+                    data_key=stored.key,
                     fields=sorted(packet.body),
                     removed=packet.removed,
                     consents=packet.consents,

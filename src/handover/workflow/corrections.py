@@ -19,6 +19,7 @@ from handover.protocol.errors import RejectCode, Rejected
 from handover.protocol.timeutil import Clock
 from handover.store import cases as case_store
 from handover.store import continuity as continuity_store
+from handover.store import erasure as erasure_store
 from handover.store import lifecycle as lifecycle_store
 from handover.store.auditlog import Appender
 from handover.store.db import Connection
@@ -65,8 +66,15 @@ class Corrections:
             return
         if action == "RESTRICT":
             await lifecycle_store.set_restricted(
-                conn, held.direction, held.pid, held.sender, restriction
+                conn,
+                held.direction,
+                held.pid,
+                held.sender,
+                restriction,
+                by=held.sender if notice_pid is not None else None,
             )
+            if held.direction == "sent":
+                await erasure_store.cancel_pending(conn, held.pid, "restricted", self.clock())
             changed = ["restricted"]
         else:
             assert corrected is not None
@@ -77,7 +85,8 @@ class Corrections:
                 held.direction,
                 held.pid,
                 held.sender,
-                body_box=self.vault.seal_body(corrected),
+                body_box=(stored := self.vault.seal_body(corrected, held.data_key)).box,
+                data_key=stored.key,
                 rectified_by=notice_pid,
             )
             if held.schema_id in ANCHOR_SCHEMAS and held.case_ref is not None:
@@ -105,7 +114,7 @@ class Corrections:
         """
         if held.body_box is None:
             return {}
-        return self.vault.open(held.pid, held.body_box)
+        return self.vault.open(held.pid, held.body_box, held.data_key)
 
     async def _correct_case_dates(
         self, conn: Connection, held: HeldCopy, corrected: dict[str, Any]

@@ -21,8 +21,9 @@ from typing import Any
 import structlog
 
 from handover.protocol.canonical import cj_dumps
-from handover.protocol.errors import SchemaInvalid, UnknownSchema
+from handover.protocol.errors import HandoverError, SchemaInvalid, UnknownSchema
 from handover.protocol.timeutil import Clock
+from handover.store import erasure as erasure_store
 from handover.store import lifecycle as lifecycle_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
@@ -31,7 +32,7 @@ from handover.store.receipts import receipt_json
 from handover.workflow.access import Operator, require_justification
 from handover.workflow.corrections import RECTIFICATION, Corrections
 from handover.workflow.engine import Workflow
-from handover.workflow.errors import ErrorCode, RequestRefused
+from handover.workflow.errors import BodyUnavailable, ErrorCode, RequestRefused
 from handover.workflow.ports import Peers, Submitter
 
 log = structlog.get_logger(__name__)
@@ -63,6 +64,7 @@ class Rectification:
         self.peers = peers
         self.corrections = corrections
         self.submitter = submitter
+        self.vault = corrections.vault
         self.clock = clock
         notice = self.registry.document(RECTIFICATION)["properties"]
         self.reasons: list[str] = list(notice["reason"]["enum"])
@@ -79,8 +81,12 @@ class Rectification:
         explanation: object = None,
         corrected_body: object = None,
         quality: object = None,
+        audit: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Rectify, erase or restrict a packet this node sent, and notify its recipients.
+
+        ERASE and RESTRICT cancel the packet's pending deliveries. `audit` adds
+        members to the audit entry of the local change (a review's decision).
 
         Raises:
             RequestRefused: `bad_request` for a malformed request; `not_found`
@@ -109,6 +115,7 @@ class Rectification:
         async with self.db.connection() as conn:
             target = await lifecycle_store.held_one(conn, "sent", pid, None)
             deliveries = await lifecycle_store.deliveries(conn, pid)
+            tried = await erasure_store.tried_nodes(conn, pid)
             consents = (
                 await self.workflow.consents(conn, target.case_ref) if target is not None else set()
             )
@@ -122,13 +129,19 @@ class Rectification:
             raise RequestRefused(
                 ErrorCode.NOT_PERMITTED, f"a {target.schema_id} cannot be rectified"
             )
-        if target.pending:
+        if target.pending and action == "RECTIFY":
             raise RequestRefused(
                 ErrorCode.DELIVERY_PENDING,
                 "a delivery of this packet is still pending: wait until it is delivered or"
                 " expired (`handover status PID --wait`), then rectify it",
             )
-        holders = [d.node for d in deliveries if d.status == "delivered"]
+        # ERASE and RESTRICT cancel pending deliveries (in the same transaction as
+        # the local change); a node whose delivery was already attempted may hold
+        # the packet, so it is told too (it refuses the notice if it does not).
+        holders = sorted(
+            {d.node for d in deliveries if d.status == "delivered"}
+            | (set(tried) if action != "RECTIFY" else set())
+        )
         now = self.clock()
         base: dict[str, Any] = {
             "case_ref": target.case_ref,
@@ -189,19 +202,19 @@ class Rectification:
                 justification=why,
                 rectification=rect_id,
                 reason=reason,
+                **(audit or {}),
             )
+            # Each notice is kept (sealed) until its recipient acknowledges it: one
+            # that cannot be queued now is queued by the maintenance sweep.
+            for notice, to, _removed in groups.values():
+                kept = self.vault.seal_body(notice)
+                await erasure_store.keep_notice(conn, rect_id, to, kept.box, kept.key)
             return rect_id
 
         rect_id: int = await self.writer.run(record)
         packets: list[dict[str, Any]] = []
         for notice, to, removed in groups.values():
-            sent = await self.submitter.submit(
-                operator, to=to, schema_id=RECTIFICATION, body=notice, justification=why
-            )
-            async with self.db.transaction() as conn:
-                for packet in sent:
-                    for node in packet["to"]:
-                        await lifecycle_store.set_notice(conn, rect_id, node, packet["pid"])
+            sent = await self._queue(operator, rect_id, notice, to, why)
             packets += [{**p, "removed": removed} for p in sent]
         log.info(
             "rectification_sent",
@@ -211,6 +224,54 @@ class Rectification:
             notices=[p["pid"] for p in packets],
         )
         return {"rectification": rect_id, "target_pid": pid, "action": action, "packets": packets}
+
+    async def _queue(
+        self, operator: Operator, rect_id: int, notice: dict[str, Any], to: list[str], why: str
+    ) -> list[dict[str, Any]]:
+        """Queue a kept notice; a failure is recorded and left to the sweep."""
+        try:
+            sent = await self.submitter.submit(
+                operator, to=to, schema_id=RECTIFICATION, body=notice, justification=why
+            )
+        except HandoverError as exc:
+            error = exc.code.value if isinstance(exc, RequestRefused) else type(exc).__name__
+            log.warning("rectification_notice_not_queued", rectification=rect_id, error=error)
+            async with self.db.transaction() as conn:
+                for node in to:
+                    await erasure_store.notice_failed(conn, rect_id, node, error)
+            return []
+        async with self.db.transaction() as conn:
+            for packet in sent:
+                for node in packet["to"]:
+                    await erasure_store.notice_queued(conn, rect_id, node, packet["pid"])
+        return sent
+
+    async def retry(self, limit: int = 100) -> int:
+        """Maintenance: queue kept notices never queued, or whose delivery expired, again
+        (one recipient at a time); forget those acknowledged. The number queued."""
+        async with self.db.transaction() as conn:
+            await erasure_store.drop_acknowledged_notices(conn)
+            pending = await erasure_store.notices_to_queue(conn, limit)
+        queued = 0
+        for row in pending:
+            try:
+                notice = self.vault.open(
+                    f"rectification {row.rectification_id}", row.notice_box, row.notice_key
+                )
+            except BodyUnavailable:
+                log.error("rectification_notice_unreadable", rectification=row.rectification_id)
+                continue
+            sent = await self._queue(
+                Operator(row.operator, "system"),
+                row.rectification_id,
+                notice,
+                [row.node],
+                f"rectification {row.rectification_id}: notice queued again until acknowledged",
+            )
+            queued += len(sent)
+        if pending:
+            log.info("rectification_notices_retried", due=len(pending), queued=queued)
+        return queued
 
     def _views(
         self,
@@ -283,6 +344,10 @@ class Rectification:
         async with self.db.connection() as conn:
             target = await lifecycle_store.held_one(conn, "sent", pid, None)
             rows = await lifecycle_store.rectifications_of(conn, pid)
+            tries = {
+                (s.rectification_id, s.node): s
+                for s in await erasure_store.notice_states(conn, pid)
+            }
         if target is None:
             raise RequestRefused(ErrorCode.NOT_FOUND, "this node sent no packet with that pid")
         items: dict[int, dict[str, Any]] = {}
@@ -299,6 +364,7 @@ class Rectification:
                 },
             )
             status = "not_sent" if r.notice_pid is None else r.status
+            tried = tries.get((r.id, r.node))
             item["recipients"].append(
                 {
                     "node": r.node,
@@ -308,9 +374,36 @@ class Rectification:
                     "receipt": receipt_json(r.receipt),
                     "reason": r.delivery_reason,
                     "finished_at": r.finished_at,
+                    "attempts": 0 if tried is None else tried.attempts,
+                    "last_error": None if tried is None else tried.last_error,
                 }
             )
         acknowledged = all(
             rec["acknowledged"] for item in items.values() for rec in item["recipients"]
         )
-        return {"pid": pid, "acknowledged": acknowledged, "rectifications": list(items.values())}
+        # Each node's state as of the latest rectification that reached it (Art 16(6)).
+        copies: dict[str, dict[str, Any]] = {}
+        for item in items.values():
+            for rec in item["recipients"]:
+                copies[rec["node"]] = {
+                    "node": rec["node"],
+                    "action": item["action"],
+                    "rectification": item["id"],
+                    "state": _copy_state(rec["status"]),
+                }
+        return {
+            "pid": pid,
+            "acknowledged": acknowledged,
+            "rectifications": list(items.values()),
+            "recipients": sorted(copies.values(), key=lambda c: str(c["node"])),
+        }
+
+
+def _copy_state(status: str | None) -> str:
+    """A recipient's state: `acknowledged` (its signed receipt), `refused` (a signed
+    rejection), or `pending` (queued, or waiting to be queued again)."""
+    if status == "delivered":
+        return "acknowledged"
+    if status == "rejected":
+        return "refused"
+    return "pending"

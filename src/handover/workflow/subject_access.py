@@ -163,7 +163,7 @@ class SubjectAccess:
         item["restriction_reason"] = row.restricted
         if not item["erased"] and not item["restricted"]:
             assert row.body_box is not None
-            item["body"] = self.vault.open(row.pid, row.body_box)
+            item["body"] = self.vault.open(row.pid, row.body_box, row.data_key)
         return item
 
     def _received_item(self, row: ReceivedRecord) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from handover.node.metrics import Metrics
 from handover.node.receiving import Receiver
 from handover.node.security import SecurityLog
 from handover.node.sending import Sender
+from handover.node.shredding import wrap_legacy
 from handover.node.transport import Answer, Transport
 from handover.protocol.errors import ConfigError, HandoverError
 from handover.protocol.timeutil import DAY_MS, Clock, now_ms
@@ -72,6 +73,7 @@ class Node:
         clock: Clock,
     ) -> None:
         self.config = config
+        self.vault = vault
         self.db = db
         self.directory = directory
         self.transport = transport
@@ -216,6 +218,7 @@ class Node:
         if not tail.ok:
             log.error("audit_chain_broken", bad_seq=tail.bad_seq, problem=tail.problem)
         self.writer.start()
+        await wrap_legacy(self.db, self.vault)
         self.directory.maintain_own_keyset()
         await self.db.listen(
             outbox=self.delivery.wake.set,
@@ -244,6 +247,8 @@ class Node:
     def _reload_keys(self) -> None:
         try:
             self.directory.reload_keys()
+            # After `keys rotate-storage`: data keys are now wrapped by the new key.
+            self.vault.rekey(keystore.storage_key(self.config.keys_dir))
             log.info("keys_reloaded", serial=self.directory.keys.keyset.serial)
         except ConfigError as exc:
             log.error("keys_reload_failed", error=str(exc))

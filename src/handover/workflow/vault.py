@@ -43,6 +43,13 @@ class Vault:
     def __init__(self, storage_key: bytes) -> None:
         self._key = storage_key
 
+    def rekey(self, storage_key: bytes) -> None:
+        """Use a new storage key (after `handover keys rotate-storage`)."""
+        self._key = storage_key
+
+    def same_key(self, storage_key: bytes) -> bool:
+        return crypto.constant_time_equal(self._key, storage_key)
+
     # --- data keys --------------------------------------------------------------------
 
     def new_key(self) -> bytes:

@@ -153,6 +153,9 @@ def cmd_reviews(args: argparse.Namespace) -> int:
         for key, value in (("direction", args.direction), ("sender", args.sender))
         if value is not None
     }
+    if args.reviews_cmd == "approve":
+        path = f"/api/v1/reviews/{args.pid}/approve"
+        return _answer(*api.post(path, {"justification": args.justification, **selector}))
     if args.outcome == "LIFT":
         path = f"/api/v1/packets/{args.pid}/restriction/lift"
         return _answer(*api.post(path, {"justification": args.justification, **selector}))
@@ -161,6 +164,8 @@ def cmd_reviews(args: argparse.Namespace) -> int:
         payload["review_at"] = args.review_at
     if args.reason is not None:
         payload["reason"] = args.reason
+    if args.reason_code is not None:
+        payload["reason_code"] = args.reason_code
     return _answer(*api.post(f"/api/v1/reviews/{args.pid}", payload | selector))
 
 
@@ -229,7 +234,7 @@ def register_cases(sub: Commands) -> None:
 
 
 def register_lifecycle(sub: Commands) -> None:
-    """reviews list|decide, rectify, rectifications."""
+    """reviews list|decide|approve, rectify, rectifications."""
     reviews = sub.add_parser("reviews", help="retention reviews that are due (LED Art 5)")
     reviews_sub = reviews.add_subparsers(dest="reviews_cmd", required=True)
     p = reviews_sub.add_parser("list", help="held packets whose review is due")
@@ -241,6 +246,18 @@ def register_lifecycle(sub: Commands) -> None:
     p.add_argument("--justification", required=True, help="why (logged in the audit entry)")
     p.add_argument("--review-at", metavar="YYYY-MM-DD", help="next review (EXTEND; RESTRICT)")
     p.add_argument("--reason", help="why the packet is restricted (RESTRICT)")
+    p.add_argument(
+        "--reason-code",
+        help="ERASE or EXTEND before the review is due (an admin's proposal): why",
+    )
+    p.add_argument("--direction", choices=("sent", "received"), help="if the pid is ambiguous")
+    p.add_argument("--sender", help="the sender, if several sent a packet with this pid")
+    p = reviews_sub.add_parser(
+        "approve", help="approve another admin's proposal to ERASE or EXTEND early (admin)"
+    )
+    _api_options(p)
+    p.add_argument("pid", help=PID_HELP)
+    p.add_argument("--justification", required=True, help="why (logged in the audit entry)")
     p.add_argument("--direction", choices=("sent", "received"), help="if the pid is ambiguous")
     p.add_argument("--sender", help="the sender, if several sent a packet with this pid")
     reviews.set_defaults(func=cmd_reviews)

@@ -109,7 +109,8 @@ class Reviews:
             )
         why = require_justification(justification)
         if outcome == "LIFT":
-            return await self.lift(operator, pid, why, direction=direction, sender=sender)
+            lifted = await self.lift(operator, pid, why, direction=direction, sender=sender)
+            return {**lifted, "state": "decided"}
         now = self.clock()
         if outcome == "ERASE" and new_date is not None:
             raise RequestRefused(
@@ -135,7 +136,9 @@ class Reviews:
         if outcome == "EXTEND":
             assert review_at is not None
             rule, fallback = self.policy.retention(held.schema_id)
-            months = max(rule.months, fallback.months)
+            months = self.policy.doc.retention.extend_months
+            if months is None:
+                months = max(rule.months, fallback.months)
             if review_at > add_months(now, months):
                 raise RequestRefused(
                     ErrorCode.EXTENSION_TOO_LONG,
@@ -397,7 +400,7 @@ class Reviews:
 
         await self.writer.run(job)
         log.info("restriction_lifted", pid=pid, direction=held.direction, operator=operator.name)
-        return {**await self.retention.state(held), "state": "decided"}
+        return await self.retention.state(held)
 
 
 def _new_date(value: object, now: int, *, required: bool) -> int | None:

@@ -326,3 +326,69 @@ async def test_erased_content_left_in_the_database_files_opens_with_no_key_on_di
         org=PROBATION,
     )
     assert await read(probation, kept) == other
+
+
+# --- finding 3: a recipient tells the originator that data is inaccurate -----------------------
+
+REQUEST = "handover/rectification-request/1"
+
+
+def inaccuracy_report(target: str, notice: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "case_ref": notice["case_ref"],
+        "quality": {"as_of": "2026-01-05", "source_system": "ndelius", "basis": "FACT"},
+        "target_pid": target,
+        "target_schema": RELEASE_NOTICE,
+        "concern": "INACCURATE",
+        "fields": ["prison_id"],
+        "explanation": "Our records show a different establishment.",
+    }
+
+
+async def test_a_recipient_reports_an_inaccuracy_and_the_originator_answers_it(
+    prison: Node, probation: Node, exit_org: Node
+) -> None:
+    notice = release_notice()
+    target = await send_delivered(prison, [PROBATION], RELEASE_NOTICE, notice)
+    request = await send_delivered(probation, [PRISON], REQUEST, inaccuracy_report(target, notice))
+
+    (item,) = (await prison.rectification.status(target))["requests"]
+    assert (item["pid"], item["from"], item["concern"]) == (request, PROBATION, "INACCURATE")
+    assert (item["fields"], item["answered_by"]) == (["prison_id"], None)
+    # The originator's caseworkers read the report like any received packet.
+    assert (await read(prison, request))["concern"] == "INACCURATE"
+
+    wrong = prison.rectification.rectify(
+        CASEWORKER,
+        target,
+        action="RECTIFY",
+        reason="INACCURATE",
+        justification="the receiving agency reported the establishment",
+        corrected_body={**notice, "prison_id": "XYZ"},
+        answers="AAAAAAAAAAAAAAAAAAAAAA",
+    )
+    assert await refusal(wrong) is ErrorCode.NOT_FOUND
+    result = await prison.rectification.rectify(
+        CASEWORKER,
+        target,
+        action="RECTIFY",
+        reason="INACCURATE",
+        justification="the receiving agency reported the establishment",
+        corrected_body={**notice, "prison_id": "XYZ"},
+        answers=request,
+    )
+    (item,) = (await prison.rectification.status(target))["requests"]
+    assert item["answered_by"] == result["rectification"]
+    await deliver(prison, *[p["pid"] for p in result["packets"]])
+    assert (await read(probation, target))["prison_id"] == "XYZ"
+
+
+async def test_a_report_about_a_packet_not_delivered_to_the_reporter_is_rejected(
+    prison: Node, exit_org: Node
+) -> None:
+    notice = release_notice()
+    target = await send_delivered(prison, [PROBATION], RELEASE_NOTICE, notice)
+    (packet,) = await send(exit_org, [PRISON], REQUEST, inaccuracy_report(target, notice))
+    (status,) = await deliver(exit_org, packet["pid"])
+    assert [d["status"] for d in status["deliveries"]] == ["rejected"]
+    assert (await prison.rectification.status(target))["requests"] == []

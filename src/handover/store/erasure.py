@@ -281,3 +281,58 @@ async def notice_keys(conn: Connection) -> list[tuple[int, str, bytes]]:
         " WHERE notice_key IS NOT NULL"
     )
     return [(r["rectification_id"], r["node"], bytes(r["notice_key"])) for r in rows]
+
+
+# --- rectification requests (a recipient's inaccuracy report) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRow:
+    sender: str
+    pid: str
+    concern: str
+    fields: tuple[str, ...]
+    received_at: int
+    answered_by: int | None
+
+
+async def add_request(
+    conn: Connection,
+    *,
+    sender: str,
+    pid: str,
+    target_pid: str,
+    concern: str,
+    fields: Sequence[str],
+    now: int,
+) -> None:
+    await conn.execute(
+        "INSERT INTO rectification_requests (sender, pid, target_pid, concern, fields,"
+        " received_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        sender,
+        pid,
+        target_pid,
+        concern,
+        list(fields),
+        now,
+    )
+
+
+async def requests_for(conn: Connection, target_pid: str) -> list[RequestRow]:
+    rows = await conn.fetch(
+        "SELECT sender, pid, concern, fields, received_at, answered_by"
+        " FROM rectification_requests WHERE target_pid = $1 ORDER BY received_at, pid",
+        target_pid,
+    )
+    return to_rows(RequestRow, rows)
+
+
+async def answer_request(conn: Connection, target_pid: str, pid: str, rect_id: int) -> bool:
+    result: str = await conn.execute(
+        "UPDATE rectification_requests SET answered_by = $3"
+        " WHERE target_pid = $1 AND pid = $2 AND answered_by IS NULL",
+        target_pid,
+        pid,
+        rect_id,
+    )
+    return result.endswith(" 1")

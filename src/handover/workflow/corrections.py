@@ -32,6 +32,7 @@ from handover.workflow.vault import Vault
 log = structlog.get_logger(__name__)
 
 RECTIFICATION = "handover/rectification-notice/1"
+REQUEST = "handover/rectification-request/1"
 
 
 class Corrections:
@@ -150,7 +151,10 @@ class Corrections:
     async def check(
         self, conn: Connection, sender: str, schema: str, body: dict[str, Any]
     ) -> Rejected | None:
-        """Step 9 for a rectification notice: the target is ours from this sender."""
+        """Step 9 for a rectification notice (the target is ours from this sender) and
+        a rectification request (the target is a packet we delivered to this sender)."""
+        if schema == REQUEST:
+            return await self._check_request(conn, sender, body)
         if schema != RECTIFICATION:
             return None
         target = await lifecycle_store.held_one(conn, "received", body["target_pid"], sender)
@@ -191,6 +195,25 @@ class Corrections:
         )
         return Rejected(RejectCode.NOT_PERMITTED, f"rectification refused: {problem}")
 
+    async def _check_request(
+        self, conn: Connection, sender: str, body: dict[str, Any]
+    ) -> Rejected | None:
+        target = await lifecycle_store.held_one(conn, "sent", body["target_pid"], None)
+        problem = None
+        if target is None:
+            problem = "this node sent no packet with the target pid"
+        elif not any(
+            d.node == sender and d.status == "delivered"
+            for d in await lifecycle_store.deliveries(conn, target.pid)
+        ):
+            problem = "the target was not delivered to this sender"
+        elif target.schema_id != body["target_schema"] or target.case_ref != body["case_ref"]:
+            problem = "the target's schema or case differs"
+        if problem is None:
+            return None
+        log.warning("rectification_request_refused", sender=sender, problem=problem)
+        return Rejected(RejectCode.NOT_PERMITTED, f"rectification request refused: {problem}")
+
     def _readable(self, held: HeldCopy) -> bool:
         try:
             self._open(held)
@@ -200,7 +223,20 @@ class Corrections:
         return True
 
     async def on_received(self, conn: Connection, context: ReceivedContext) -> None:
-        """Apply an accepted notice to our copy of the target (`check` let it through)."""
+        """Apply an accepted notice to our copy of the target (`check` let it through);
+        record an accepted request for our caseworkers to answer."""
+        if context.schema == REQUEST:
+            await erasure_store.add_request(
+                conn,
+                sender=context.sender,
+                pid=context.pid,
+                target_pid=context.body["target_pid"],
+                concern=context.body["concern"],
+                fields=context.body.get("fields", []),
+                now=context.now,
+            )
+            log.info("rectification_requested", target=context.body["target_pid"])
+            return
         if context.schema != RECTIFICATION:
             return
         if context.appender is None:

@@ -82,6 +82,7 @@ class Rectification:
         corrected_body: object = None,
         quality: object = None,
         audit: dict[str, Any] | None = None,
+        answers: object = None,
     ) -> dict[str, Any]:
         """Rectify, erase or restrict a packet this node sent, and notify its recipients.
 
@@ -102,6 +103,10 @@ class Rectification:
             raise RequestRefused(
                 ErrorCode.BAD_REQUEST, f"'reason' is one of {', '.join(self.reasons)}"
             )
+        if answers is not None and not isinstance(answers, str):
+            raise RequestRefused(
+                ErrorCode.BAD_REQUEST, "'answers' is a rectification request's pid"
+            )
         if explanation is not None and not isinstance(explanation, str):
             raise RequestRefused(ErrorCode.BAD_REQUEST, "'explanation' is a string")
         if quality is not None and not isinstance(quality, dict):
@@ -116,11 +121,18 @@ class Rectification:
             target = await lifecycle_store.held_one(conn, "sent", pid, None)
             deliveries = await lifecycle_store.deliveries(conn, pid)
             tried = await erasure_store.tried_nodes(conn, pid)
+            open_requests = {
+                r.pid for r in await erasure_store.requests_for(conn, pid) if r.answered_by is None
+            }
             consents = (
                 await self.workflow.consents(conn, target.case_ref) if target is not None else set()
             )
         if target is None:
             raise RequestRefused(ErrorCode.NOT_FOUND, "this node sent no packet with that pid")
+        if answers is not None and answers not in open_requests:
+            raise RequestRefused(
+                ErrorCode.NOT_FOUND, "no open rectification request about this packet has that pid"
+            )
         if target.erased_at is not None:
             raise RequestRefused(
                 ErrorCode.ERASED, "the content of this packet has already been erased"
@@ -204,6 +216,8 @@ class Rectification:
                 reason=reason,
                 **(audit or {}),
             )
+            if answers is not None:
+                await erasure_store.answer_request(conn, pid, str(answers), rect_id)
             # Each notice is kept (sealed) until its recipient acknowledges it: one
             # that cannot be queued now is queued by the maintenance sweep.
             for notice, to, _removed in groups.values():
@@ -344,10 +358,9 @@ class Rectification:
         async with self.db.connection() as conn:
             target = await lifecycle_store.held_one(conn, "sent", pid, None)
             rows = await lifecycle_store.rectifications_of(conn, pid)
-            tries = {
-                (s.rectification_id, s.node): s
-                for s in await erasure_store.notice_states(conn, pid)
-            }
+            states = await erasure_store.notice_states(conn, pid)
+            tries = {(s.rectification_id, s.node): s for s in states}
+            requests = await erasure_store.requests_for(conn, pid)
         if target is None:
             raise RequestRefused(ErrorCode.NOT_FOUND, "this node sent no packet with that pid")
         items: dict[int, dict[str, Any]] = {}
@@ -396,6 +409,19 @@ class Rectification:
             "acknowledged": acknowledged,
             "rectifications": list(items.values()),
             "recipients": sorted(copies.values(), key=lambda c: str(c["node"])),
+            # Inaccuracy reports from recipients (field names only; the request's
+            # explanation is read like any received packet, with its consultation entry).
+            "requests": [
+                {
+                    "pid": r.pid,
+                    "from": r.sender,
+                    "concern": r.concern,
+                    "fields": list(r.fields),
+                    "received_at": r.received_at,
+                    "answered_by": r.answered_by,
+                }
+                for r in requests
+            ],
         }
 
 

@@ -48,3 +48,17 @@ CREATE TABLE review_proposals (
 );
 CREATE UNIQUE INDEX review_proposals_open ON review_proposals (direction, pid, coalesce(sender, ''))
     WHERE state = 'pending_approval';
+
+-- Rectification requests (inaccuracy reports) this node received from a
+-- recipient of a packet it sent; answered by a rectification of that packet.
+CREATE TABLE rectification_requests (
+    sender      text   NOT NULL,
+    pid         text   NOT NULL,
+    target_pid  text   NOT NULL,
+    concern     text   NOT NULL,
+    fields      text[] NOT NULL DEFAULT '{}',
+    received_at bigint NOT NULL,
+    answered_by bigint REFERENCES rectifications (id),
+    PRIMARY KEY (sender, pid)
+);
+CREATE INDEX rectification_requests_target ON rectification_requests (target_pid);

@@ -237,6 +237,18 @@ async def test_a_restriction_by_the_originator_is_lifted_only_by_its_notice(
     assert await refusal(read(probation, target)) is ErrorCode.RESTRICTED
     assert (await prison.rectification.status(target))["acknowledged"] is True
 
+    # The originator lifts it: its LIFT notice reaches the holder, which applies it.
+    state = await prison.reviews.lift(ADMIN, target, "the subject withdrew the complaint")
+    assert state["restricted"] is None
+    status = await prison.rectification.status(target)
+    assert [(r["node"], r["action"]) for r in status["recipients"]] == [(PROBATION, "LIFT")]
+    lifting = status["rectifications"][-1]["recipients"][0]["notice_pid"]
+    await deliver(prison, lifting)
+    assert (await read(probation, target))["case_ref"]
+    assert (await prison.rectification.status(target))["acknowledged"] is True
+    lift = probation.reviews.lift(ADMIN, target, "nothing left to lift here")
+    assert await refusal(lift) is ErrorCode.NOT_RESTRICTED
+
 
 # --- finding 2: erased content cannot be recovered -------------------------------------------
 

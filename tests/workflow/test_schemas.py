@@ -310,7 +310,7 @@ ENUMS = [
         {"CHILDREN", "PUBLIC", "KNOWN_ADULT", "STAFF", "PRISONERS"},
     ),
     ("supervision-end", "reason", {"EXPIRY", "RECALL", "RESENTENCED"}),
-    ("rectification-notice", "action", {"RECTIFY", "ERASE", "RESTRICT"}),
+    ("rectification-notice", "action", {"RECTIFY", "ERASE", "RESTRICT", "LIFT"}),
     ("case-conference", "participants.*.kind", {"prison", "probation", "exit"}),
 ]
 DIMENSIONS = [

@@ -77,6 +77,10 @@ class Corrections:
             if held.direction == "sent":
                 await erasure_store.cancel_pending(conn, held.pid, "restricted", self.clock())
             changed = ["restricted"]
+        elif action == "LIFT":
+            # The originator lifts the restriction it imposed (its notice), or its own.
+            await lifecycle_store.set_restricted(conn, held.direction, held.pid, held.sender, None)
+            changed = ["restricted"]
         else:
             assert corrected is not None
             old = self._open(held)
@@ -165,6 +169,8 @@ class Corrections:
             problem = "the target's schema differs"
         elif target.case_ref != body["case_ref"]:
             problem = "the target's case differs"
+        elif body["action"] == "LIFT" and target.restricted_by != sender:
+            problem = "the target holds no restriction this sender imposed"
         elif (
             body["action"] == "RECTIFY"
             and body["corrected_body"].get("case_ref") != body["case_ref"]

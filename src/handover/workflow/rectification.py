@@ -37,7 +37,7 @@ from handover.workflow.ports import Peers, Submitter
 
 log = structlog.get_logger(__name__)
 
-ACTIONS = ("RECTIFY", "ERASE", "RESTRICT")
+ACTIONS = ("RECTIFY", "ERASE", "RESTRICT", "LIFT")
 
 
 def _today(now: int) -> str:
@@ -141,6 +141,8 @@ class Rectification:
             raise RequestRefused(
                 ErrorCode.NOT_PERMITTED, f"a {target.schema_id} cannot be rectified"
             )
+        if action == "LIFT" and target.restricted is None:
+            raise RequestRefused(ErrorCode.NOT_RESTRICTED, "this packet is not restricted")
         if target.pending and action == "RECTIFY":
             raise RequestRefused(
                 ErrorCode.DELIVERY_PENDING,
@@ -152,7 +154,7 @@ class Rectification:
         # the packet, so it is told too (it refuses the notice if it does not).
         holders = sorted(
             {d.node for d in deliveries if d.status == "delivered"}
-            | (set(tried) if action != "RECTIFY" else set())
+            | (set(tried) if action in ("ERASE", "RESTRICT") else set())
         )
         now = self.clock()
         base: dict[str, Any] = {

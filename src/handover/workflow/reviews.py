@@ -386,6 +386,25 @@ class Reviews:
                 " only its notice can lift the restriction",
             )
 
+        if await self._reaches_copies(held):
+            # The holders were told of the restriction: they are told of its end.
+            async with self.db.connection() as conn:
+                imposed = [
+                    r.reason
+                    for r in await lifecycle_store.rectifications_of(conn, held.pid)
+                    if r.action == "RESTRICT"
+                ]
+            await self.rectification.rectify(
+                operator,
+                held.pid,
+                action="LIFT",
+                reason=imposed[-1] if imposed else NOTICE_REASON["RESTRICT"],
+                justification=why,
+                audit={"outcome": "LIFT"},
+            )
+            log.info("restriction_lifted", pid=pid, direction=held.direction)
+            return await self.retention.state(held)
+
         async def job(conn: Connection, appender: Appender) -> None:
             await lifecycle_store.set_restricted(conn, held.direction, held.pid, held.sender, None)
             self.retention.append(

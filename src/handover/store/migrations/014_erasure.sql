@@ -62,3 +62,11 @@ CREATE TABLE rectification_requests (
     PRIMARY KEY (sender, pid)
 );
 CREATE INDEX rectification_requests_target ON rectification_requests (target_pid);
+
+-- LIFT: the originator lifts a restriction it imposed, by its notice.
+ALTER TABLE rectifications DROP CONSTRAINT IF EXISTS rectifications_action_check;
+ALTER TABLE rectifications ADD CONSTRAINT rectifications_action_check
+    CHECK (action IN ('RECTIFY', 'ERASE', 'RESTRICT', 'LIFT'));
+ALTER TABLE rectifications_applied DROP CONSTRAINT IF EXISTS rectifications_applied_action_check;
+ALTER TABLE rectifications_applied ADD CONSTRAINT rectifications_applied_action_check
+    CHECK (action IN ('RECTIFY', 'ERASE', 'RESTRICT', 'LIFT'));

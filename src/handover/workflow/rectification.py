@@ -192,7 +192,9 @@ class Rectification:
             group = groups.setdefault(cj_dumps(notice), (notice, [], removed))
             group[1].append(node)
         for notice, to, _removed in groups.values():
-            self._check_notice(notice, to)
+            # An erasure or restriction is not held up by a peer whose keyset
+            # lapsed: its notice is kept and queued again until it goes out.
+            self._check_notice(notice, to, require_keyset=action == "RECTIFY")
 
         async def record(conn: Connection, appender: Appender) -> int:
             rect_id = await lifecycle_store.add_rectification(
@@ -332,7 +334,9 @@ class Rectification:
             views[node] = (view.body, view.removed)
         return views
 
-    def _check_notice(self, notice: dict[str, Any], nodes: list[str]) -> None:
+    def _check_notice(
+        self, notice: dict[str, Any], nodes: list[str], *, require_keyset: bool = True
+    ) -> None:
         """Refuse before anything changes what submitting the notice would refuse."""
         try:
             self.registry.validate(RECTIFICATION, notice)
@@ -346,7 +350,7 @@ class Rectification:
                 raise RequestRefused(
                     ErrorCode.NOT_PERMITTED, f"the sharing policy does not let us notify {node}"
                 )
-            if self.peers.keyset(node) is None:
+            if require_keyset and self.peers.keyset(node) is None:
                 raise RequestRefused(
                     ErrorCode.UNKNOWN_RECIPIENT, f"{node} is not a pinned peer with a valid keyset"
                 )

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from handover.node import keystore
 from handover.node.runtime import Node
-from handover.node.shredding import rotate_storage
+from handover.node.shredding import rotate_storage, wrap_legacy
 from handover.protocol import crypto
-from handover.protocol.canonical import b64u_decode
+from handover.protocol.canonical import b64u_decode, cj_dumps
 from handover.protocol.errors import HandoverError
 from handover.workflow.access import Operator
 from handover.workflow.errors import ErrorCode, RequestRefused
@@ -404,3 +405,37 @@ async def test_a_report_about_a_packet_not_delivered_to_the_reporter_is_rejected
     (status,) = await deliver(exit_org, packet["pid"])
     assert [d["status"] for d in status["deliveries"]] == ["rejected"]
     assert (await prison.rectification.status(target))["requests"] == []
+
+
+async def test_rows_stored_before_data_keys_are_sealed_under_their_own_at_startup(
+    prison: Node, probation: Node
+) -> None:
+    """Migration 014: a body sealed with the storage key itself (and a plain received
+    wire) is read as before, then re-sealed under a data key of its own."""
+    notice = release_notice()
+    pid = await receive(prison, probation, notice)
+    storage = keystore.storage_key(probation.config.keys_dir)
+    packet_wire = b'{"hp1":"a stored wire"}'
+    async with probation.db.connection() as conn:
+        await conn.execute(
+            "UPDATE received SET body_box = $3, wire = $4, data_key = NULL"
+            " WHERE pid = $1 AND sender = $2",
+            pid,
+            PRISON,
+            crypto.seal_at_rest(storage, cj_dumps(notice)),
+            packet_wire,
+        )
+    assert await read(probation, pid) == notice  # the old scheme still reads
+
+    assert await wrap_legacy(probation.db, probation.vault) >= 1
+    async with probation.db.connection() as conn:
+        row = await conn.fetchrow(
+            "SELECT body_box, wire, data_key FROM received WHERE pid = $1 AND sender = $2",
+            pid,
+            PRISON,
+        )
+    assert row["data_key"] is not None
+    assert opens(storage, bytes(row["body_box"])) is None
+    assert probation.vault.open_bytes(pid, row["wire"], row["data_key"]) == packet_wire
+    assert await read(probation, pid) == notice
+    assert await wrap_legacy(probation.db, probation.vault) == 0

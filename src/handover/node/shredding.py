@@ -35,7 +35,7 @@ async def _reseal_legacy(conn: Connection, vault: Vault, batch: int = BATCH) -> 
     data key of its own; a received packet's wire too. The number of rows."""
     done = 0
     while True:
-        rows = await erasure_store.keyed_rows(conn, legacy_only=True, limit=batch)
+        rows = await erasure_store.legacy_rows(conn, batch)
         updates = []
         for row in rows:
             assert row.body_box is not None
@@ -75,31 +75,26 @@ async def rotate_storage(
 
     async def job(conn: Connection, appender: Appender) -> dict[str, int]:
         legacy = await _reseal_legacy(conn, vault)
-        rows = await erasure_store.keyed_rows(conn, legacy_only=False, limit=2**31 - 1)
-        await erasure_store.set_keys(
-            conn,
-            [
-                (
-                    r.tbl,
-                    r.pid,
-                    r.sender,
-                    r.body_box,
-                    r.wire,
-                    vault.rewrap(r.pid, r.data_key, new) if r.data_key is not None else b"",
-                )
-                for r in rows
-            ],
-        )
+        rewrapped, after = 0, ("", "", "")
+        while True:  # in batches of keys only (content is not read)
+            keys = await erasure_store.data_keys(conn, after, BATCH)
+            await erasure_store.set_data_keys(
+                conn, [(k.tbl, k.pid, k.sender, vault.rewrap(k.pid, k.data_key, new)) for k in keys]
+            )
+            rewrapped += len(keys)
+            if len(keys) < BATCH:
+                break
+            after = (keys[-1].tbl, keys[-1].pid, keys[-1].sender)
         notices = await erasure_store.notice_keys(conn)
         await erasure_store.rewrap_notice_keys(
             conn, [(rid, node, vault.rewrap("notice", key, new)) for rid, node, key in notices]
         )
-        counts = {"data_keys": len(rows), "legacy_sealed": legacy, "notice_keys": len(notices)}
+        counts = {"data_keys": rewrapped, "legacy_sealed": legacy, "notice_keys": len(notices)}
         appender.append(
             "key",
             action="storage_rotated",
             org=org,
-            data_keys=len(rows),
+            data_keys=rewrapped,
             legacy_sealed=legacy,
             notice_keys=len(notices),
         )

@@ -237,18 +237,52 @@ class KeyedRow:
     data_key: bytes | None
 
 
-async def keyed_rows(conn: Connection, *, legacy_only: bool, limit: int) -> list[KeyedRow]:
-    """Stored packets with content: those without a data key, or all of them."""
-    cond = "data_key IS NULL AND body_box IS NOT NULL" if legacy_only else "data_key IS NOT NULL"
+async def legacy_rows(conn: Connection, limit: int) -> list[KeyedRow]:
+    """Stored packets whose content has no data key (sealed before migration 014)."""
     rows = await conn.fetch(
-        f"SELECT 'outbox' AS tbl, pid, '' AS sender, body_box, NULL::bytea AS wire, data_key"  # noqa: S608 - fixed
-        f" FROM outbox WHERE {cond}"
+        "SELECT 'outbox' AS tbl, pid, '' AS sender, body_box, NULL::bytea AS wire, data_key"
+        " FROM outbox WHERE data_key IS NULL AND body_box IS NOT NULL"
         " UNION ALL"
-        f" SELECT 'received', pid, sender, body_box, wire, data_key FROM received"
-        f" WHERE status = 'accepted' AND {cond} LIMIT $1",
+        " SELECT 'received', pid, sender, body_box, wire, data_key FROM received"
+        " WHERE status = 'accepted' AND data_key IS NULL AND body_box IS NOT NULL LIMIT $1",
         limit,
     )
     return to_rows(KeyedRow, rows)
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    tbl: str
+    pid: str
+    sender: str
+    data_key: bytes
+
+
+async def data_keys(conn: Connection, after: tuple[str, str, str], limit: int) -> list[DataKey]:
+    """Wrapped data keys in (table, pid, sender) order after `after` (keys only)."""
+    rows = await conn.fetch(
+        "SELECT tbl, pid, sender, data_key FROM ("
+        " SELECT 'outbox' AS tbl, pid, '' AS sender, data_key FROM outbox"
+        "  WHERE data_key IS NOT NULL"
+        " UNION ALL SELECT 'received', pid, sender, data_key FROM received"
+        "  WHERE data_key IS NOT NULL) k"
+        " WHERE (tbl, pid, sender) > ($1, $2, $3) ORDER BY tbl, pid, sender LIMIT $4",
+        *after,
+        limit,
+    )
+    return to_rows(DataKey, rows)
+
+
+async def set_data_keys(conn: Connection, keys: Sequence[tuple[str, str, str, bytes]]) -> None:
+    """(table, pid, sender, data_key): keys re-wrapped under a new storage key."""
+    out = [(pid, key) for tbl, pid, _s, key in keys if tbl == "outbox"]
+    into = [(pid, s, key) for tbl, pid, s, key in keys if tbl == "received"]
+    if out:
+        await conn.executemany("UPDATE outbox SET data_key = $2 WHERE pid = $1", out)
+    if into:
+        await conn.executemany(
+            "UPDATE received SET data_key = $3 WHERE pid = $1 AND sender = $2", into
+        )
 
 
 async def set_keys(

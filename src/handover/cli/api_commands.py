@@ -180,6 +180,8 @@ def cmd_rectify(args: argparse.Namespace) -> int:
         payload["explanation"] = args.explanation
     if args.corrected_body is not None:
         payload["corrected_body"] = _read_json(args.corrected_body)
+    if args.answers is not None:
+        payload["answers"] = args.answers
     return _answer(*api.post(f"/api/v1/packets/{args.pid}/rectify", payload))
 
 
@@ -267,11 +269,14 @@ def register_lifecycle(sub: Commands) -> None:
     )
     _api_options(p)
     p.add_argument("pid", help=PID_HELP)
-    p.add_argument("--action", required=True, choices=("RECTIFY", "ERASE", "RESTRICT"))
+    p.add_argument("--action", required=True, choices=("RECTIFY", "ERASE", "RESTRICT", "LIFT"))
     p.add_argument("--reason", required=True, help="e.g. INACCURATE, UNLAWFULLY_PROCESSED")
     p.add_argument("--justification", required=True, help="why (logged in the audit entries)")
     p.add_argument("--explanation", help="free text sent with the notice")
     p.add_argument("--corrected-body", metavar="FILE", help="the corrected body (RECTIFY)")
+    p.add_argument(
+        "--answers", metavar="REQUEST_PID", help="the recipient's rectification request it answers"
+    )
     p.set_defaults(func=cmd_rectify)
 
     p = sub.add_parser(

@@ -7,6 +7,7 @@ names) and passes now."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from inproc import (
     audit_entries,
     deliver,
     release_notice,
+    run_cli,
     seal_from,
     send,
     send_delivered,
@@ -439,3 +441,31 @@ async def test_rows_stored_before_data_keys_are_sealed_under_their_own_at_startu
     assert probation.vault.open_bytes(pid, row["wire"], row["data_key"]) == packet_wire
     assert await read(probation, pid) == notice
     assert await wrap_legacy(probation.db, probation.vault) == 0
+
+
+async def test_keys_rotate_storage_rewraps_every_key_and_destroys_the_old_one(
+    prison: Node, probation: Node
+) -> None:
+    notice = release_notice()
+    pid = await receive(prison, probation, notice)
+    keys_dir = probation.config.keys_dir
+    old = keystore.storage_key(keys_dir)
+    out = json.loads(
+        await run_cli("keys", "rotate-storage", "--dir", str(probation.config.directory))
+    )
+    assert out["node"] == PROBATION and out["data_keys"] >= 1
+    new = keystore.storage_key(keys_dir)
+    assert new != old
+    assert (keys_dir / "storage.key").stat().st_mode & 0o777 == 0o600
+    assert not (keys_dir / "storage.key.next").exists()
+    # What every running process does on the NOTIFY the command sends.
+    probation._reload_keys()
+    assert await read(probation, pid) == notice
+    (entry,) = [
+        e
+        for e in await audit_entries(probation, after=0)
+        if e["op"] == "key"
+        and e.get("action") == "storage_rotated"
+        and e["data_keys"] == out["data_keys"]
+    ]
+    assert entry["org"] == PROBATION

@@ -9,6 +9,7 @@ from typing import Any
 
 from handover.cli.args import Commands, node_dir
 from handover.cli.output import emit
+from handover.node import logging as hlog
 from handover.node.config import load_config
 from handover.store.peers import notify_keys
 
@@ -20,6 +21,7 @@ def cmd_keys_rotate_storage(args: argparse.Namespace) -> int:
 
     directory = node_dir(args)
     config = load_config(directory)
+    hlog.configure(config.log_format, config.log_level)  # logs to stderr, the answer to stdout
 
     async def session() -> dict[str, Any]:
         node = await Node.open(directory, transport=HttpTransport.for_config(config))

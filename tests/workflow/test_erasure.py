@@ -99,6 +99,8 @@ async def test_a_review_outcome_of_a_sent_packet_reaches_its_recipient(
     state = await decide(prison, target, outcome, **extra)
     notices = [p["pid"] for p in state["rectification"]["packets"]]
     assert len(notices) == 1
+    if outcome == "RESTRICT":
+        assert state["restricted"].startswith("kept for proceedings")
     before = await prison.rectification.status(target)
     assert [(r["node"], r["state"]) for r in before["recipients"]] == [(PROBATION, "pending")]
 

@@ -83,11 +83,13 @@ class Rectification:
         quality: object = None,
         audit: dict[str, Any] | None = None,
         answers: object = None,
+        note: str | None = None,
     ) -> dict[str, Any]:
         """Rectify, erase or restrict a packet this node sent, and notify its recipients.
 
         ERASE and RESTRICT cancel the packet's pending deliveries. `audit` adds
-        members to the audit entry of the local change (a review's decision).
+        members to the audit entry of the local change (a review's decision);
+        `note` is the own copy's restriction reason (a review's, default `reason`).
 
         Raises:
             RequestRefused: `bad_request` for a malformed request; `not_found`
@@ -212,7 +214,7 @@ class Rectification:
                 target,
                 str(action),
                 corrected=own_copy,
-                restriction=f"{reason} (rectification {rect_id} of this node)",
+                restriction=f"{note or reason} (rectification {rect_id} of this node)",
                 notice_pid=None,
                 operator=operator.name,
                 justification=why,

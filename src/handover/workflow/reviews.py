@@ -282,6 +282,7 @@ class Reviews:
                 reason=NOTICE_REASON[outcome],
                 justification=why,
                 audit=audit,
+                note=reason,
             )
             if outcome == "RESTRICT":
                 assert review_at is not None

@@ -471,3 +471,31 @@ async def test_keys_rotate_storage_rewraps_every_key_and_destroys_the_old_one(
         and e["data_keys"] == out["data_keys"]
     ]
     assert entry["org"] == PROBATION
+
+
+async def test_an_erasure_reaches_a_node_whose_delivery_arrived_but_was_not_acknowledged(
+    prison: Node, probation: Node
+) -> None:
+    """The delivery was attempted and arrived, but its receipt never came back (a lost
+    answer): the packet is still `pending` at the sender. ERASE cancels the delivery
+    and still tells that node, which erases its copy."""
+    (packet,) = await send(prison, [PROBATION], RELEASE_NOTICE, release_notice())
+    async with prison.db.connection() as conn:
+        wire = bytes(await conn.fetchval("SELECT wire FROM outbox WHERE pid = $1", packet["pid"]))
+        await conn.execute(
+            "UPDATE deliveries SET attempts = 1 WHERE pid = $1 AND node = $2",
+            packet["pid"],
+            PROBATION,
+        )
+    (answer,) = await probation.receiver.receive_many([wire])
+    assert answer.outcome.value == "accepted"
+
+    await make_due(prison, packet["pid"])
+    state = await decide(prison, packet["pid"], "ERASE")
+    (notice,) = state["rectification"]["packets"]
+    assert notice["to"] == [PROBATION]
+    await deliver(prison, notice["pid"])
+    assert await refusal(read(probation, packet["pid"])) is ErrorCode.ERASED
+    status = await prison.sender.packet_status(packet["pid"])
+    assert [d["status"] for d in status["deliveries"]] == ["cancelled"]
+    assert (await prison.rectification.status(packet["pid"]))["acknowledged"] is True

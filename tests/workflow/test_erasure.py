@@ -1,23 +1,17 @@
-"""Issue 16, findings 1-3, on real nodes: erasure that reaches every copy (Art
-16(6), 7(3)), erasure that cannot be undone (Art 16, 29: crypto-shredding), and
-review controls (Art 5, 16, 18).
+"""Issue 16, findings 1 and 3, on real nodes: erasure that reaches every copy
+(Art 16(6), 7(3)), review controls (Art 5, 16, 18) and a recipient's
+inaccuracy report. Finding 2 (crypto-shredding) is in test_shredding.py.
 
 Each test here failed on the code before migration 014 (see the finding it
 names) and passes now."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from handover.node import keystore
 from handover.node.runtime import Node
-from handover.node.shredding import rotate_storage, wrap_legacy
-from handover.protocol import crypto
-from handover.protocol.canonical import b64u_decode, cj_dumps
 from handover.protocol.errors import HandoverError
 from handover.workflow.access import Operator
 from handover.workflow.errors import ErrorCode, RequestRefused
@@ -30,7 +24,6 @@ from inproc import (
     audit_entries,
     deliver,
     release_notice,
-    run_cli,
     seal_from,
     send,
     send_delivered,
@@ -255,96 +248,6 @@ async def test_a_restriction_by_the_originator_is_lifted_only_by_its_notice(
     assert await refusal(lift) is ErrorCode.NOT_RESTRICTED
 
 
-# --- finding 2: erased content cannot be recovered -------------------------------------------
-
-
-def files_holding(root: Path, needle: bytes) -> list[Path]:
-    found = []
-    for path in root.rglob("*"):
-        if path.is_file() and needle in path.read_bytes():
-            found.append(path)
-    return found
-
-
-def keys_on_disk(node: Node) -> list[bytes]:
-    """Every 32-byte key in the node's directory (key files are base64url text)."""
-    keys = []
-    for path in node.config.directory.rglob("*.key*"):
-        try:
-            keys.append(b64u_decode(path.read_text("ascii").strip(), 32))
-        except (ValueError, UnicodeDecodeError, HandoverError):
-            continue
-    return keys
-
-
-def opens(key: bytes, box: bytes) -> bytes | None:
-    try:
-        return crypto.open_at_rest(key, box)
-    except crypto.CryptoFailure:
-        return None
-
-
-async def test_erased_content_left_in_the_database_files_opens_with_no_key_on_disk(
-    prison: Node, probation: Node
-) -> None:
-    notice = release_notice()
-    pid = await receive(prison, probation, notice)
-    async with probation.db.connection() as conn:
-        row = await conn.fetchrow(
-            "SELECT body_box, wire, data_key FROM received WHERE pid = $1 AND sender = $2",
-            pid,
-            PRISON,
-        )
-    box, wire, wrapped = bytes(row["body_box"]), bytes(row["wire"]), bytes(row["data_key"])
-    # The body opens only through its data key, not with the storage key itself.
-    storage = keys_on_disk(probation)
-    assert storage and all(opens(k, box) is None for k in storage)
-
-    await make_due(probation, pid)
-    await decide(probation, pid, "ERASE")
-    async with probation.db.connection() as conn:
-        assert (
-            await conn.fetchval(
-                "SELECT data_key FROM received WHERE pid = $1 AND sender = $2", pid, PRISON
-            )
-            is None
-        )
-        await conn.execute("VACUUM received")
-        await conn.execute("CHECKPOINT")
-    pgdata = probation.config.pgdata
-    # What PostgreSQL leaves behind: the erased ciphertext and its wrapped key are
-    # still in the files (the WAL at least) ...
-    assert files_holding(pgdata, box[24:88])
-    assert files_holding(pgdata, wrapped[24:])
-    # ... and until the storage key is rotated, that key on disk would open them.
-    dek = next(d for k in keys_on_disk(probation) if (d := opens(k, wrapped)) is not None)
-    assert opens(dek, box) is not None
-
-    await rotate_storage(
-        db=probation.db,
-        writer=probation.writer,
-        vault=probation.vault,
-        keys_dir=probation.config.keys_dir,
-        org=PROBATION,
-    )
-    assert files_holding(pgdata, box[24:88])  # the bytes are still there
-    for key in keys_on_disk(probation):
-        assert opens(key, box) is None
-        assert opens(key, wire) is None
-        assert opens(key, wrapped) is None  # no data key for it any more
-    # The node still reads what it holds (re-wrapped under the new key).
-    other = release_notice()
-    kept = await receive(prison, probation, other)
-    await rotate_storage(
-        db=probation.db,
-        writer=probation.writer,
-        vault=probation.vault,
-        keys_dir=probation.config.keys_dir,
-        org=PROBATION,
-    )
-    assert await read(probation, kept) == other
-
-
 # --- finding 3: a recipient tells the originator that data is inaccurate -----------------------
 
 REQUEST = "handover/rectification-request/1"
@@ -409,68 +312,6 @@ async def test_a_report_about_a_packet_not_delivered_to_the_reporter_is_rejected
     (status,) = await deliver(exit_org, packet["pid"])
     assert [d["status"] for d in status["deliveries"]] == ["rejected"]
     assert (await prison.rectification.status(target))["requests"] == []
-
-
-async def test_rows_stored_before_data_keys_are_sealed_under_their_own_at_startup(
-    prison: Node, probation: Node
-) -> None:
-    """Migration 014: a body sealed with the storage key itself (and a plain received
-    wire) is read as before, then re-sealed under a data key of its own."""
-    notice = release_notice()
-    pid = await receive(prison, probation, notice)
-    storage = keystore.storage_key(probation.config.keys_dir)
-    packet_wire = b'{"hp1":"a stored wire"}'
-    async with probation.db.connection() as conn:
-        await conn.execute(
-            "UPDATE received SET body_box = $3, wire = $4, data_key = NULL"
-            " WHERE pid = $1 AND sender = $2",
-            pid,
-            PRISON,
-            crypto.seal_at_rest(storage, cj_dumps(notice)),
-            packet_wire,
-        )
-    assert await read(probation, pid) == notice  # the old scheme still reads
-
-    assert await wrap_legacy(probation.db, probation.vault) >= 1
-    async with probation.db.connection() as conn:
-        row = await conn.fetchrow(
-            "SELECT body_box, wire, data_key FROM received WHERE pid = $1 AND sender = $2",
-            pid,
-            PRISON,
-        )
-    assert row["data_key"] is not None
-    assert opens(storage, bytes(row["body_box"])) is None
-    assert probation.vault.open_bytes(pid, row["wire"], row["data_key"]) == packet_wire
-    assert await read(probation, pid) == notice
-    assert await wrap_legacy(probation.db, probation.vault) == 0
-
-
-async def test_keys_rotate_storage_rewraps_every_key_and_destroys_the_old_one(
-    prison: Node, probation: Node
-) -> None:
-    notice = release_notice()
-    pid = await receive(prison, probation, notice)
-    keys_dir = probation.config.keys_dir
-    old = keystore.storage_key(keys_dir)
-    out = json.loads(
-        await run_cli("keys", "rotate-storage", "--dir", str(probation.config.directory))
-    )
-    assert out["node"] == PROBATION and out["data_keys"] >= 1
-    new = keystore.storage_key(keys_dir)
-    assert new != old
-    assert (keys_dir / "storage.key").stat().st_mode & 0o777 == 0o600
-    assert not (keys_dir / "storage.key.next").exists()
-    # What every running process does on the NOTIFY the command sends.
-    probation._reload_keys()
-    assert await read(probation, pid) == notice
-    (entry,) = [
-        e
-        for e in await audit_entries(probation, after=0)
-        if e["op"] == "key"
-        and e.get("action") == "storage_rotated"
-        and e["data_keys"] == out["data_keys"]
-    ]
-    assert entry["org"] == PROBATION
 
 
 async def test_an_erasure_reaches_a_node_whose_delivery_arrived_but_was_not_acknowledged(

@@ -289,6 +289,11 @@ def test_erase_removes_the_content_keeps_the_replay_record_and_the_chain(fed: Fe
     )
     assert status == 202 and state["state"] == "pending_approval" and state["erased"] is False
     assert read(probation, pid)[0] == 200
+    answer = probation.api("GET", "/api/v1/reviews/proposals", role="admin")
+    check_answer("GET", "/api/v1/reviews/proposals", *answer)
+    (waiting,) = [p for p in answer[1]["items"] if p["pid"] == pid]
+    assert (waiting["outcome"], waiting["reason_code"]) == ("ERASE", "SUBJECT_REQUEST")
+    assert "justification" not in waiting
     approve = f"/api/v1/reviews/{pid}/approve"
     answer = probation.api("POST", approve, {"justification": "checked it"}, role="admin")
     check_answer("POST", "/api/v1/reviews/{pid}/approve", *answer)

@@ -185,6 +185,8 @@ async def test_an_early_erasure_is_an_admins_proposal_that_another_admin_approve
     assert proposal["state"] == "pending_approval"
     assert (proposal["erased"], proposal["proposal"]["proposer"]) == (False, ADMIN.name)
     assert await read(probation, pid) == notice  # nothing changed yet
+    waiting = [p for p in await probation.reviews.proposals(500) if p["pid"] == pid]
+    assert [(p["outcome"], p["proposer"]) for p in waiting] == [("ERASE", ADMIN.name)]
 
     approve = probation.reviews.approve
     assert await refusal(approve(CASEWORKER, pid, justification=WHY)) is ErrorCode.FORBIDDEN
@@ -200,6 +202,7 @@ async def test_an_early_erasure_is_an_admins_proposal_that_another_admin_approve
     )
     assert erasure["reason_code"] == "SUBJECT_REQUEST"
     assert await refusal(approve(SECOND_ADMIN, pid, justification=WHY)) is ErrorCode.NOT_FOUND
+    assert [p for p in await probation.reviews.proposals(500) if p["pid"] == pid] == []
 
 
 async def test_extend_is_capped_at_the_policys_period_and_early_extend_needs_approval(

@@ -148,6 +148,8 @@ def cmd_reviews(args: argparse.Namespace) -> int:
     api = _client(args)
     if args.reviews_cmd == "list":
         return _answer(*api.get("/api/v1/reviews"))
+    if args.reviews_cmd == "proposals":
+        return _answer(*api.get("/api/v1/reviews/proposals"))
     selector = {
         key: value
         for key, value in (("direction", args.direction), ("sender", args.sender))
@@ -240,6 +242,8 @@ def register_lifecycle(sub: Commands) -> None:
     reviews = sub.add_parser("reviews", help="retention reviews that are due (LED Art 5)")
     reviews_sub = reviews.add_subparsers(dest="reviews_cmd", required=True)
     p = reviews_sub.add_parser("list", help="held packets whose review is due")
+    _api_options(p)
+    p = reviews_sub.add_parser("proposals", help="early ERASE / EXTEND awaiting a second admin")
     _api_options(p)
     p = reviews_sub.add_parser("decide", help="EXTEND, RESTRICT or ERASE a packet; LIFT (admin)")
     _api_options(p)

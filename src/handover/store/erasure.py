@@ -202,6 +202,13 @@ async def add_proposal(
     return proposal_id
 
 
+async def all_open_proposals(conn: Connection, limit: int) -> list[Proposal]:
+    rows = await conn.fetch(
+        _PROPOSAL + " WHERE state = 'pending_approval' ORDER BY id LIMIT $1", limit
+    )
+    return to_rows(Proposal, rows)
+
+
 async def open_proposals(conn: Connection, pid: str) -> list[Proposal]:
     rows = await conn.fetch(
         _PROPOSAL + " WHERE pid = $1 AND state = 'pending_approval' ORDER BY id", pid

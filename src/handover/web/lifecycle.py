@@ -59,6 +59,17 @@ async def decide_review(request: web.Request) -> web.Response:
 
 
 @requires("admin")
+async def list_proposals(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    try:
+        limit = max(1, min(int(request.query.get("limit", str(MAX_PAGE))), MAX_PAGE))
+    except ValueError as exc:
+        raise RequestRefused(ErrorCode.BAD_REQUEST, "limit must be an integer") from exc
+    items = await node.reviews.proposals(limit)
+    return json_response({"items": items, "truncated": len(items) == limit})
+
+
+@requires("admin")
 async def approve_review(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     data = await json_body(request)
@@ -115,6 +126,7 @@ async def list_rectifications(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/reviews", list_reviews)
+    app.router.add_get("/api/v1/reviews/proposals", list_proposals)
     app.router.add_post("/api/v1/reviews/{pid}", decide_review)
     app.router.add_post("/api/v1/reviews/{pid}/approve", approve_review)
     app.router.add_post("/api/v1/packets/{pid}/restriction/lift", lift_restriction)

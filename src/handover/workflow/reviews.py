@@ -207,6 +207,25 @@ class Reviews:
             },
         }
 
+    async def proposals(self, limit: int) -> list[dict[str, Any]]:
+        """Proposals awaiting a second admin, oldest first (no justification text)."""
+        async with self.db.connection() as conn:
+            rows = await erasure_store.all_open_proposals(conn, limit)
+        return [
+            {
+                "id": p.id,
+                "pid": p.pid,
+                "direction": p.direction,
+                "sender": p.sender,
+                "outcome": p.outcome,
+                "reason_code": p.reason_code,
+                "review_at": p.review_at,
+                "proposer": p.proposer,
+                "created_at": p.created_at,
+            }
+            for p in rows
+        ]
+
     async def approve(
         self,
         operator: Operator,

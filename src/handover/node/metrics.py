@@ -97,6 +97,12 @@ class Metrics:
         self.deliveries = Counter(
             r, "handover_deliveries_finished", "Deliveries finished, by final status.", ["status"]
         )
+        self.attachment_bytes = Counter(
+            r,
+            "handover_attachment_bytes",
+            "Attachment stream bytes sent to peers and stored from peers, by direction.",
+            ["direction"],
+        )
         self.dead_letters = Counter(
             r, "handover_dead_letters", "Deliveries that expired undelivered, by peer.", ["peer"]
         )
@@ -150,6 +156,13 @@ class Metrics:
             r,
             "handover_security_refusals_total",
             "Refusals counted in the security log instead of the audit log.",
+        )
+        self.access_refused = Counter(
+            r,
+            "handover_access_refused",
+            "Local API requests refused at the edge, by error (unauthorized: no valid token;"
+            " forbidden: the role may not) and reason (missing, unknown, disabled, expired, role).",
+            ["code", "reason"],
         )
         self.receive_seconds = Histogram(
             r, "handover_receive_seconds", "Time to receive, store and receipt one packet."

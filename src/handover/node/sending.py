@@ -14,8 +14,10 @@ from typing import Any
 
 import structlog
 
+from handover.node.attachments import Attachments
 from handover.node.directory import Directory
 from handover.node.metrics import Metrics
+from handover.protocol.attachments import MAX_ATTACHMENTS, AttachmentItem
 from handover.protocol.canonical import check_value, cj_dumps
 from handover.protocol.errors import (
     EncodingError,
@@ -68,6 +70,7 @@ class Sender:
         clock: Clock,
         ttl_ms: int,
         sent_hooks: Sequence[SentHook] = (),
+        attachments: Attachments | None = None,
     ) -> None:
         """`sent_hooks` run inside the audit writer's transaction after the
         workflow's bookkeeping for a packet with a case."""
@@ -82,6 +85,7 @@ class Sender:
         self.clock = clock
         self.ttl_ms = ttl_ms
         self._sent_hooks = tuple(sent_hooks)
+        self.attachments = attachments
 
     async def submit(
         self,
@@ -92,6 +96,8 @@ class Sender:
         body: object,
         justification: object,
         minimise: object = False,
+        attachments: object = None,
+        share_attachments: bool = False,
     ) -> list[dict[str, Any]]:
         """Validate, apply the sharing policy, log each disclosure, seal and queue.
 
@@ -107,28 +113,10 @@ class Sender:
         """
         started = time.perf_counter()
         why = require_justification(justification)
-        if not isinstance(to, list) or not to or not all(isinstance(n, str) for n in to):
-            raise RequestRefused(ErrorCode.BAD_REQUEST, "'to' must be a non-empty list of node ids")
-        if len(set(to)) != len(to):
-            raise RequestRefused(ErrorCode.BAD_REQUEST, "'to' lists a node twice")
-        if not isinstance(schema_id, str):
-            raise RequestRefused(ErrorCode.BAD_REQUEST, "'schema' must be a schema id string")
-        if not isinstance(body, dict):
-            raise RequestRefused(ErrorCode.BAD_REQUEST, "'body' must be a JSON object")
-        if not isinstance(minimise, bool):
-            raise RequestRefused(ErrorCode.BAD_REQUEST, "'minimise' must be true or false")
-        try:
-            self.registry.validate(schema_id, body)
-            # What JSON Schema lets through but canonical JSON cannot carry (1.0).
-            check_value(body)
-        except UnknownSchema as exc:
-            raise RequestRefused(ErrorCode.UNKNOWN_SCHEMA, str(exc)) from exc
-        except SchemaInvalid as exc:
-            raise RequestRefused(ErrorCode.SCHEMA_INVALID, str(exc)) from exc
-        except EncodingError as exc:
-            raise RequestRefused(
-                ErrorCode.SCHEMA_INVALID, f"the body cannot be sent: {exc}"
-            ) from exc
+        self._check(to, schema_id, body, minimise)
+        assert isinstance(to, list) and isinstance(schema_id, str) and isinstance(body, dict)
+        assert isinstance(minimise, bool)
+        aids = _aids(attachments)
         now = self.clock()
         case_ref = case_ref_of(body)
         identity = self.directory.keys.identity()
@@ -139,9 +127,13 @@ class Sender:
                 conn, to=list(to), schema=schema_id, body=body, minimise=minimise
             )
             results = []
-            for packet in planned:
+            for index, packet in enumerate(planned):
                 recipients = [self._recipient(node, now) for node in packet.recipients]
                 pid = new_pid()
+                # Every packet of the submission carries the same streams (same aid
+                # and key): each recipient gets its own upload of them.
+                again = index > 0 or share_attachments
+                items = await self._claim(conn, aids, pid, again=again)
                 position = appender.append(
                     "disclosure",
                     pid=pid,
@@ -151,6 +143,7 @@ class Sender:
                     fields=sorted(packet.body),
                     removed=packet.removed or None,
                     consents=packet.consents or None,
+                    attachments=aids or None,
                     operator=operator.name,
                     org=self.node,
                     justification=why,
@@ -167,6 +160,7 @@ class Sender:
                     pid=pid,
                     validator=_NoRevalidation(),
                     body_cj=body_cj,
+                    attachments=items,
                 )
                 stored = self.vault.seal(body_cj)
                 await outbox_store.insert(
@@ -219,6 +213,67 @@ class Sender:
             )
         return packets
 
+    async def _claim(
+        self, conn: Connection, aids: list[str], pid: str, *, again: bool
+    ) -> list[AttachmentItem]:
+        if not aids:
+            return []
+        if self.attachments is None:
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "this node does not send attachments")
+        return await self.attachments.claim_own(conn, aids, pid, again=again)
+
+    def _check(self, to: object, schema_id: object, body: object, minimise: object) -> None:
+        """The shape of a submission and its body's validity (submit and preview alike).
+
+        Raises:
+            RequestRefused: `bad_request`, `unknown_schema`, `schema_invalid`.
+        """
+        if not isinstance(to, list) or not to or not all(isinstance(n, str) for n in to):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'to' must be a non-empty list of node ids")
+        if len(set(to)) != len(to):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'to' lists a node twice")
+        if not isinstance(schema_id, str):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'schema' must be a schema id string")
+        if not isinstance(body, dict):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'body' must be a JSON object")
+        if not isinstance(minimise, bool):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'minimise' must be true or false")
+        try:
+            self.registry.validate(schema_id, body)
+            # What JSON Schema lets through but canonical JSON cannot carry (1.0).
+            check_value(body)
+        except UnknownSchema as exc:
+            raise RequestRefused(ErrorCode.UNKNOWN_SCHEMA, str(exc)) from exc
+        except SchemaInvalid as exc:
+            raise RequestRefused(ErrorCode.SCHEMA_INVALID, str(exc)) from exc
+        except EncodingError as exc:
+            raise RequestRefused(
+                ErrorCode.SCHEMA_INVALID, f"the body cannot be sent: {exc}"
+            ) from exc
+
+    async def preview(self, *, to: object, schema_id: object, body: object) -> list[dict[str, Any]]:
+        """What a minimised submission would send, per recipient, without sealing,
+        queueing or logging anything: the fields each one gets and those the
+        sharing policy withholds.
+
+        Raises:
+            RequestRefused: as :meth:`submit` (`schema_invalid`, `not_permitted`,
+                `consent_required`, ...).
+        """
+        self._check(to, schema_id, body, True)
+        assert isinstance(to, list) and isinstance(schema_id, str) and isinstance(body, dict)
+        for node in to:
+            self._recipient(node, self.clock())
+        async with self.db.connection() as conn:
+            planned = await self.workflow.plan(
+                conn, to=list(to), schema=schema_id, body=body, minimise=True
+            )
+        return [
+            {"node": node, "kind": kind, "body": packet.body, "removed": packet.removed}
+            for packet in planned
+            for node, kind in zip(packet.recipients, packet.kinds, strict=True)
+        ]
+
     def _recipient(self, node: str, now: int) -> Recipient:
         keyset = self.directory.keyset(node) if is_node_id(node) else None
         if keyset is None:
@@ -253,3 +308,20 @@ class Sender:
                 for d in row.deliveries
             ],
         }
+
+
+def _aids(attachments: object) -> list[str]:
+    """The submission's `attachments`: a list of at most 16 distinct aids."""
+    if attachments is None:
+        return []
+    if (
+        not isinstance(attachments, list)
+        or len(attachments) > MAX_ATTACHMENTS
+        or not all(isinstance(a, str) and len(a) == 22 for a in attachments)
+        or len(set(attachments)) != len(attachments)
+    ):
+        raise RequestRefused(
+            ErrorCode.BAD_REQUEST,
+            f"'attachments' must be a list of at most {MAX_ATTACHMENTS} distinct attachment ids",
+        )
+    return list(attachments)

@@ -85,11 +85,20 @@ async def rotate_storage(
             if len(keys) < BATCH:
                 break
             after = (keys[-1].tbl, keys[-1].pid, keys[-1].sender)
+        items = await erasure_store.item_boxes(conn)
+        await erasure_store.set_item_boxes(
+            conn, [(origin, aid, vault.reseal(aid, box, new)) for origin, aid, box in items]
+        )
         notices = await erasure_store.notice_keys(conn)
         await erasure_store.rewrap_notice_keys(
             conn, [(rid, node, vault.rewrap("notice", key, new)) for rid, node, key in notices]
         )
-        counts = {"data_keys": rewrapped, "legacy_sealed": legacy, "notice_keys": len(notices)}
+        counts = {
+            "data_keys": rewrapped,
+            "legacy_sealed": legacy,
+            "notice_keys": len(notices),
+            "attachment_items": len(items),
+        }
         appender.append(
             "key",
             action="storage_rotated",
@@ -97,6 +106,7 @@ async def rotate_storage(
             data_keys=rewrapped,
             legacy_sealed=legacy,
             notice_keys=len(notices),
+            attachment_items=len(items),
         )
         return counts
 

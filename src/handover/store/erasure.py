@@ -377,3 +377,17 @@ async def answer_request(conn: Connection, target_pid: str, pid: str, rect_id: i
         rect_id,
     )
     return result.endswith(" 1")
+
+
+async def item_boxes(conn: Connection) -> list[tuple[str, str, bytes]]:
+    """Attachment items sealed with the storage key: (origin, aid, item_box)."""
+    rows = await conn.fetch(
+        "SELECT origin, aid, item_box FROM attachment_streams WHERE item_box IS NOT NULL"
+    )
+    return [(r["origin"], r["aid"], bytes(r["item_box"])) for r in rows]
+
+
+async def set_item_boxes(conn: Connection, boxes: Sequence[tuple[str, str, bytes]]) -> None:
+    await conn.executemany(
+        "UPDATE attachment_streams SET item_box = $3 WHERE origin = $1 AND aid = $2", boxes
+    )

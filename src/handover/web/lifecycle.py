@@ -15,7 +15,16 @@ DECISION_MEMBERS = frozenset(
 APPROVE_MEMBERS = frozenset({"justification", "direction", "sender"})
 LIFT_MEMBERS = frozenset({"justification", "direction", "sender"})
 RECTIFY_MEMBERS = frozenset(
-    {"action", "reason", "explanation", "corrected_body", "quality", "justification", "answers"}
+    {
+        "action",
+        "reason",
+        "explanation",
+        "corrected_body",
+        "quality",
+        "justification",
+        "answers",
+        "attachments",
+    }
 )
 
 
@@ -114,6 +123,7 @@ async def rectify_packet(request: web.Request) -> web.Response:
         corrected_body=data.get("corrected_body"),
         quality=data.get("quality"),
         answers=data.get("answers"),
+        attachments=data.get("attachments"),
     )
     return json_response(result, status=202)
 

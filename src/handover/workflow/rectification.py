@@ -23,6 +23,7 @@ import structlog
 from handover.protocol.canonical import cj_dumps
 from handover.protocol.errors import HandoverError, SchemaInvalid, UnknownSchema
 from handover.protocol.timeutil import Clock
+from handover.store import attachments as attachment_store
 from handover.store import erasure as erasure_store
 from handover.store import lifecycle as lifecycle_store
 from handover.store.auditlog import Appender, AuditWriter
@@ -84,6 +85,7 @@ class Rectification:
         audit: dict[str, Any] | None = None,
         answers: object = None,
         note: str | None = None,
+        attachments: object = None,
     ) -> dict[str, Any]:
         """Rectify, erase or restrict a packet this node sent, and notify its recipients.
 
@@ -119,6 +121,16 @@ class Rectification:
             )
         if action != "RECTIFY" and corrected_body is not None:
             raise RequestRefused(ErrorCode.BAD_REQUEST, "'corrected_body' is only for RECTIFY")
+        if attachments is not None and (
+            action != "RECTIFY"
+            or not isinstance(attachments, list)
+            or not attachments
+            or not all(isinstance(a, str) for a in attachments)
+        ):
+            raise RequestRefused(
+                ErrorCode.BAD_REQUEST,
+                "'attachments' (RECTIFY only) lists the ids that replace the packet's attachments",
+            )
         async with self.db.connection() as conn:
             target = await lifecycle_store.held_one(conn, "sent", pid, None)
             deliveries = await lifecycle_store.deliveries(conn, pid)
@@ -225,17 +237,24 @@ class Rectification:
             if answers is not None:
                 await erasure_store.answer_request(conn, pid, str(answers), rect_id)
             # Each notice is kept (sealed) until its recipient acknowledges it: one
-            # that cannot be queued now is queued by the maintenance sweep.
-            for notice, to, _removed in groups.values():
+            # that cannot be queued now is queued by the maintenance sweep. (Not
+            # one carrying replacement attachments: the sweep could not resend them.)
+            for notice, to, _removed in groups.values() if attachments is None else ():
                 kept = self.vault.seal_body(notice)
                 await erasure_store.keep_notice(conn, rect_id, to, kept.box, kept.key)
             return rect_id
 
         rect_id: int = await self.writer.run(record)
         packets: list[dict[str, Any]] = []
-        for notice, to, removed in groups.values():
-            sent = await self._queue(operator, rect_id, notice, to, why)
+        for index, (notice, to, removed) in enumerate(groups.values()):
+            # Replacement attachments travel in every notice (the same streams).
+            sent = await self._queue(
+                operator, rect_id, notice, to, why, attachments=attachments, share=index > 0
+            )
             packets += [{**p, "removed": removed} for p in sent]
+        if attachments is not None:
+            async with self.db.transaction() as conn:
+                await attachment_store.relink_sent(conn, pid, list(attachments))
         log.info(
             "rectification_sent",
             target=pid,
@@ -246,12 +265,23 @@ class Rectification:
         return {"rectification": rect_id, "target_pid": pid, "action": action, "packets": packets}
 
     async def _queue(
-        self, operator: Operator, rect_id: int, notice: dict[str, Any], to: list[str], why: str
+        self,
+        operator: Operator,
+        rect_id: int,
+        notice: dict[str, Any],
+        to: list[str],
+        why: str,
+        *,
+        attachments: object = None,
+        share: bool = False,
     ) -> list[dict[str, Any]]:
         """Queue a kept notice; a failure is recorded and left to the sweep."""
+        extra: dict[str, Any] = {}
+        if attachments is not None:
+            extra = {"attachments": attachments, "share_attachments": share}
         try:
             sent = await self.submitter.submit(
-                operator, to=to, schema_id=RECTIFICATION, body=notice, justification=why
+                operator, to=to, schema_id=RECTIFICATION, body=notice, justification=why, **extra
             )
         except HandoverError as exc:
             error = exc.code.value if isinstance(exc, RequestRefused) else type(exc).__name__

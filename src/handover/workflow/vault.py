@@ -73,6 +73,15 @@ class Vault:
         wrapped = self.new_key() if key is None else bytes(key)
         return Sealed(crypto.seal_at_rest(self._unwrap("", wrapped), data), wrapped)
 
+    def seal_with_storage_key(self, data: bytes) -> bytes:
+        """`data` sealed with the storage key itself (attachment items: their rows
+        are deleted on erasure; `handover keys rotate-storage` re-seals them)."""
+        return crypto.seal_at_rest(self._key, data)
+
+    def reseal(self, pid: str, box: bytes | memoryview, into: Vault) -> bytes:
+        """A box sealed with this vault's storage key, sealed with `into`'s instead."""
+        return into.seal_with_storage_key(self.open_bytes(pid, box, None))
+
     def seal_body(self, body: dict[str, Any], key: bytes | memoryview | None = None) -> Sealed:
         return self.seal(cj_dumps(body), key)
 

@@ -509,7 +509,7 @@ def test_render_markdown_of_a_small_export() -> None:
             "at": day,
             "operator": "caseworker-1",
             "purpose": "subject access request",
-            "justification": "SAR-1",
+            "justification": "SUBJECT_ACCESS: request SAR-1 received",
             "audit_seq": 9,
         },
     }

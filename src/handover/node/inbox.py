@@ -21,8 +21,17 @@ class Inbox:
     """What arrived, for operators: listings, and reading a body with a
     justification (a `consultation` entry is written before the body is shown)."""
 
-    def __init__(self, *, node: str, db: Database, writer: AuditWriter, vault: Vault) -> None:
+    def __init__(
+        self,
+        *,
+        node: str,
+        db: Database,
+        writer: AuditWriter,
+        vault: Vault,
+        purposes: frozenset[str] | None = None,
+    ) -> None:
         self.node = node
+        self.purposes = purposes
         self.db = db
         self.writer = writer
         self.vault = vault
@@ -54,7 +63,7 @@ class Inbox:
             RequestRefused: `justification_required`, `restricted`, `not_found`,
                 `erased`; BodyUnavailable when the stored body cannot be decrypted.
         """
-        why = require_justification(justification)
+        why = require_justification(justification, self.purposes)
         async with self.db.connection() as conn:
             row = await received_store.get(conn, pid)
         if row is None:

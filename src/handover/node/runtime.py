@@ -19,6 +19,7 @@ from handover.node.auditing import AuditLog
 from handover.node.auth import Authenticator
 from handover.node.budget import ByteBudget
 from handover.node.config import NodeConfig, load_config
+from handover.node.consultation import Consultations
 from handover.node.delivery import DeliveryWorker
 from handover.node.directory import Directory
 from handover.node.inbox import Inbox
@@ -127,7 +128,12 @@ class Node:
             received_hooks=[corrections.on_received, self.retention.on_received],
             receive_checks=[corrections.check],
         )
-        self.inbox = Inbox(node=config.node, db=db, writer=writer, vault=vault)
+        self.inbox = Inbox(
+            node=config.node, db=db, writer=writer, vault=vault, purposes=self.policy.purposes
+        )
+        self.consultations = Consultations(
+            node=config.node, writer=writer, purposes=self.policy.purposes
+        )
         self.rectification = Rectification(
             db=db,
             writer=writer,

@@ -106,7 +106,7 @@ class Sender:
                 and the recipient).
         """
         started = time.perf_counter()
-        why = require_justification(justification)
+        why = require_justification(justification, self.workflow.policy.purposes)
         if not isinstance(to, list) or not to or not all(isinstance(n, str) for n in to):
             raise RequestRefused(ErrorCode.BAD_REQUEST, "'to' must be a non-empty list of node ids")
         if len(set(to)) != len(to):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from handover.protocol.packet import MAX_REQUEST_BYTES
+from handover.web.consult import checked_justification, consulted
 from handover.web.edge import (
     LOCAL_INTAKE,
     MAX_PAGE,
@@ -44,14 +45,36 @@ async def submit_packet(request: web.Request) -> web.Response:
 @requires("read")
 async def get_packet(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    return json_response(await node.sender.packet_status(request.match_info["pid"]))
+    why = checked_justification(request)
+    status = await node.sender.packet_status(request.match_info["pid"])
+    await consulted(
+        request,
+        "packet_status",
+        why=why,
+        pid=status["pid"],
+        case_ref=status["case_ref"],
+        fields=sorted(status),
+        count=len(status["deliveries"]),
+    )
+    return json_response(status)
 
 
 @requires("read")
 async def list_inbox(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     limit, before = page_args(request)
-    items = await node.inbox.list(limit=limit, before=before, case_ref=request.query.get("case"))
+    why = checked_justification(request)
+    case_ref = request.query.get("case")
+    items = await node.inbox.list(limit=limit, before=before, case_ref=case_ref)
+    await consulted(
+        request,
+        "inbox_list",
+        why=why,
+        case_ref=case_ref,
+        count=len(items),
+        fields=sorted(items[0]) if items else None,
+        cases=[i["case_ref"] for i in items],
+    )
     next_before = items[-1]["received_at"] if len(items) == limit else None
     return json_response({"items": items, "next_before": next_before})
 
@@ -80,9 +103,16 @@ async def list_audit(request: web.Request) -> web.Response:
         limit = max(1, min(int(request.query.get("limit", "100")), MAX_PAGE))
     except ValueError as exc:
         raise RequestRefused(ErrorCode.BAD_REQUEST, "after and limit must be integers") from exc
+    why = checked_justification(request)
+    case_ref = request.query.get("case")
+    pid = request.query.get("pid")
+    purpose = request.query.get("purpose")
     entries = await node.audit.entries(
-        after=after, limit=limit, case_ref=request.query.get("case"), pid=request.query.get("pid")
+        after=after, limit=limit, case_ref=case_ref, pid=pid, purpose=purpose
     )
+    # Reading the audit log is itself logged (after the page is read, so the
+    # entry is not in its own page).
+    await consulted(request, "audit_read", why=why, case_ref=case_ref, pid=pid, count=len(entries))
     next_after = entries[-1]["seq"] if len(entries) == limit else None
     return json_response({"entries": entries, "next_after": next_after})
 

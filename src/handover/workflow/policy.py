@@ -21,11 +21,12 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from handover.protocol.errors import ConfigError
+from handover.workflow.access import PURPOSES
 
 Kind = Literal["prison", "probation", "exit"]
 Scope = Literal["EXIT_ENGAGEMENT", "INCLUDE_IN_CONDITIONS", "SHARE_PROGRESS", "FAMILY_INVOLVEMENT"]
@@ -59,9 +60,14 @@ class Continuity(_Strict):
     expect: dict[str, dict[Kind, list[str]]] = Field(default_factory=dict)
 
 
+PurposeCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,31}$")]
+
+
 class PolicyDocument(_Strict):
     version: Literal[1]
     description: str = ""
+    purposes: list[PurposeCode] = Field(default_factory=list)
+    special: dict[str, dict[Kind, list[str]]] = Field(default_factory=dict)
     send: dict[str, dict[Kind, list[Kind]]]
     views: dict[str, dict[Kind, ViewRule]] = Field(default_factory=dict)
     consent: dict[str, dict[Kind, Scope]] = Field(default_factory=dict)
@@ -121,6 +127,11 @@ class Policy:
             if unknown:
                 raise ConfigError(f"policy file {path} names unknown schemas: {unknown}")
         return cls(doc, str(path))
+
+    @property
+    def purposes(self) -> frozenset[str]:
+        """The purpose codes a justification may begin with (`PURPOSE: text`)."""
+        return frozenset(self.doc.purposes) or PURPOSES
 
     # --- who may send what to whom ------------------------------------------------
 

@@ -89,7 +89,7 @@ class Rectification:
                 or `unknown_recipient` for a corrected body or recipient refused.
             BodyUnavailable: the held body cannot be decrypted.
         """
-        why = require_justification(justification)
+        why = require_justification(justification, self.workflow.policy.purposes)
         if action not in ACTIONS:
             raise RequestRefused(ErrorCode.BAD_REQUEST, f"'action' is one of {', '.join(ACTIONS)}")
         if reason not in self.reasons:

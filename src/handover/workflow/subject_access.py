@@ -75,7 +75,7 @@ class SubjectAccess:
                 `not_found` for an unknown case.
             BodyUnavailable: a stored body cannot be decrypted.
         """
-        why = require_justification(justification)
+        why = require_justification(justification, self.policy.purposes)
         if not ref or len(ref) > CASE_REF_MAX:
             raise RequestRefused(ErrorCode.BAD_REQUEST, "a case reference is 1 to 64 characters")
         case_ref = await self.cases.resolve(ref)

@@ -1,0 +1,50 @@
+"""Art 25 at the edge: every local API route that answers with case-linked
+data writes one `consultation` entry (node/consultation.py) before the answer
+leaves; a justification is optional on listings (query `justification` or
+header `Handover-Justification`) and, when given, checked and its purpose code
+recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from handover.node.consultation import CONSULTATION
+from handover.web.edge import NODE_KEY, operator_of
+
+
+def stated_justification(request: web.Request) -> str | None:
+    """The justification the client gave with a read, if any."""
+    return request.query.get("justification") or request.headers.get("Handover-Justification")
+
+
+def checked_justification(request: web.Request) -> str | None:
+    """The stated justification, checked (raises RequestRefused when too weak)."""
+    return request.app[NODE_KEY].consultations.check(stated_justification(request))
+
+
+async def consulted(
+    request: web.Request,
+    shown: str,
+    *,
+    op: str = CONSULTATION,
+    why: str | None = None,
+    count: int | None = None,
+    fields: Sequence[str] | None = None,
+    case_ref: str | None = None,
+    pid: str | None = None,
+    cases: Sequence[str | None] | None = None,
+) -> None:
+    """Log what this request showed: one entry, whatever the size of the answer."""
+    await request.app[NODE_KEY].consultations.record(
+        operator_of(request),
+        shown,
+        op=op,
+        justification=why,
+        count=count,
+        fields=fields,
+        case_ref=case_ref,
+        pid=pid,
+        cases=[c for c in cases or () if c],
+    )

@@ -253,7 +253,9 @@ async def test_a_body_that_cannot_be_decrypted_is_body_unavailable_naming_the_pa
             "UPDATE received SET body_box = $1 WHERE pid = $2", bytes(range(64)), packet.pid
         )
     status, answer = await api.call(
-        "GET", f"/api/v1/inbox/{packet.pid}", headers={"Handover-Justification": "checking"}
+        "GET",
+        f"/api/v1/inbox/{packet.pid}",
+        headers={"Handover-Justification": "checking the stored body"},
     )
     assert packet.pid in assert_error(status, answer, ErrorCode.BODY_UNAVAILABLE)
 
@@ -320,7 +322,7 @@ async def test_a_received_body_is_read_with_a_justification(
     assert (answer["body"], answer["sender"]) == (notice, PRISON)
     status, answer = await api.call("GET", f"/api/v1/audit?pid={packet.pid}", role="auditor")
     assert [e["entry"]["op"] for e in answer["entries"]] == ["collection", "consultation"]
-    assert answer["entries"][1]["entry"]["justification"] == "supervision"
+    assert answer["entries"][1]["entry"]["justification"] == "supervision plan review"
 
 
 # --- federation -----------------------------------------------------------------------------

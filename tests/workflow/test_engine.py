@@ -118,7 +118,7 @@ async def test_a_consent_in_force_widens_the_view(prison: Node, exit_org: Node) 
     assert without[PROBATION].removed == ["family_contact"]
     assert "family_contact" not in without[PROBATION].body
 
-    await give_consent(exit_org, notice["case_ref"], "FAMILY_INVOLVEMENT", [PRISON])
+    await give_consent(exit_org, notice["case_ref"], "FAMILY_INVOLVEMENT", [PRISON, PROBATION])
     widened = await plan(prison, [PROBATION], RELEASE_NOTICE, notice)
     assert widened[PROBATION].body == notice
     assert widened[PROBATION].consents == ["FAMILY_INVOLVEMENT"]

@@ -258,9 +258,10 @@ async def scopes_in_force(conn: Connection, case_ref: str, node: str, today: str
     """The consent scopes in force today for data of a case going to (or held by) `node`.
 
     Per scope, of the records that cover `node` (no `recipients`, `node` among
-    them, or `node` is the agency that recorded the consent) and have taken effect by `today`, the one with the latest date of its
-    own (given or withdrawn) holds, not the last to arrive; a given consent past
-    its `expires_on` is not in force. Records without dates (stored before
+    them, or `node` is the agency that recorded the consent) and have taken
+    effect by `today`, the one with the latest date of its own (given or
+    withdrawn) holds, not the last to arrive; a given consent past its
+    `expires_on` is not in force. Records without dates (stored before
     these columns existed) count as the oldest, in arrival order.
     """
     rows = await conn.fetch(

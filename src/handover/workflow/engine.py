@@ -199,7 +199,7 @@ class Workflow:
                         f" {case_ref}, and none is in force",
                     )
                 used.append(scope)
-            view = self.policy.view(schema, kind, body, consents)
+            view = self.policy.view(schema, kind, body, consents, self.special_fields(schema))
             if view.removed and not minimise:
                 missing = (
                     f" (needs {view.consent_missing[0]} consent)" if view.consent_missing else ""
@@ -231,6 +231,16 @@ class Workflow:
                 planned.kinds.append(kind)
                 planned.consents = sorted(set(planned.consents) | set(used))
         return list(views.values())
+
+    def special_fields(self, schema: str) -> list[str]:
+        """The schema's special-category fields (Art 10), outermost only: `risk_detail`,
+        `resettlement.*.notes` (from the `x-sensitivity` markers of schemas/)."""
+        try:
+            marked = self.registry.sensitive_fields(schema)
+        except UnknownSchema:
+            return []
+        special = sorted(p for p, level in marked.items() if level == "special-category")
+        return [p for p in special if not any(p.startswith(q + ".") for q in special if q != p)]
 
     def deadline_for(self, body: dict[str, Any]) -> int | None:
         """When answers to a packet with this body are due: the policy's days before
@@ -296,7 +306,7 @@ class Workflow:
         scope = self.policy.packet_consent(schema, self.kind)
         if scope is not None and scope not in consents:
             return Rejected(RejectCode.CONSENT_REQUIRED, f"{scope} consent not in force")
-        view = self.policy.view(schema, self.kind, body, consents)
+        view = self.policy.view(schema, self.kind, body, consents, self.special_fields(schema))
         if view.removed:
             if len(view.consent_missing) == len(view.removed):
                 return Rejected(RejectCode.CONSENT_REQUIRED, f"fields {view.removed} need consent")

@@ -109,9 +109,12 @@ class Rectification:
         async with self.db.connection() as conn:
             target = await lifecycle_store.held_one(conn, "sent", pid, None)
             deliveries = await lifecycle_store.deliveries(conn, pid)
-            consents = (
-                await self.workflow.consents(conn, target.case_ref) if target is not None else set()
-            )
+            # Per recipient: a consent covers only the nodes it names (Art 8).
+            consents = {
+                d.node: await self.workflow.consents(conn, target.case_ref, d.node)
+                for d in deliveries
+                if target is not None
+            }
         if target is None:
             raise RequestRefused(ErrorCode.NOT_FOUND, "this node sent no packet with that pid")
         if target.erased_at is not None:
@@ -217,7 +220,7 @@ class Rectification:
         target: HeldCopy,
         corrected: dict[str, Any],
         nodes: list[str],
-        consents: set[str],
+        consents: dict[str, set[str]],
     ) -> dict[str, tuple[dict[str, Any], list[str]]]:
         """The corrected body each recipient may receive (its kind's policy view)."""
         try:
@@ -236,13 +239,20 @@ class Rectification:
                     ErrorCode.NOT_PERMITTED, f"the agency kind of {node} is unknown"
                 )
             scope = self.policy.packet_consent(target.schema_id, kind)
-            if scope is not None and scope not in consents:
+            in_force = consents.get(node, set())
+            if scope is not None and scope not in in_force:
                 raise RequestRefused(
                     ErrorCode.CONSENT_REQUIRED,
                     f"{node} ({kind}) may receive {target.schema_id} only with {scope} consent,"
                     " which is no longer in force: ERASE or RESTRICT the packet instead",
                 )
-            view = self.policy.view(target.schema_id, kind, corrected, consents)
+            view = self.policy.view(
+                target.schema_id,
+                kind,
+                corrected,
+                in_force,
+                self.workflow.special_fields(target.schema_id),
+            )
             if view.removed:
                 try:
                     self.registry.validate(target.schema_id, view.body)

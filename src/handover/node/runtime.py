@@ -43,6 +43,7 @@ from handover.workflow.rectification import Rectification
 from handover.workflow.retention import Retention
 from handover.workflow.schemas import SchemaRegistry, default_registry
 from handover.workflow.subject_access import SubjectAccess
+from handover.workflow.subject_rules import SubjectSettings
 from handover.workflow.vault import Vault
 
 log = structlog.get_logger(__name__)
@@ -154,6 +155,12 @@ class Node:
             vault=vault,
             cases=self.cases,
             clock=clock,
+            settings=SubjectSettings(
+                legal_basis=config.subject_legal_basis,
+                supervisory_authority=config.supervisory_authority,
+                quote_third_party=config.subject_quote_third_party,
+                name_staff=config.subject_name_staff,
+            ),
         )
         self.delivery = DeliveryWorker(
             config=config,

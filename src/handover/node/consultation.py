@@ -49,6 +49,7 @@ class Consultations:
         case_ref: str | None = None,
         pid: str | None = None,
         cases: Sequence[str] | None = None,
+        break_glass: bool = False,
     ) -> None:
         """Write one entry for a read (or a combination of records).
 
@@ -66,6 +67,7 @@ class Consultations:
                 count=count,
                 fields=sorted(fields) if fields else None,
                 cases=sorted(set(cases)) if cases else None,
+                break_glass=True if break_glass else None,
                 operator=operator.name,
                 org=self.node,
                 justification=justification,

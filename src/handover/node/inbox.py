@@ -56,7 +56,9 @@ class Inbox:
             for r in rows
         ]
 
-    async def read(self, operator: Operator, pid: str, justification: object) -> dict[str, Any]:
+    async def read(
+        self, operator: Operator, pid: str, justification: object, *, break_glass: bool = False
+    ) -> dict[str, Any]:
         """Open a received body for an operator; logs a `consultation` entry first.
 
         Raises:
@@ -89,6 +91,7 @@ class Inbox:
                 operator=operator.name,
                 org=self.node,
                 justification=why,
+                break_glass=True if break_glass else None,
             )
 
         await self.writer.run(job)

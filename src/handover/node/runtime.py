@@ -15,6 +15,7 @@ from pathlib import Path
 import structlog
 
 from handover.node import keystore
+from handover.node.assignment import Assignments
 from handover.node.auditing import AuditLog
 from handover.node.auth import Authenticator
 from handover.node.budget import ByteBudget
@@ -134,6 +135,14 @@ class Node:
         )
         self.consultations = Consultations(
             node=config.node, writer=writer, purposes=self.policy.purposes
+        )
+        self.assignments = Assignments(
+            node=config.node,
+            db=db,
+            writer=writer,
+            clock=clock,
+            required=config.case_assignment == "required",
+            purposes=self.policy.purposes,
         )
         self.rectification = Rectification(
             db=db,

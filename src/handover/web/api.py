@@ -6,7 +6,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from handover.protocol.packet import MAX_REQUEST_BYTES
-from handover.web.consult import checked_justification, consulted
+from handover.web.consult import (
+    break_glass,
+    check_case,
+    checked_justification,
+    consulted,
+    visible_items,
+)
 from handover.web.edge import (
     LOCAL_INTAKE,
     MAX_PAGE,
@@ -47,10 +53,12 @@ async def get_packet(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     why = checked_justification(request)
     status = await node.sender.packet_status(request.match_info["pid"])
+    broke = await check_case(request, status["case_ref"])
     await consulted(
         request,
         "packet_status",
-        why=why,
+        why=break_glass(request) if broke else why,
+        break_glass=broke,
         pid=status["pid"],
         case_ref=status["case_ref"],
         fields=sorted(status),
@@ -66,6 +74,8 @@ async def list_inbox(request: web.Request) -> web.Response:
     why = checked_justification(request)
     case_ref = request.query.get("case")
     items = await node.inbox.list(limit=limit, before=before, case_ref=case_ref)
+    next_before = items[-1]["received_at"] if len(items) == limit else None
+    items = await visible_items(request, items)
     await consulted(
         request,
         "inbox_list",
@@ -75,7 +85,6 @@ async def list_inbox(request: web.Request) -> web.Response:
         fields=sorted(items[0]) if items else None,
         cases=[i["case_ref"] for i in items],
     )
-    next_before = items[-1]["received_at"] if len(items) == limit else None
     return json_response({"items": items, "next_before": next_before})
 
 
@@ -91,7 +100,9 @@ async def read_inbox(request: web.Request) -> web.Response:
             "reading a body needs a justification: query parameter 'justification'"
             " or header 'Handover-Justification'",
         )
-    opened = await node.inbox.read(operator_of(request), request.match_info["pid"], justification)
+    pid = request.match_info["pid"]
+    broke = await node.assignments.check_packet(operator_of(request), pid, break_glass(request))
+    opened = await node.inbox.read(operator_of(request), pid, justification, break_glass=broke)
     return json_response(opened)
 
 

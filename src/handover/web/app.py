@@ -16,7 +16,7 @@ from aiohttp import web
 
 from handover.node.runtime import Node
 from handover.protocol.packet import MAX_REQUEST_BYTES
-from handover.web import api, cases, federation, lifecycle, ops, subject
+from handover.web import api, assignment, cases, federation, lifecycle, ops, subject
 from handover.web.edge import FEDERATION_INTAKE, LOCAL_INTAKE, NODE_KEY
 from handover.web.errors import error_middleware
 from handover.web.intake import Intake
@@ -41,5 +41,6 @@ def create_app(node: Node, surface: Surface = "both") -> web.Application:
         cases.add_routes(app)
         subject.add_routes(app)
         lifecycle.add_routes(app)
+        assignment.add_routes(app)
         ops.add_metrics_route(app)
     return app

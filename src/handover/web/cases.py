@@ -6,7 +6,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from handover.node.consultation import COMBINATION
-from handover.web.consult import checked_justification, consulted
+from handover.web.consult import (
+    break_glass,
+    check_case,
+    checked_justification,
+    consulted,
+    visible_items,
+)
 from handover.web.edge import NODE_KEY, json_body, operator_of, page_args, requires
 from handover.web.errors import json_response
 from handover.workflow.errors import ErrorCode, RequestRefused
@@ -18,6 +24,8 @@ async def list_cases(request: web.Request) -> web.Response:
     limit, before = page_args(request)
     why = checked_justification(request)
     items = await node.cases.list_cases(limit=limit, before=before)
+    next_before = items[-1]["updated_at"] if len(items) == limit else None
+    items = await visible_items(request, items)
     await consulted(
         request,
         "case_list",
@@ -26,7 +34,6 @@ async def list_cases(request: web.Request) -> web.Response:
         fields=sorted(items[0]) if items else None,
         cases=[i["case_ref"] for i in items],
     )
-    next_before = items[-1]["updated_at"] if len(items) == limit else None
     return json_response({"items": items, "next_before": next_before})
 
 
@@ -35,10 +42,12 @@ async def show_case(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     why = checked_justification(request)
     shown = await node.cases.show(request.match_info["ref"])
+    broke = await check_case(request, shown["case_ref"])
     await consulted(
         request,
         "case_view",
-        why=why,
+        why=break_glass(request) if broke else why,
+        break_glass=broke,
         case_ref=shown["case_ref"],
         fields=sorted(shown),
         count=len(shown.get("timeline", [])),
@@ -55,6 +64,8 @@ async def set_local_id(request: web.Request) -> web.Response:
             ErrorCode.BAD_REQUEST, 'the body is {"local_id": ID} (null to clear it)'
         )
     why = checked_justification(request)
+    if node.assignments.limited(operator_of(request)):
+        await check_case(request, await node.cases.resolve(request.match_info["ref"]))
     result = await node.cases.set_local_id(request.match_info["ref"], data["local_id"])
     # Linking the shared case to the agency's own records is a combination (Art 25).
     await consulted(
@@ -71,7 +82,7 @@ async def set_local_id(request: web.Request) -> web.Response:
 async def overdue(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     why = checked_justification(request)
-    items = await node.cases.overdue()
+    items = await visible_items(request, await node.cases.overdue())
     await consulted(
         request,
         "overdue_list",

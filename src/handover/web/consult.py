@@ -7,6 +7,7 @@ recorded."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -35,6 +36,7 @@ async def consulted(
     case_ref: str | None = None,
     pid: str | None = None,
     cases: Sequence[str | None] | None = None,
+    break_glass: bool = False,
 ) -> None:
     """Log what this request showed: one entry, whatever the size of the answer."""
     await request.app[NODE_KEY].consultations.record(
@@ -47,4 +49,26 @@ async def consulted(
         case_ref=case_ref,
         pid=pid,
         cases=[c for c in cases or () if c],
+        break_glass=break_glass,
     )
+
+
+def break_glass(request: web.Request) -> str | None:
+    """The justification of a break-glass read (header `Handover-Break-Glass`), if any."""
+    return request.headers.get("Handover-Break-Glass")
+
+
+async def check_case(request: web.Request, case_ref: str | None) -> bool:
+    """Least privilege: may this operator see the case? True if only by breaking the glass."""
+    node = request.app[NODE_KEY]
+    return await node.assignments.check(operator_of(request), case_ref, break_glass(request))
+
+
+async def visible_items(request: web.Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The items of a listing whose `case_ref` the operator may see."""
+    node = request.app[NODE_KEY]
+    operator = operator_of(request)
+    if not node.assignments.limited(operator):
+        return items
+    seen = await node.assignments.visible(operator, [i.get("case_ref") for i in items])
+    return [i for i in items if i.get("case_ref") in seen]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handover.web.consult import consulted
+from handover.web.consult import check_case, consulted
 from handover.web.edge import NODE_KEY, json_body, operator_of, requires
 from handover.web.errors import json_response
 from handover.workflow.errors import ErrorCode, RequestRefused
@@ -29,6 +29,8 @@ async def export_case(request: web.Request) -> web.Response:
             "a subject access export needs a justification: query parameter"
             " 'justification' or header 'Handover-Justification'",
         )
+    if node.assignments.limited(operator_of(request)):
+        await check_case(request, await node.cases.resolve(request.match_info["ref"]))
     export = await node.subject_access.export(
         operator_of(request), request.match_info["ref"], justification
     )

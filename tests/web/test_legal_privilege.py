@@ -15,6 +15,7 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from handover.node.runtime import Node
+from handover.protocol.timeutil import now_ms
 from handover.web.app import create_app
 from inproc import (
     PRISON,
@@ -138,7 +139,8 @@ async def test_a_break_glass_read_is_allowed_and_logged(api: Api, cluster: Clust
 
 async def test_packet_open_with_a_node_directory_is_logged(cluster: Cluster, tmp_path: Any) -> None:
     prison, probation = cluster[PRISON], cluster[PROBATION]
-    sealed = seal_from(prison, probation, RELEASE_NOTICE, release_notice())
+    # Sealed at the wall clock: the CLI checks times against it, not the cluster's clock.
+    sealed = seal_from(prison, probation, RELEASE_NOTICE, release_notice(), now=now_ms())
     packet = tmp_path / "packet.json"
     packet.write_bytes(sealed.wire)
     keyset = prison.config.directory / "keys" / "keyset.json"

@@ -152,10 +152,16 @@ class Rectification:
             own_copy = views[nodes[0]][0]
             if quality is None:
                 quality = corrected_body.get("quality")
+        if quality is None and target.body_box is not None:
+            # A notice carries the basis of what it corrects (Art 7(2)), never FACT by default.
+            quality = self.corrections.vault.open(pid, target.body_box).get("quality")
+        if isinstance(quality, dict):
+            # Field groups belong to the target's schema, not to the notice's.
+            quality = {k: v for k, v in quality.items() if k != "groups"}
         base["quality"] = quality or {
             "as_of": _today(now),
             "source_system": "handover",
-            "basis": "FACT",
+            "basis": "ASSESSMENT",
         }
 
         # One notice per distinct body (views differ by recipient kind).

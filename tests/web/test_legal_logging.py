@@ -172,3 +172,29 @@ async def test_reading_the_audit_log_is_logged(api: Api) -> None:
     entries = await _new_entries(api.node, before)
     reads = [e for e in entries if e["op"] == "consultation" and e["shown"] == "audit_read"]
     assert len(reads) == 1 and reads[0]["operator"] == "legal-auditor"
+
+
+async def test_an_admin_records_an_art_15_withholding_through_the_api(
+    api: Api, cluster: Cluster
+) -> None:
+    pid, case_ref = await _received_pid(cluster)
+    decision = {
+        "pid": pid,
+        "what": "item",
+        "ground": "RIGHTS_OF_OTHERS",
+        "review_on": "2099-01-01",
+        "justification": "SUBJECT_ACCESS: the letter names a third party",
+    }
+    path = f"/api/v1/cases/{case_ref}/withholdings"
+    status, answer = await api.call("POST", path, role="caseworker", json_body=decision)
+    assert (status, answer["error"]) == (403, "forbidden")
+    status, answer = await api.call("POST", path, json_body=decision)
+    assert status == 201 and answer["ground"] == "RIGHTS_OF_OTHERS", answer
+    status, listing = await api.call("GET", path)
+    assert status == 200
+    assert [(i["pid"], i["review_due"]) for i in listing["items"]] == [(pid, False)]
+    why = quote("SUBJECT_ACCESS: request received by letter")
+    status, export = await api.call(
+        "GET", f"/api/v1/cases/{case_ref}/export?justification={why}", role="caseworker"
+    )
+    assert status == 200 and pid not in json.dumps(export)

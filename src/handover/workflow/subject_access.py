@@ -221,9 +221,13 @@ class SubjectAccess:
         return _withholding_json(decision)
 
     async def withholdings(self, ref: str) -> list[dict[str, Any]]:
+        """The Art 15 decisions of a case; `review_due` once their review date has come
+        (a decision holds until an admin records another)."""
         case_ref = await self.cases.resolve(ref)
+        today = dt.datetime.fromtimestamp(self.clock() / 1000, dt.UTC).date().isoformat()
         async with self.db.connection() as conn:
-            return [_withholding_json(w) for w in await legal_store.withholdings(conn, case_ref)]
+            rows = await legal_store.withholdings(conn, case_ref)
+        return [_withholding_json(w, today) for w in rows]
 
     # --- one item per packet held ---------------------------------------------------
 
@@ -345,8 +349,10 @@ def _purposes(log: list[dict[str, Any]], staff: Staff) -> list[dict[str, Any]]:
     ]
 
 
-def _withholding_json(w: legal_store.Withholding) -> dict[str, Any]:
+def _withholding_json(w: legal_store.Withholding, today: str | None = None) -> dict[str, Any]:
+    due = {} if today is None else {"review_due": w.review_on <= today}
     return {
+        **due,
         "case_ref": w.case_ref,
         "pid": w.pid,
         "what": w.what,

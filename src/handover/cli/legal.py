@@ -9,7 +9,7 @@ import getpass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from handover.cli.admin import _with_node
+from handover.cli.admin import with_node
 from handover.cli.args import Commands, node_dir
 from handover.cli.output import emit
 from handover.store.auditlog import Appender
@@ -46,14 +46,14 @@ def record_offline_open(
 
         await node.writer.run(job)
 
-    _with_node(directory, work)
+    with_node(directory, work)
 
 
 def cmd_teams_set(args: argparse.Namespace) -> int:
     async def work(node: Node) -> None:
         await node.assignments.set_teams(args.name, args.team)
 
-    _with_node(node_dir(args), work)
+    with_node(node_dir(args), work)
     emit({"operator": args.name, "teams": sorted(set(args.team))})
     return 0
 

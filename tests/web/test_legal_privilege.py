@@ -154,3 +154,17 @@ async def test_packet_open_with_a_node_directory_is_logged(cluster: Cluster, tmp
     assert entry["op"] == "consultation" and entry["shown"] == "packet_open_offline"
     assert entry["pid"] == sealed.pid and entry["justification"] == WHY
     assert "case_ref" in entry["fields"]
+
+
+async def test_a_subject_access_export_of_an_unassigned_case_needs_the_glass_broken(
+    api: Api, cluster: Cluster
+) -> None:
+    _, case_ref = await _case(cluster)
+    path = f"/api/v1/cases/{case_ref}/export?justification={READ}"
+    assert (await api.call("GET", path))[0] == 403
+    before = await audit_seq(api.node)
+    why = "RISK_OF_HARM: police request about an imminent threat"
+    status, export = await api.call("GET", path, headers={"Handover-Break-Glass": why})
+    assert status == 200 and export["case"]["case_ref"] == case_ref
+    flagged = [e for e in await audit_entries(api.node, after=before) if e.get("break_glass")]
+    assert [e["shown"] for e in flagged] == ["subject_export"]

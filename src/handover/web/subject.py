@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handover.web.consult import check_case, consulted
+from handover.web.consult import break_glass, check_case, consulted
 from handover.web.edge import NODE_KEY, json_body, operator_of, requires
 from handover.web.errors import json_response
 from handover.workflow.errors import ErrorCode, RequestRefused
@@ -30,7 +30,16 @@ async def export_case(request: web.Request) -> web.Response:
             " 'justification' or header 'Handover-Justification'",
         )
     if node.assignments.limited(operator_of(request)):
-        await check_case(request, await node.cases.resolve(request.match_info["ref"]))
+        case_ref = await node.cases.resolve(request.match_info["ref"])
+        if await check_case(request, case_ref):
+            # The export logs its own consultation; this one marks the broken glass.
+            await consulted(
+                request,
+                "subject_export",
+                why=break_glass(request),
+                break_glass=True,
+                case_ref=case_ref,
+            )
     export = await node.subject_access.export(
         operator_of(request), request.match_info["ref"], justification
     )

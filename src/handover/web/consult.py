@@ -13,6 +13,7 @@ from aiohttp import web
 
 from handover.node.consultation import CONSULTATION
 from handover.web.edge import NODE_KEY, operator_of
+from handover.workflow.access import Operator
 
 
 def stated_justification(request: web.Request) -> str | None:
@@ -37,10 +38,12 @@ async def consulted(
     pid: str | None = None,
     cases: Sequence[str | None] | None = None,
     break_glass: bool = False,
+    operator: Operator | None = None,
 ) -> None:
-    """Log what this request showed: one entry, whatever the size of the answer."""
+    """Log what this request showed: one entry, whatever the size of the answer
+    (`operator`: the web interface's session operator; default the bearer's)."""
     await request.app[NODE_KEY].consultations.record(
-        operator_of(request),
+        operator or operator_of(request),
         shown,
         op=op,
         justification=why,
@@ -58,16 +61,21 @@ def break_glass(request: web.Request) -> str | None:
     return request.headers.get("Handover-Break-Glass")
 
 
-async def check_case(request: web.Request, case_ref: str | None) -> bool:
+async def check_case(
+    request: web.Request, case_ref: str | None, operator: Operator | None = None
+) -> bool:
     """Least privilege: may this operator see the case? True if only by breaking the glass."""
     node = request.app[NODE_KEY]
-    return await node.assignments.check(operator_of(request), case_ref, break_glass(request))
+    who = operator or operator_of(request)
+    return await node.assignments.check(who, case_ref, break_glass(request))
 
 
-async def visible_items(request: web.Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def visible_items(
+    request: web.Request, items: list[dict[str, Any]], operator: Operator | None = None
+) -> list[dict[str, Any]]:
     """The items of a listing whose `case_ref` the operator may see."""
     node = request.app[NODE_KEY]
-    operator = operator_of(request)
+    operator = operator or operator_of(request)
     if not node.assignments.limited(operator):
         return items
     seen = await node.assignments.visible(operator, [i.get("case_ref") for i in items])

@@ -36,7 +36,22 @@ def _shipped_purposes() -> frozenset[str]:
 PURPOSES = _shipped_purposes()
 
 
-__all__ = ["PURPOSES", "Operator", "purpose_of", "require_justification"]
+__all__ = [
+    "JUSTIFICATION_ERRORS",
+    "PURPOSES",
+    "Operator",
+    "purpose_of",
+    "require_justification",
+]
+# The refusals of a justification: a form shows them next to its field.
+JUSTIFICATION_ERRORS = frozenset(
+    {
+        ErrorCode.JUSTIFICATION_REQUIRED,
+        ErrorCode.JUSTIFICATION_TOO_LONG,
+        ErrorCode.JUSTIFICATION_TOO_WEAK,
+        ErrorCode.UNKNOWN_PURPOSE,
+    }
+)
 
 
 @dataclass(frozen=True)

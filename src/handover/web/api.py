@@ -32,7 +32,7 @@ async def submit_packet(request: web.Request) -> web.Response:
     # The body's bytes stay reserved in the local budget while it is sealed.
     async with request.app[LOCAL_INTAKE].body(request, MAX_REQUEST_BYTES) as raw:
         data = json_object(raw)
-        unknown = set(data) - {"to", "schema", "body", "justification", "minimise"}
+        unknown = set(data) - {"to", "schema", "body", "justification", "minimise", "attachments"}
         if unknown:
             raise RequestRefused(
                 ErrorCode.BAD_REQUEST, f"unknown members: {', '.join(sorted(unknown))}"
@@ -44,6 +44,7 @@ async def submit_packet(request: web.Request) -> web.Response:
             body=data.get("body"),
             justification=data.get("justification"),
             minimise=data.get("minimise", False),
+            attachments=data.get("attachments"),
         )
     return json_response({"packets": packets}, status=202)
 
@@ -104,6 +105,9 @@ async def read_inbox(request: web.Request) -> web.Response:
     pid = request.match_info["pid"]
     broke = await node.assignments.check_packet(operator_of(request), pid, break_glass(request))
     opened = await node.inbox.read(operator_of(request), pid, justification, break_glass=broke)
+    listed = await node.attachment_access.listing(pid, sent=False)
+    if listed:
+        opened["attachments"] = listed
     return json_response(opened)
 
 

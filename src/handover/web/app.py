@@ -19,6 +19,7 @@ from handover.protocol.packet import MAX_REQUEST_BYTES
 from handover.web import (
     api,
     assignment,
+    attachments,
     cases,
     federation,
     lifecycle,
@@ -49,6 +50,7 @@ def create_app(node: Node, surface: Surface = "both") -> web.Application:
     if surface in ("local", "both"):
         app[LOCAL_INTAKE] = Intake(node.local_budget, per_source=128)
         api.add_routes(app)
+        attachments.add_routes(app)
         cases.add_routes(app)
         subject.add_routes(app)
         lifecycle.add_routes(app)

@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any
 from handover.protocol.canonical import cj_loads
 from handover.protocol.errors import EncodingError
 from handover.protocol.timeutil import Clock
+from handover.store import attachments as attachment_store
 from handover.store import cases as case_store
 from handover.store import legal as legal_store
 from handover.store import subject as subject_store
+from handover.store.attachments import PacketRead, StreamRow
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 from handover.store.subject import ReceivedRecord, SentRecord
@@ -103,6 +105,10 @@ class SubjectAccess:
             # Art 15: items (or their restriction's existence) an admin decided to withhold.
             left_out = {w.pid for w in await legal_store.withholdings(conn, case_ref)}
             staff = Staff(await legal_store.operator_roles(conn), self.settings)
+            pids = [r.pid for r in received] + [r.pid for r in sent]
+            streams = await attachment_store.of_packets(conn, pids)
+            reads = await attachment_store.reads_of_packets(conn, pids)
+        attachments = self._attachment_lists(streams, reads, staff)
         assert case is not None  # resolve() found it
         received = [r for r in received if r.pid not in left_out]
         sent = [s for s in sent if s.pid not in left_out]
@@ -139,6 +145,10 @@ class SubjectAccess:
         }
         export.update(statements(self.settings))
         items = export["received"] + export["sent"]
+        for shown_item in items:
+            # Attachments are listed (never their content) where the body is shown.
+            if "body" in shown_item and shown_item["pid"] in attachments:
+                shown_item["attachments"] = attachments[shown_item["pid"]]
         # Art 25: the names of the fields shown, per packet; restricted and erased
         # packets are listed without content.
         shown = {p["pid"]: sorted(p["body"]) for p in items if "body" in p}
@@ -250,6 +260,30 @@ class SubjectAccess:
             assert row.body_box is not None
             item["body"] = shown_body(self.vault.open(row.pid, row.body_box), self.settings)
         return item
+
+    def _attachment_lists(
+        self, streams: list[StreamRow], reads: list[PacketRead], staff: Staff
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Per pid: each attachment's name, type and size, and who read it when
+        (staff by role, as everywhere in an export)."""
+        seen: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in reads:
+            seen.setdefault((r.pid, r.aid), []).append({"operator": staff(r.operator), "at": r.at})
+        out: dict[str, list[dict[str, Any]]] = {}
+        for s in streams:
+            if s.pid is None or s.item_box is None:
+                continue
+            item = self.vault.open(s.pid, s.item_box)
+            out.setdefault(s.pid, []).append(
+                {
+                    "aid": s.aid,
+                    "name": item.get("name"),
+                    "type": item.get("type"),
+                    "size": item.get("size"),
+                    "seen_by": seen.get((s.pid, s.aid), []),
+                }
+            )
+        return out
 
     def _received_item(self, row: ReceivedRecord) -> dict[str, Any]:
         item = {

@@ -350,5 +350,7 @@ def test_a_caseworker_cannot_erase_before_the_review_is_due(fed: Federation) -> 
         second = probation.add_operator("admin-2", "admin")
         probation.tokens["admin"], probation.tokens["admin-2"] = first, second
     approve = f"/api/v1/reviews/{pid}/approve"
-    status, state = probation.api("POST", approve, {"justification": "agreed"}, token=second)
+    status, state = probation.api(
+        "POST", approve, {"justification": "agreed with the proposal"}, token=second
+    )
     assert status == 200 and state["erased"] is True

@@ -416,7 +416,7 @@ def register_node(sub: Commands) -> None:
     p = ops.add_parser("add", help="add an operator; prints its bearer token once, last")
     p.add_argument("--dir", required=True)
     p.add_argument("name")
-    p.add_argument("--role", required=True, choices=("admin", "caseworker", "auditor"))
+    p.add_argument("--role", required=True, choices=("admin", "caseworker", "auditor", "system"))
     p.set_defaults(func=cmd_operators_add)
     p = ops.add_parser("list", help="operators and roles")
     p.add_argument("--dir", required=True)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from handover import __version__
-from handover.cli import admin, api_commands, backup, offline
+from handover.cli import admin, api_commands, backup, offline, webhooks
 from handover.cli.args import Parser
 from handover.cli.output import EXIT_ERROR, CliError
 from handover.protocol.errors import HandoverError
@@ -30,6 +30,7 @@ def build_parser() -> Parser:
     offline.register_schemas(sub)
     admin.register_node(sub)
     backup.register(sub)
+    webhooks.register(sub)
     api_commands.register_cases(sub)
     api_commands.register_lifecycle(sub)
     api_commands.register_packets(sub)

@@ -40,6 +40,7 @@ from handover.protocol.opening import (
 )
 from handover.protocol.receipt import make_receipt, parse_receipt
 from handover.protocol.timeutil import Clock
+from handover.store import events as event_store
 from handover.store import received as received_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
@@ -290,6 +291,16 @@ class Receiver:
             body_box=self.vault.seal(opened.body_cj) if accepted else None,
         )
         if accepted:
+            await event_store.add(
+                conn,
+                defer,
+                "inbox",
+                at=now,
+                pid=opened.pid,
+                case_ref=case_ref,
+                node=opened.sender,
+                schema=opened.schema,
+            )
             received = await self.workflow.after_receive(
                 conn,
                 pid=opened.pid,

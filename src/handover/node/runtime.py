@@ -21,12 +21,14 @@ from handover.node.budget import ByteBudget
 from handover.node.config import NodeConfig, load_config
 from handover.node.delivery import DeliveryWorker
 from handover.node.directory import Directory
+from handover.node.events import EventFeed
 from handover.node.inbox import Inbox
 from handover.node.metrics import Metrics
 from handover.node.receiving import Receiver
 from handover.node.security import SecurityLog
 from handover.node.sending import Sender
 from handover.node.transport import Answer, Transport
+from handover.node.webhooks import WebhookWorker
 from handover.protocol.errors import ConfigError, HandoverError
 from handover.protocol.timeutil import DAY_MS, Clock, now_ms
 from handover.store import continuity as continuity_store
@@ -162,6 +164,10 @@ class Node:
             node=config.node, db=db, directory=directory, transport=transport, clock=clock
         )
         self.auth = Authenticator(db)
+        self.events = EventFeed(db=db, writer=writer, clock=clock)
+        self.webhooks = WebhookWorker(
+            db=db, storage_key=keystore.storage_key(config.keys_dir), clock=clock
+        )
         self.chain_ok = True
         self.budget = ByteBudget(WORK_BUDGET_BYTES)
         self.local_budget = ByteBudget(LOCAL_BUDGET_BYTES)
@@ -212,8 +218,10 @@ class Node:
             outbox=self.delivery.wake.set,
             peers=lambda: asyncio.get_running_loop().create_task(self.directory.load()),
             keys=self._reload_keys,
+            events=self._events_committed,
         )
         self.delivery.start()
+        self.webhooks.start()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
         self._tasks.append(asyncio.create_task(self._witness_loop(), name="witness"))
         self._tasks.append(asyncio.create_task(self._flush_security(), name="security"))
@@ -226,11 +234,16 @@ class Node:
                 await task
         self._tasks = []
         await self.delivery.stop()
+        await self.webhooks.stop()
         with contextlib.suppress(HandoverError):
             await self.security.flush()
         await self.writer.stop()
         await self.transport.close()
         await self.db.close()
+
+    def _events_committed(self) -> None:
+        self.events.wake()
+        self.webhooks.wake.set()
 
     def _reload_keys(self) -> None:
         try:
@@ -247,6 +260,8 @@ class Node:
                 await self.directory.refresh_due()
                 await self.retention.sweep()
                 await self.security.prune()
+                await self.events.note_overdue()
+                await self.events.prune()
             except HandoverError as exc:
                 log.error("maintenance_failed", error=str(exc))
             # Every minute, or soon after a case's review dates were cleared (the

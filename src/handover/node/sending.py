@@ -34,7 +34,7 @@ from handover.store import outbox as outbox_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 from handover.store.receipts import receipt_json
-from handover.workflow.access import Operator, require_justification
+from handover.workflow.access import Operator, require_justification, require_staff
 from handover.workflow.engine import SentHook, Workflow, case_ref_of
 from handover.workflow.errors import ErrorCode, RequestRefused
 from handover.workflow.schemas import SchemaRegistry
@@ -106,6 +106,7 @@ class Sender:
                 and the recipient).
         """
         started = time.perf_counter()
+        require_staff(operator)
         why = require_justification(justification)
         if not isinstance(to, list) or not to or not all(isinstance(n, str) for n in to):
             raise RequestRefused(ErrorCode.BAD_REQUEST, "'to' must be a non-empty list of node ids")
@@ -152,6 +153,7 @@ class Sender:
                     removed=packet.removed or None,
                     consents=packet.consents or None,
                     operator=operator.name,
+                    on_behalf_of=operator.on_behalf_of,
                     org=self.node,
                     justification=why,
                 )

@@ -30,7 +30,7 @@ from handover.store import lifecycle as lifecycle_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 from handover.store.lifecycle import HeldCopy
-from handover.workflow.access import require_justification
+from handover.workflow.access import require_justification, require_staff
 from handover.workflow.engine import (
     RELEASE_NOTICE,
     SUPERVISION_END,
@@ -238,6 +238,7 @@ class Retention:
             raise RequestRefused(
                 ErrorCode.BAD_REQUEST, f"'outcome' is one of {', '.join(OUTCOMES)}"
             )
+        require_staff(operator)
         why = require_justification(justification)
         if outcome == "LIFT":
             return await self.lift(operator, pid, why, direction=direction, sender=sender)
@@ -274,7 +275,13 @@ class Retention:
         async def job(conn: Connection, appender: Appender) -> None:
             if outcome == "ERASE":
                 await self.erase(
-                    conn, appender, held, operator=operator.name, justification=why, outcome="ERASE"
+                    conn,
+                    appender,
+                    held,
+                    operator=operator.name,
+                    justification=why,
+                    outcome="ERASE",
+                    on_behalf_of=operator.on_behalf_of,
                 )
                 return
             assert review_at is not None
@@ -295,6 +302,7 @@ class Retention:
                 changed=changed,
                 review_at=review_at,
                 operator=operator.name,
+                on_behalf_of=operator.on_behalf_of,
                 justification=why,
             )
 
@@ -336,6 +344,7 @@ class Retention:
                 outcome="LIFT",
                 changed=["restricted"],
                 operator=operator.name,
+                on_behalf_of=operator.on_behalf_of,
                 justification=why,
             )
 

@@ -27,7 +27,7 @@ from handover.store import subject as subject_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 from handover.store.subject import ReceivedRecord, SentRecord
-from handover.workflow.access import require_justification
+from handover.workflow.access import require_justification, require_staff
 from handover.workflow.cases import CASE_REF_MAX, Cases
 from handover.workflow.errors import ErrorCode, RequestRefused
 from handover.workflow.policy import Policy
@@ -75,6 +75,7 @@ class SubjectAccess:
                 `not_found` for an unknown case.
             BodyUnavailable: a stored body cannot be decrypted.
         """
+        require_staff(operator)
         why = require_justification(justification)
         if not ref or len(ref) > CASE_REF_MAX:
             raise RequestRefused(ErrorCode.BAD_REQUEST, "a case reference is 1 to 64 characters")
@@ -130,6 +131,7 @@ class SubjectAccess:
                 shown=shown or None,
                 withheld=withheld or None,
                 operator=operator.name,
+                on_behalf_of=operator.on_behalf_of,
                 org=self.node,
                 justification=why,
             )

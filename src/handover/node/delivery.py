@@ -325,7 +325,7 @@ class DeliveryWorker:
                     at=now,
                     pid=final.row.pid,
                     node=final.row.node,
-                    status=final.status if receipt is None else receipt.status,
+                    status=final.status,
                 )
                 done.append((final, queued_at))
             return done

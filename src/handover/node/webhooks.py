@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -170,7 +171,7 @@ class WebhookWorker:
             log.info(
                 "webhook_failed",
                 webhook=row.webhook_id,
-                event=row.event.id,
+                event_id=row.event.id,
                 target=_url_for_log(row.url),
                 attempts=row.attempts + 1,
                 error=error,
@@ -213,5 +214,6 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return f"no answer within {TIMEOUT_S:g} s"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return exc.os_error.strerror or "connection failed"
+        errno = exc.os_error.errno
+        return os.strerror(errno).lower() if errno else "connection failed"
     return type(exc).__name__

@@ -209,7 +209,7 @@ async def retry_later(
     async with conn.transaction():
         await conn.execute(
             "UPDATE webhook_queue q SET attempts = q.attempts + 1, next_at = $3,"
-            " last_error = $4, failed_at = CASE WHEN e.at < $5 THEN $6 END"
+            " last_error = $4, failed_at = CASE WHEN e.at < $5::bigint THEN $6::bigint END"
             " FROM events e WHERE e.id = q.event_id AND q.webhook_id = $1 AND q.event_id = $2",
             webhook_id,
             event_id,

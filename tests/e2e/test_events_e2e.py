@@ -98,7 +98,7 @@ def test_feed_and_webhooks_between_real_nodes(tmp_path: Path) -> None:
         # A long-poll waiting in the node is woken by the commit of the arrival.
         with ThreadPoolExecutor(1) as pool:
             poll = pool.submit(
-                probation.request, "GET", f"/api/v1/events?after={after}&wait=45", None, auth, 60
+                probation.request, "GET", f"/api/v1/events?after={after}&wait=25", None, auth, 60
             )
             time.sleep(1.0)
             assert not poll.done()

@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
@@ -133,7 +134,7 @@ async def test_a_long_poll_returns_when_an_event_commits(
     # In-process nodes do not run Node.start: attach the LISTEN it makes, so the
     # poll is woken by the real NOTIFY of the commit.
     await probation.db.listen(events=probation.events.wake)
-    poll = asyncio.create_task(feeds[PROBATION].get(after=after, wait=30))
+    poll = asyncio.create_task(feeds[PROBATION].get(after=after, wait=25))
     await asyncio.sleep(0.3)
     assert not poll.done()  # nothing yet: it waits
     loop = asyncio.get_running_loop()
@@ -194,7 +195,7 @@ async def test_server_sent_events_carry_ids_and_resume_with_last_event_id(
 
 
 async def test_bad_parameters_are_refused(feeds: dict[str, Feed]) -> None:
-    for query in ({"after": "x"}, {"wait": 61}, {"limit": 0}, {"since": 1}):
+    for query in ({"after": "x"}, {"wait": 26}, {"limit": 0}, {"since": 1}):
         status, answer = await feeds[PROBATION].get(**query)
         assert (status, answer["error"]) == (STATUS[ErrorCode.BAD_REQUEST], "bad_request")
 
@@ -257,3 +258,30 @@ async def test_retention_deletes_old_events_and_expires_their_cursors(lone: Node
         await lone.events.page(ids[0], 500)
     assert info.value.code is ErrorCode.CURSOR_EXPIRED
     assert await lone.events.page(ids[-1], 500) == []  # the newest deleted cursor is fine
+
+
+async def test_a_stopping_server_answers_waiting_long_polls_at_once(
+    cluster: Cluster, feeds: dict[str, Feed], probation: Node
+) -> None:
+    after = await feeds[PROBATION].last_id()
+    server = TestServer(create_app(probation))
+    await server.start_server()
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as session:
+
+        async def poll() -> tuple[int, Any]:
+            async with session.get(
+                server.make_url("/api/v1/events"),
+                params={"after": str(after), "wait": "25"},
+                headers=feeds[PROBATION].auth,
+            ) as response:
+                return response.status, await response.json()
+
+        waiting = asyncio.create_task(poll())
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        started = loop.time()
+        await server.close()
+        status, page = await asyncio.wait_for(waiting, 10)
+    assert (status, page["events"]) == (200, [])
+    assert loop.time() - started < 10

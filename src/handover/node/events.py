@@ -28,7 +28,8 @@ from handover.workflow.errors import ErrorCode, RequestRefused
 
 log = structlog.get_logger(__name__)
 
-MAX_WAIT_S = 60
+# Under the 30 s idle timeout of common proxies and load balancers.
+MAX_WAIT_S = 25
 MAX_PAGE = 500
 # Long-polls and event streams open at once: per operator and for the node.
 MAX_STREAMS_PER_OPERATOR = 4
@@ -85,16 +86,18 @@ class EventFeed:
             rows = await event_store.after(conn, after or 0, limit)
         return [event_json(r) for r in rows]
 
-    async def wait_page(self, after: int | None, limit: int, wait_s: float) -> list[dict[str, Any]]:
+    async def wait_page(
+        self, after: int | None, limit: int, wait_s: float, stop: asyncio.Event | None = None
+    ) -> list[dict[str, Any]]:
         """Like :meth:`page`, but when nothing is there yet waits up to `wait_s`
-        seconds for an event to commit."""
+        seconds for an event to commit (or until `stop` is set and woken)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, min(wait_s, MAX_WAIT_S))
         while True:
             signal = self.signal()  # taken before reading: a NOTIFY after is not missed
             events = await self.page(after, limit)
             remaining = deadline - loop.time()
-            if events or remaining <= 0:
+            if events or remaining <= 0 or (stop is not None and stop.is_set()):
                 return events
             await self.changed(remaining, signal)
 

@@ -17,6 +17,7 @@ from handover.web.edge import NODE_KEY, operator_of, requires
 from handover.web.errors import json_response
 from handover.workflow.errors import ErrorCode, RequestRefused
 
+STOPPING: web.AppKey[asyncio.Event] = web.AppKey("events_stopping")
 STREAM_KEEPALIVE_S = 15.0
 STREAM_MAX_S = 3600.0
 
@@ -56,7 +57,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         async with node.events.slot(operator_of(request).name):
             if stream:
                 return await _stream(request, after, limit)
-            items = await node.events.wait_page(after, limit, wait)
+            items = await node.events.wait_page(after, limit, wait, request.app[STOPPING])
     next_after = items[-1]["id"] if items else after
     return json_response({"events": items, "next_after": next_after})
 
@@ -84,7 +85,7 @@ async def _stream(request: web.Request, after: int, limit: int) -> web.StreamRes
                 b"id: %d\nevent: %s\ndata: %s\n\n" % (item["id"], item["type"].encode(), data)
             )
             after = item["id"]
-        if loop.time() >= ends:
+        if loop.time() >= ends or request.app[STOPPING].is_set():
             break
         if len(items) < limit:
             wait = min(STREAM_KEEPALIVE_S, ends - loop.time())
@@ -99,5 +100,13 @@ async def _stream(request: web.Request, after: int, limit: int) -> web.StreamRes
     return response
 
 
+async def _on_shutdown(app: web.Application) -> None:
+    """The server is stopping: waiting long-polls answer now and streams end."""
+    app[STOPPING].set()
+    app[NODE_KEY].events.wake()
+
+
 def add_routes(app: web.Application) -> None:
+    app[STOPPING] = asyncio.Event()
     app.router.add_get("/api/v1/events", events)
+    app.on_shutdown.append(_on_shutdown)

@@ -29,6 +29,8 @@ from inproc import (
     RELEASE_NOTICE,
     SRC,
     SharedClock,
+    audit_entries,
+    audit_seq,
     release_notice,
     run_cli,
     send_delivered,
@@ -164,6 +166,19 @@ async def test_every_event_arrives_signed(
         box = await conn.fetchval("SELECT secret_box FROM webhooks WHERE id = $1", hook)
     assert SECRET not in bytes(box)
     await run_cli("webhooks", "remove", "--dir", str(probation.config.directory), str(hook))
+    # Adding and removing are audited, naming the target's host only.
+    changes = [
+        e
+        for e in await audit_entries(probation, after=await audit_seq(probation) - 50)
+        if e["op"] == "key" and e.get("webhook") == hook
+    ]
+    assert [e["action"] for e in changes] == ["webhook_added", "webhook_removed"]
+    assert changes[0]["target"] == f"http://127.0.0.1:{receiver.port}"
+    assert "/hooks" not in json.dumps(changes)
+    remaining = json.loads(
+        await run_cli("webhooks", "list", "--dir", str(probation.config.directory))
+    )
+    assert hook not in [w["id"] for w in remaining]
 
 
 async def test_a_receiver_that_was_down_gets_the_events_later_in_order(

@@ -23,17 +23,21 @@ from handover.node import webhooks as webhook_node
 from handover.node.config import NodeConfig, load_config
 from handover.protocol.timeutil import now_ms
 from handover.store import events as event_store
+from handover.store.auditlog import AuditWriter
 from handover.store.db import Database
 
 T = TypeVar("T")
 
 
-def _with_db(directory: Path, work: Callable[[NodeConfig, Database], Awaitable[T]]) -> T:
+def _with_db(directory: Path, work: Callable[[NodeConfig, AuditWriter], Awaitable[T]]) -> T:
+    """Attach to the node's database (a running node's too) for one command; the
+    audit writer runs each job alone under the audit lock."""
+
     async def session() -> T:
         config = load_config(directory)
         db = await Database.open(config.dsn, config.pgdata, min_size=1, max_size=2)
         try:
-            return await work(config, db)
+            return await work(config, AuditWriter(db, now_ms))
         finally:
             await db.close()
 
@@ -65,9 +69,11 @@ def cmd_add(args: argparse.Namespace) -> int:
     except webhook_node.WebhookError as exc:
         raise CliError(f"{exc} (--url, --events, --secret-file)") from exc
 
-    async def work(config: NodeConfig, db: Database) -> int:
+    async def work(config: NodeConfig, writer: AuditWriter) -> int:
         key = keystore.storage_key(config.keys_dir)
-        return await webhook_node.add(db, key, args.url, kinds, secret, now_ms())
+        return await webhook_node.add(
+            writer, key, args.url, kinds, secret, node=config.node, now=now_ms()
+        )
 
     webhook_id = _with_db(node_dir(args), work)
     emit(
@@ -81,8 +87,8 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    async def work(_config: NodeConfig, db: Database) -> list[dict[str, Any]]:
-        async with db.connection() as conn:
+    async def work(_config: NodeConfig, writer: AuditWriter) -> list[dict[str, Any]]:
+        async with writer.db.connection() as conn:
             rows = await event_store.webhooks(conn)
         return [
             {
@@ -101,9 +107,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    async def work(_config: NodeConfig, db: Database) -> bool:
-        async with db.connection() as conn:
-            return await event_store.remove_webhook(conn, args.id)
+    async def work(config: NodeConfig, writer: AuditWriter) -> bool:
+        return await webhook_node.remove(writer, args.id, node=config.node)
 
     if not _with_db(node_dir(args), work):
         raise CliError(f"no webhook {args.id} (see handover webhooks list)")

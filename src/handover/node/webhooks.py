@@ -32,7 +32,8 @@ from handover.protocol.crypto import CryptoFailure
 from handover.protocol.errors import HandoverError
 from handover.protocol.timeutil import DAY_MS, Clock
 from handover.store import events as event_store
-from handover.store.db import Database
+from handover.store.auditlog import Appender, AuditWriter
+from handover.store.db import Connection, Database
 
 log = structlog.get_logger(__name__)
 
@@ -73,13 +74,46 @@ def check_target(url: str, kinds: Sequence[str], secret: bytes) -> list[str]:
 
 
 async def add(
-    db: Database, storage_key: bytes, url: str, kinds: Sequence[str], secret: bytes, now: int
+    writer: AuditWriter,
+    storage_key: bytes,
+    url: str,
+    kinds: Sequence[str],
+    secret: bytes,
+    *,
+    node: str,
+    now: int,
 ) -> int:
+    """Add a target and its `key` audit entry (action `webhook_added`, host only)."""
     checked = check_target(url, kinds, secret)
-    async with db.connection() as conn:
-        return await event_store.add_webhook(
-            conn, url, checked, crypto.seal_at_rest(storage_key, secret), now
+    box = crypto.seal_at_rest(storage_key, secret)
+
+    async def job(conn: Connection, appender: Appender) -> int:
+        webhook_id = await event_store.add_webhook(conn, url, checked, box, now)
+        appender.append(
+            "key",
+            action="webhook_added",
+            webhook=webhook_id,
+            target=_url_for_log(url),
+            kinds=checked,
+            org=node,
         )
+        return webhook_id
+
+    added: int = await writer.run(job)
+    return added
+
+
+async def remove(writer: AuditWriter, webhook_id: int, *, node: str) -> bool:
+    """Remove a target (its queue goes with it) with a `key` audit entry."""
+
+    async def job(conn: Connection, appender: Appender) -> bool:
+        if not await event_store.remove_webhook(conn, webhook_id):
+            return False
+        appender.append("key", action="webhook_removed", webhook=webhook_id, org=node)
+        return True
+
+    removed: bool = await writer.run(job)
+    return removed
 
 
 def _url_for_log(url: str) -> str:

@@ -285,3 +285,23 @@ async def test_a_stopping_server_answers_waiting_long_polls_at_once(
         status, page = await asyncio.wait_for(waiting, 10)
     assert (status, page["events"]) == (200, [])
     assert loop.time() - started < 10
+
+
+async def test_a_fifth_wait_of_one_operator_is_refused_over_http(
+    cluster: Cluster, feeds: dict[str, Feed], probation: Node
+) -> None:
+    token = await cluster.operator(probation, "events-greedy", "caseworker")
+    greedy = Feed(feeds[PROBATION].client, token)
+    far = 2**60  # no event has this id yet: every poll waits its full time
+    polls = [asyncio.create_task(greedy.get(after=far, wait=3)) for _ in range(4)]
+    await asyncio.sleep(0.5)
+    status, answer = await greedy.get(after=far, wait=3)
+    assert (status, answer["error"]) == (STATUS[ErrorCode.TOO_MANY_REQUESTS], "too_many_requests")
+    assert "per operator" in answer["message"]
+    # Another operator is not affected, and the four answer empty at their deadline.
+    status, _page = await feeds[PROBATION].get(after=far, wait=1)
+    assert status == 200
+    for status, page in await asyncio.gather(*polls):
+        assert (status, page["events"]) == (200, [])
+    status, _page = await greedy.get(after=far, wait=1)  # the places are free again
+    assert status == 200

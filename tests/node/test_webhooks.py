@@ -205,6 +205,8 @@ async def test_a_receiver_that_was_down_gets_the_events_later_in_order(
             )
         assert errors[0]["attempts"] == 1 and "refused" in errors[0]["last_error"].lower()
         assert await w.run_once() == 0  # still backing off: nothing is tried
+        await prison.refresh_gauges()
+        assert b'handover_webhook_queue{state="pending"} 2.0' in prison.metrics.render()
 
         await receiver.start()
         clock.advance(2_000)  # past the first backoff (1 s)

@@ -32,6 +32,7 @@ from handover.node.webhooks import WebhookWorker
 from handover.protocol.errors import ConfigError, HandoverError
 from handover.protocol.timeutil import DAY_MS, Clock, now_ms
 from handover.store import continuity as continuity_store
+from handover.store import events as event_store
 from handover.store import outbox as outbox_store
 from handover.store.auditlog import AuditWriter, verify_chain
 from handover.store.db import Database
@@ -343,3 +344,7 @@ class Node:
                 oldest = await outbox_store.oldest_pending(conn)
                 self.metrics.outbox_oldest.set(0 if oldest is None else (now - oldest) / 1000)
                 self.metrics.overdue.set(await continuity_store.overdue_count(conn, self.clock()))
+                pending, failed = await event_store.queue_counts(conn)
+                self.metrics.webhook_queue.set(pending, state="pending")
+                self.metrics.webhook_queue.set(failed, state="failed")
+        self.metrics.event_waits.set(self.events.open_streams)

@@ -227,6 +227,16 @@ async def retry_later(
         )
 
 
+async def queue_counts(conn: Connection) -> tuple[int, int]:
+    """(pending, failed) rows of the webhook queue."""
+    row = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE failed_at IS NULL) AS pending,"
+        " count(*) FILTER (WHERE failed_at IS NOT NULL) AS failed FROM webhook_queue"
+    )
+    assert row is not None
+    return int(row["pending"]), int(row["failed"])
+
+
 async def next_due(conn: Connection) -> int | None:
     value = await conn.fetchval("SELECT min(next_at) FROM webhook_queue WHERE failed_at IS NULL")
     return None if value is None else int(value)

@@ -22,6 +22,7 @@ from inproc import (
     WHY,
     Cluster,
     audit_entries,
+    audit_seq,
     body,
     release_notice,
     send_delivered,
@@ -126,3 +127,21 @@ async def test_other_roles_do_not_need_or_record_the_header(api: Api, probation:
         e for e in await audit_entries(probation, pid=packet["pid"]) if e["op"] == "disclosure"
     ]
     assert entry["operator"] == "obo-caseworker" and "on_behalf_of" not in entry
+
+
+async def test_a_subject_access_export_needs_a_staff_id_too(
+    api: Api, prison: Node, probation: Node
+) -> None:
+    notice = release_notice()
+    await send_delivered(prison, [PROBATION], RELEASE_NOTICE, notice)
+    path = f"/api/v1/cases/{notice['case_ref']}/export"
+    query = {"justification": "subject access request of the person"}
+    status, answer = await api.call("GET", path, params=query)
+    refused(status, answer, ErrorCode.ON_BEHALF_OF_REQUIRED)
+    status, _export = await api.call("GET", path, staff=STAFF, params=query)
+    assert status == 200
+    entries = await audit_entries(probation, after=await audit_seq(probation) - 5)
+    (entry,) = [
+        e for e in entries if e["op"] == "consultation" and e.get("case") == notice["case_ref"]
+    ]
+    assert (entry["operator"], entry["on_behalf_of"]) == (SYSTEM, STAFF)

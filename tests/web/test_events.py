@@ -260,7 +260,7 @@ async def test_retention_deletes_old_events_and_expires_their_cursors(lone: Node
     assert await lone.events.page(ids[-1], 500) == []  # the newest deleted cursor is fine
 
 
-async def test_a_stopping_server_answers_waiting_long_polls_at_once(
+async def test_a_stopping_server_answers_long_polls_and_ends_streams_at_once(
     cluster: Cluster, feeds: dict[str, Feed], probation: Node
 ) -> None:
     after = await feeds[PROBATION].last_id()
@@ -277,13 +277,26 @@ async def test_a_stopping_server_answers_waiting_long_polls_at_once(
             ) as response:
                 return response.status, await response.json()
 
+        async def stream() -> bytes:
+            headers = dict(feeds[PROBATION].auth, Accept="text/event-stream")
+            async with session.get(
+                server.make_url("/api/v1/events"),
+                params={"after": str(after)},
+                headers=headers,
+            ) as response:
+                assert response.status == 200
+                return await response.read()  # until the server ends the stream
+
         waiting = asyncio.create_task(poll())
+        streaming = asyncio.create_task(stream())
         await asyncio.sleep(0.5)
-        assert not waiting.done()
+        assert not waiting.done() and not streaming.done()
         started = loop.time()
         await server.close()
         status, page = await asyncio.wait_for(waiting, 10)
+        streamed = await asyncio.wait_for(streaming, 10)
     assert (status, page["events"]) == (200, [])
+    assert streamed.startswith(b"retry: 2000")
     assert loop.time() - started < 10
 
 

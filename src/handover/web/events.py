@@ -8,11 +8,13 @@ per node, and a stream ends after an hour (the client reconnects with
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from handover.node.events import MAX_PAGE, MAX_WAIT_S
+from handover.protocol.errors import HandoverError
 from handover.web.edge import NODE_KEY, operator_of, requires
 from handover.web.errors import json_response
 from handover.workflow.errors import ErrorCode, RequestRefused
@@ -75,6 +77,24 @@ async def _stream(request: web.Request, after: int, limit: int) -> web.StreamRes
         }
     )
     await response.prepare(request)
+    try:
+        await _pump(request, response, signal, items, after, limit)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client went away
+    return response
+
+
+async def _pump(
+    request: web.Request,
+    response: web.StreamResponse,
+    signal: asyncio.Event,
+    items: list[dict[str, Any]],
+    after: int,
+    limit: int,
+) -> None:
+    """Write events as they commit until the stream's hour is over or the server stops."""
+    node = request.app[NODE_KEY]
     loop = asyncio.get_running_loop()
     ends = loop.time() + STREAM_MAX_S
     await response.write(b"retry: 2000\n\n")
@@ -86,7 +106,7 @@ async def _stream(request: web.Request, after: int, limit: int) -> web.StreamRes
             )
             after = item["id"]
         if loop.time() >= ends or request.app[STOPPING].is_set():
-            break
+            return
         if len(items) < limit:
             wait = min(STREAM_KEEPALIVE_S, ends - loop.time())
             if not await node.events.changed(wait, signal):
@@ -94,10 +114,10 @@ async def _stream(request: web.Request, after: int, limit: int) -> web.StreamRes
         signal = node.events.signal()
         try:
             items = await node.events.page(after, limit)
-        except RequestRefused:
-            break  # retention overtook a slow reader: it reconnects and is told
-    await response.write_eof()
-    return response
+        except HandoverError:
+            # Retention overtook a slow reader, or the database is away: the
+            # client reconnects with Last-Event-ID and is told which.
+            return
 
 
 async def _on_shutdown(app: web.Application) -> None:

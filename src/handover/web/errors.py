@@ -46,6 +46,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.CURSOR_EXPIRED: 410,
     ErrorCode.ON_BEHALF_OF_REQUIRED: 403,
     ErrorCode.ON_BEHALF_OF_INVALID: 400,
+    ErrorCode.INVITATION_ENDED: 410,
+    ErrorCode.PAIRING_FAILED: 403,
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,

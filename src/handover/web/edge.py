@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from handover.node.auth import Refusal
 from handover.node.runtime import Node
 from handover.web.intake import Intake
 from handover.workflow.access import SYSTEM, Operator, staff_id
@@ -44,8 +45,32 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 ON_BEHALF_OF = "Handover-On-Behalf-Of"
 
 
+_TOKEN_REFUSED = {
+    "unknown": "the bearer token is not valid",
+    "disabled": "the operator of this bearer token is disabled (`handover operators enable`)",
+    "expired": "the bearer token expired: an admin issues a new one with"
+    " `handover operators token NAME`",
+}
+
+
+def _route(request: web.Request) -> str:
+    """The route's pattern (`/api/v1/packets/{pid}`), for the log: no ids, no query."""
+    resource = request.match_info.route.resource
+    return request.path if resource is None else resource.canonical
+
+
+def _refuse(
+    request: web.Request, code: ErrorCode, reason: str, message: str, operator: str | None = None
+) -> RequestRefused:
+    """Count and log a refusal at the edge; the error to raise."""
+    request.app[NODE_KEY].note_refused_access(code.value, reason, _route(request), operator)
+    return RequestRefused(code, message)
+
+
 def requires(permission: str) -> Callable[[Handler], Handler]:
-    """Authenticate the bearer token at the edge and check the role's permission."""
+    """Authenticate the bearer token at the edge and check the role's permission.
+    Refusals (401, 403) are counted in the metrics and logged with the route and
+    the operator when known (node `note_refused_access`)."""
 
     def decorate(handler: Handler) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
@@ -53,13 +78,25 @@ def requires(permission: str) -> Callable[[Handler], Handler]:
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
-                raise RequestRefused(ErrorCode.UNAUTHORIZED, "a bearer token is required")
-            operator = await node.authenticate(token.strip())
-            if operator is None:
-                raise RequestRefused(ErrorCode.UNAUTHORIZED, "the bearer token is not valid")
+                raise _refuse(
+                    request, ErrorCode.UNAUTHORIZED, "missing", "a bearer token is required"
+                )
+            operator = await node.check_token(token.strip())
+            if isinstance(operator, Refusal):
+                raise _refuse(
+                    request,
+                    ErrorCode.UNAUTHORIZED,
+                    operator.reason,
+                    _TOKEN_REFUSED.get(operator.reason, _TOKEN_REFUSED["unknown"]),
+                    operator.operator,
+                )
             if permission not in PERMISSIONS.get(operator.role, frozenset()):
-                raise RequestRefused(
-                    ErrorCode.FORBIDDEN, f"role {operator.role} may not {permission}"
+                raise _refuse(
+                    request,
+                    ErrorCode.FORBIDDEN,
+                    "role",
+                    f"role {operator.role} may not {permission}",
+                    operator.name,
                 )
             staff = request.headers.get(ON_BEHALF_OF)
             if staff is not None and operator.role == SYSTEM:

@@ -13,7 +13,16 @@ import sys
 from collections.abc import Sequence
 
 from handover import __version__
-from handover.cli import admin, api_commands, backup, offline, operators, partners, webhooks
+from handover.cli import (
+    admin,
+    api_commands,
+    backup,
+    legal,
+    offline,
+    operators,
+    partners,
+    webhooks,
+)
 from handover.cli.args import Parser
 from handover.cli.output import EXIT_ERROR, CliError
 from handover.protocol.errors import HandoverError
@@ -37,6 +46,7 @@ def build_parser() -> Parser:
     api_commands.register_cases(sub)
     api_commands.register_lifecycle(sub)
     api_commands.register_packets(sub)
+    legal.register(sub)
     return parser
 
 

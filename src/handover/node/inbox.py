@@ -21,8 +21,17 @@ class Inbox:
     """What arrived, for operators: listings, and reading a body with a
     justification (a `consultation` entry is written before the body is shown)."""
 
-    def __init__(self, *, node: str, db: Database, writer: AuditWriter, vault: Vault) -> None:
+    def __init__(
+        self,
+        *,
+        node: str,
+        db: Database,
+        writer: AuditWriter,
+        vault: Vault,
+        purposes: frozenset[str] | None = None,
+    ) -> None:
         self.node = node
+        self.purposes = purposes
         self.db = db
         self.writer = writer
         self.vault = vault
@@ -47,7 +56,9 @@ class Inbox:
             for r in rows
         ]
 
-    async def read(self, operator: Operator, pid: str, justification: object) -> dict[str, Any]:
+    async def read(
+        self, operator: Operator, pid: str, justification: object, *, break_glass: bool = False
+    ) -> dict[str, Any]:
         """Open a received body for an operator; logs a `consultation` entry first.
 
         Raises:
@@ -55,7 +66,7 @@ class Inbox:
                 `erased`; BodyUnavailable when the stored body cannot be decrypted.
         """
         require_staff(operator)
-        why = require_justification(justification)
+        why = require_justification(justification, self.purposes)
         async with self.db.connection() as conn:
             row = await received_store.get(conn, pid)
         if row is None:
@@ -82,6 +93,7 @@ class Inbox:
                 on_behalf_of=operator.on_behalf_of,
                 org=self.node,
                 justification=why,
+                break_glass=True if break_glass else None,
             )
 
         await self.writer.run(job)

@@ -10,7 +10,7 @@ from handover.store import received as received_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 from handover.store.receipts import receipt_json
-from handover.workflow.access import Operator, require_justification
+from handover.workflow.access import Operator, require_justification, require_staff
 from handover.workflow.errors import ErrorCode, RequestRefused
 from handover.workflow.vault import Vault
 
@@ -21,8 +21,17 @@ class Inbox:
     """What arrived, for operators: listings, and reading a body with a
     justification (a `consultation` entry is written before the body is shown)."""
 
-    def __init__(self, *, node: str, db: Database, writer: AuditWriter, vault: Vault) -> None:
+    def __init__(
+        self,
+        *,
+        node: str,
+        db: Database,
+        writer: AuditWriter,
+        vault: Vault,
+        purposes: frozenset[str] | None = None,
+    ) -> None:
         self.node = node
+        self.purposes = purposes
         self.db = db
         self.writer = writer
         self.vault = vault
@@ -47,14 +56,17 @@ class Inbox:
             for r in rows
         ]
 
-    async def read(self, operator: Operator, pid: str, justification: object) -> dict[str, Any]:
+    async def read(
+        self, operator: Operator, pid: str, justification: object, *, break_glass: bool = False
+    ) -> dict[str, Any]:
         """Open a received body for an operator; logs a `consultation` entry first.
 
         Raises:
             RequestRefused: `justification_required`, `restricted`, `not_found`,
                 `erased`; BodyUnavailable when the stored body cannot be decrypted.
         """
-        why = require_justification(justification)
+        require_staff(operator)
+        why = require_justification(justification, self.purposes)
         async with self.db.connection() as conn:
             row = await received_store.get(conn, pid)
         if row is None:
@@ -67,7 +79,7 @@ class Inbox:
                 "this packet is restricted: its content is shown to no one until an admin"
                 " lifts the restriction (POST /api/v1/packets/{pid}/restriction/lift)",
             )
-        body = self.vault.open(pid, row.body_box)
+        body = self.vault.open(pid, row.body_box, row.data_key)
 
         async def job(conn: Connection, appender: Appender) -> None:
             appender.append(
@@ -78,8 +90,10 @@ class Inbox:
                 counterpart=row.sender,
                 fields=sorted(body),
                 operator=operator.name,
+                on_behalf_of=operator.on_behalf_of,
                 org=self.node,
                 justification=why,
+                break_glass=True if break_glass else None,
             )
 
         await self.writer.run(job)

@@ -36,9 +36,10 @@ from handover.store import outbox as outbox_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 from handover.store.receipts import receipt_json
-from handover.workflow.access import Operator, require_justification
+from handover.workflow.access import Operator, require_justification, require_staff
 from handover.workflow.engine import SentHook, Workflow, case_ref_of
 from handover.workflow.errors import ErrorCode, RequestRefused
+from handover.workflow.quality import check_quality, judicial_fields
 from handover.workflow.schemas import SchemaRegistry
 from handover.workflow.vault import Vault
 
@@ -112,7 +113,8 @@ class Sender:
                 and the recipient).
         """
         started = time.perf_counter()
-        why = require_justification(justification)
+        require_staff(operator)
+        why = require_justification(justification, self.workflow.policy.purposes)
         self._check(to, schema_id, body, minimise)
         assert isinstance(to, list) and isinstance(schema_id, str) and isinstance(body, dict)
         assert isinstance(minimise, bool)
@@ -143,8 +145,11 @@ class Sender:
                     fields=sorted(packet.body),
                     removed=packet.removed or None,
                     consents=packet.consents or None,
+                    # Art 18: fields taken from judicial decisions are marked.
+                    judicial=judicial_fields(self.registry, schema_id, packet.body) or None,
                     attachments=aids or None,
                     operator=operator.name,
+                    on_behalf_of=operator.on_behalf_of,
                     org=self.node,
                     justification=why,
                 )
@@ -162,6 +167,7 @@ class Sender:
                     body_cj=body_cj,
                     attachments=items,
                 )
+                stored = self.vault.seal(body_cj)
                 await outbox_store.insert(
                     conn,
                     pid=pid,
@@ -175,7 +181,8 @@ class Sender:
                     log_seq=position.seq,
                     recipients=sealed.to,
                     now=now,
-                    body_box=self.vault.seal(body_cj),
+                    body_box=stored.box,
+                    data_key=stored.key,
                     fields=sorted(packet.body),
                     removed=packet.removed,
                     consents=packet.consents,
@@ -240,6 +247,8 @@ class Sender:
             self.registry.validate(schema_id, body)
             # What JSON Schema lets through but canonical JSON cannot carry (1.0).
             check_value(body)
+            # Art 7(2): the basis per field group; an assessment is never FACT.
+            check_quality(self.registry, schema_id, body)
         except UnknownSchema as exc:
             raise RequestRefused(ErrorCode.UNKNOWN_SCHEMA, str(exc)) from exc
         except SchemaInvalid as exc:

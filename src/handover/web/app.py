@@ -18,8 +18,10 @@ from handover.node.runtime import Node
 from handover.protocol.packet import MAX_REQUEST_BYTES
 from handover.web import (
     api,
+    assignment,
     attachments,
     cases,
+    events,
     federation,
     lifecycle,
     ops,
@@ -51,8 +53,10 @@ def create_app(node: Node, surface: Surface = "both") -> web.Application:
         api.add_routes(app)
         attachments.add_routes(app)
         cases.add_routes(app)
+        events.add_routes(app)
         subject.add_routes(app)
         lifecycle.add_routes(app)
+        assignment.add_routes(app)
         ops.add_metrics_route(app)
         ui.add_routes(app)
     return app

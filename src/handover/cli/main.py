@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from handover import __version__
-from handover.cli import admin, api_commands, backup, offline
-from handover.cli.args import Parser
+from handover.cli import admin, api_commands, backup, integrator, offline
+from handover.cli.args import Parser, parse
 from handover.cli.output import EXIT_ERROR, CliError
 from handover.protocol.errors import HandoverError
 
@@ -33,12 +33,13 @@ def build_parser() -> Parser:
     api_commands.register_cases(sub)
     api_commands.register_lifecycle(sub)
     api_commands.register_packets(sub)
+    integrator.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     try:
         code: int = args.func(args)
     except CliError as exc:

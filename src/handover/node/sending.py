@@ -129,6 +129,7 @@ class Sender:
             raise RequestRefused(
                 ErrorCode.SCHEMA_INVALID, f"the body cannot be sent: {exc}"
             ) from exc
+        self._check_recipients(to)
         now = self.clock()
         case_ref = case_ref_of(body)
         identity = self.directory.keys.identity()
@@ -216,6 +217,21 @@ class Sender:
                 operator=operator.name,
             )
         return packets
+
+    def _check_recipients(self, to: list[str]) -> None:
+        """Yourself and a node that is not pinned are refused before the policy is asked."""
+        for node in to:
+            if node == self.node:
+                raise RequestRefused(
+                    ErrorCode.RECIPIENT_IS_SELF,
+                    f"{node} is this node: a packet goes to another agency's node",
+                )
+            if not is_node_id(node) or self.directory.keyset(node) is None:
+                raise RequestRefused(
+                    ErrorCode.UNKNOWN_RECIPIENT,
+                    f"{node[:253]} is not a pinned peer with a valid keyset"
+                    " (`handover peers list` shows the pinned ones)",
+                )
 
     def _recipient(self, node: str, now: int) -> Recipient:
         keyset = self.directory.keyset(node) if is_node_id(node) else None

@@ -39,20 +39,36 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 }
 
 
-def requires(permission: str) -> Callable[[Handler], Handler]:
-    """Authenticate the bearer token at the edge and check the role's permission."""
+def requires(permission: str | None) -> Callable[[Handler], Handler]:
+    """Authenticate the bearer token at the edge and check the role's permission
+    (None: any operator)."""
 
     def decorate(handler: Handler) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             node = request.app[NODE_KEY]
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise RequestRefused(ErrorCode.UNAUTHORIZED, "a bearer token is required")
+            if not header.strip():
+                raise RequestRefused(
+                    ErrorCode.UNAUTHORIZED,
+                    "a bearer token is required: header 'Authorization: Bearer TOKEN'",
+                )
+            if scheme.lower() != "bearer":
+                raise RequestRefused(
+                    ErrorCode.UNAUTHORIZED,
+                    "the Authorization header must be 'Bearer ' followed by the token"
+                    " (the 'Bearer ' prefix is missing)",
+                )
+            if not token.strip():
+                raise RequestRefused(
+                    ErrorCode.UNAUTHORIZED, "a bearer token is required after 'Bearer '"
+                )
             operator = await node.authenticate(token.strip())
             if operator is None:
                 raise RequestRefused(ErrorCode.UNAUTHORIZED, "the bearer token is not valid")
-            if permission not in PERMISSIONS.get(operator.role, frozenset()):
+            if permission is not None and permission not in PERMISSIONS.get(
+                operator.role, frozenset()
+            ):
                 raise RequestRefused(
                     ErrorCode.FORBIDDEN, f"role {operator.role} may not {permission}"
                 )

@@ -42,26 +42,21 @@ class Parser(argparse.ArgumentParser):
             return None
         return super()._parse_optional(arg_string)
 
-    def parse_known_args(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> tuple[argparse.Namespace, list[str]]:
-        # The innermost (sub)command parser records itself, so that an unknown
-        # option is reported with that subcommand's usage, not the top level's.
-        parsed, extra = super().parse_known_args(args, namespace)
-        if getattr(parsed, USAGE_PARSER, None) is None:
-            setattr(parsed, USAGE_PARSER, self)
-        return parsed, extra
-
-
-USAGE_PARSER = "_usage_parser"
-
 
 def parse(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:
     """`parser.parse_args`, with an unknown option (a typo) shown with the usage of
-    the subcommand it was given to."""
+    the subcommand it was given to (found by following the chosen subcommands)."""
     args, extra = parser.parse_known_args(argv)
     if extra:
-        used: argparse.ArgumentParser = getattr(args, USAGE_PARSER, None) or parser
+        used: argparse.ArgumentParser = parser
+        while True:
+            action = next(
+                (a for a in used._actions if isinstance(a, argparse._SubParsersAction)), None
+            )
+            chosen = None if action is None else getattr(args, action.dest, None)
+            if action is None or chosen not in action.choices:
+                break
+            used = action.choices[chosen]
         used.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
 

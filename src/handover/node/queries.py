@@ -44,14 +44,14 @@ def time_of(name: str, value: str | None) -> int | None:
         return int(value)
     try:
         when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return int(when.timestamp() * 1000)
+    except (ValueError, OverflowError):
         raise RequestRefused(
             ErrorCode.BAD_REQUEST,
             f"{name} must be YYYY-MM-DD, YYYY-MM-DDThh:mm:ssZ or milliseconds since 1970",
         ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return int(when.timestamp() * 1000)
 
 
 def _cursor(created_at: int, pid: str) -> str:

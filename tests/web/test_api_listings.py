@@ -20,6 +20,7 @@ from handover.node.runtime import Node
 from handover.store import listings
 from handover.web.app import create_app
 from inproc import (
+    CASEWORKER,
     EXIT,
     PRISON,
     PROBATION,
@@ -173,6 +174,40 @@ async def test_the_receiving_side_lists_the_answer_it_owes_until_it_is_sent(
     status, owed = await clients[EXIT].call("GET", "/api/v1/owed", role="caseworker")
     assert not [i for i in owed["items"] if i["case_ref"] == case]
     await deliver(exit_org, sent["pid"])
+
+
+def due(release: str) -> int:
+    day = dt.datetime.fromisoformat(release).replace(tzinfo=dt.UTC) - dt.timedelta(days=14)
+    return int(day.timestamp() * 1000)
+
+
+async def test_a_corrected_release_date_moves_what_is_owed(
+    prison: Node, clients: dict[str, Client]
+) -> None:
+    first = (dt.date.today() + dt.timedelta(days=60)).isoformat()
+    later = (dt.date.today() + dt.timedelta(days=90)).isoformat()
+    notice = release_notice(expected_release_date=first, confirmed_release_date=first)
+    (packet,) = await send(prison, [EXIT], RELEASE_NOTICE, notice, minimise=True)
+    await deliver(prison, packet["pid"])
+
+    async def owed_deadline() -> int:
+        _, owed = await clients[EXIT].call("GET", "/api/v1/owed?limit=500")
+        (item,) = [i for i in owed["items"] if i["pid"] == packet["pid"]]
+        deadline: int = item["deadline"]
+        return deadline
+
+    assert await owed_deadline() == due(first)
+    corrected = {**notice, "expected_release_date": later, "confirmed_release_date": later}
+    result = await prison.rectification.rectify(
+        CASEWORKER,
+        packet["pid"],
+        action="RECTIFY",
+        reason="INACCURATE",
+        justification="the release date moved",
+        corrected_body=corrected,
+    )
+    await deliver(prison, *[p["pid"] for p in result["packets"]])
+    assert await owed_deadline() == due(later)
 
 
 # --- item 11: audit queries -------------------------------------------------------------------

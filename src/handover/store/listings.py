@@ -174,6 +174,16 @@ async def answer(
     return [r["pid"] for r in rows]
 
 
+async def move_owed(conn: Connection, sender: str, pid: str, deadline: int) -> None:
+    """A corrected release date moves what is owed for the packet it corrected."""
+    await conn.execute(
+        "UPDATE owed SET deadline = $3 WHERE sender = $1 AND pid = $2 AND answered_pid IS NULL",
+        sender,
+        pid,
+        deadline,
+    )
+
+
 async def owed_open(conn: Connection, *, limit: int) -> list[Owed]:
     """Open answers owed, soonest deadline first."""
     rows = await conn.fetch(

@@ -1,5 +1,7 @@
 -- Sent packets listed newest first, page by page (GET /api/v1/packets).
 CREATE INDEX outbox_created ON outbox (created_at DESC, pid DESC);
+-- ... filtered by a delivery state that few packets are in (rejected, expired).
+CREATE INDEX deliveries_status ON deliveries (status, pid);
 
 -- The receiving side of continuity of care: answers this node owes to a
 -- sender for a packet it received (the sender's node holds the same as an

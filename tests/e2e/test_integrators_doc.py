@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from federation import ROOT, SRC, Federation, cli_env, run_cli
+from test_openapi import check_answer
 
 PRISON, EXIT = "prison.example", "exit.example"
 
@@ -95,3 +96,20 @@ def test_the_integrators_path_runs_as_written(fed: Federation, tmp_path: Path) -
         "audit", "list", "--dir", str(prison.dir), "--operator", "nobody", env=auditor_env
     )
     assert json.loads(out.stdout)["entries"] == []
+
+    # The real answers fit the documented responses.
+    for method, template, url, node, role in [
+        ("GET", "/api/v1/packets", f"/api/v1/packets?case={case}", prison, "caseworker"),
+        ("GET", "/api/v1/packets", "/api/v1/packets?after=x", prison, "caseworker"),
+        ("GET", "/api/v1/owed", "/api/v1/owed", exit_org, "caseworker"),
+        ("GET", "/api/v1/owed", "/api/v1/owed", exit_org, "auditor"),
+        (
+            "GET",
+            "/api/v1/audit",
+            "/api/v1/audit?operator=caseworker-1&since=2026-01-01",
+            prison,
+            "auditor",
+        ),
+        ("GET", "/api/v1/audit", "/api/v1/audit?until=later", prison, "auditor"),
+    ]:
+        check_answer(method, template, *node.api(method, url, role=role))

@@ -30,6 +30,7 @@ def test_wheel_installs_schemas_policy_and_migrations(tmp_path: Path) -> None:
     assert {f"handover/schemas/{n}" for n in schema_files} <= names
     assert "handover/workflow/default_policy.json" in names
     assert any(n.startswith("handover/store/migrations/") and n.endswith(".sql") for n in names)
+    assert "handover/protocol/eff_short_wordlist.txt" in names  # pairing codes
 
     # Installed somewhere else and imported from there (not from src/), the
     # registry, the policy and the migrations are found.
@@ -53,9 +54,10 @@ def test_wheel_installs_schemas_policy_and_migrations(tmp_path: Path) -> None:
     assert install.returncode == 0, install.stderr
     probe = (
         "import json, handover, handover.workflow.schemas as s, handover.workflow.policy as p,"
-        " handover.store.db as d\n"
+        " handover.store.db as d, handover.protocol.pairing as w\n"
         "print(json.dumps({'file': handover.__file__, 'ids': s.default_registry().ids(),"
-        " 'policy': p.Policy.load().source, 'migrations': [m[1] for m in d.migrations()]}))"
+        " 'policy': p.Policy.load().source, 'migrations': [m[1] for m in d.migrations()],"
+        " 'words': len(w.wordlist())}))"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(target)
@@ -73,3 +75,4 @@ def test_wheel_installs_schemas_policy_and_migrations(tmp_path: Path) -> None:
     assert len(found["ids"]) == 10 and "handover/release-notice/1" in found["ids"]
     assert found["policy"].startswith(str(target))
     assert found["migrations"][0] == "001_initial.sql"
+    assert found["words"] == 1295

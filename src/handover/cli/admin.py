@@ -1,6 +1,6 @@
 """`handover` commands that set up, run and administer a node, on its machine.
 
-init, serve, peers add|list, operators add|list, keys rotate|fingerprint,
+init, serve, operators add|list, keys rotate|fingerprint,
 audit verify. Apart from init, serve and keys fingerprint, each opens the
 node from its directory (attaching to the running node's database) for the
 length of the command.
@@ -25,10 +25,9 @@ from handover.node.config import (
     split_address,
     write_config,
 )
-from handover.node.errors import TransportError
 from handover.protocol.canonical import b64u_encode
 from handover.protocol.crypto import random_bytes
-from handover.protocol.errors import ConfigError, InvalidKeyset
+from handover.protocol.errors import ConfigError
 from handover.protocol.timeutil import now_ms
 from handover.store import peers as peer_store
 
@@ -44,14 +43,17 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def _with_node(directory: Path, work: Callable[[Node], Awaitable[T]]) -> T:
+def with_node(directory: Path, work: Callable[[Node], Awaitable[T]]) -> T:
     """Open the node in `directory` (attaching to a running embedded server), run
     `work` on it and close it again."""
+    from handover.node import logging as hlog
     from handover.node.runtime import Node
     from handover.web.transport import HttpTransport
 
     async def session() -> T:
         config = load_config(directory)
+        # stdout is the command's JSON: the node's own warnings go to stderr.
+        hlog.configure(config.log_format, "warning")
         node = await Node.open(directory, transport=HttpTransport.for_config(config))
         try:
             return await work(node)
@@ -137,70 +139,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- peers ---------------------------------------------------------------------------
-
-
-def cmd_peers_add(args: argparse.Namespace) -> int:
-    if args.ca:
-        from handover.web.transport import peer_ca_path
-
-        ca = Path(args.ca)
-        if not ca.is_file():
-            raise ConfigError(f"--ca {args.ca} is not a file")
-        target = peer_ca_path(node_dir(args), args.url)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(ca.read_bytes())
-
-    async def work(node: Node) -> dict[str, Any]:
-        try:
-            keyset = await node.directory.pin(args.url, args.fingerprint, args.kind)
-        except TransportError as exc:
-            raise ConfigError(f"cannot fetch the keyset from {args.url}: {exc}") from exc
-        except InvalidKeyset as exc:
-            raise ConfigError(f"the keyset at {args.url} was refused: {exc}") from exc
-
-        async def log_pin(conn: Connection, appender: Appender) -> None:
-            appender.append(
-                "key",
-                action="peer_pinned",
-                counterpart=keyset.node,
-                fingerprint=keyset.fingerprint,
-                serial=keyset.serial,
-                org=node.config.node,
-            )
-
-        await node.writer.run(log_pin)
-        return {
-            "node": keyset.node,
-            "url": args.url.rstrip("/"),
-            "fingerprint": keyset.fingerprint,
-            "kind": args.kind,
-            "serial": keyset.serial,
-        }
-
-    emit(_with_node(node_dir(args), work))
-    return 0
-
-
-def cmd_peers_list(args: argparse.Namespace) -> int:
-    async def work(node: Node) -> list[dict[str, Any]]:
-        return [
-            {
-                "node": p.node,
-                "url": p.url,
-                "fingerprint": p.fingerprint,
-                "kind": p.kind,
-                "serial": None if p.keyset is None else p.keyset.serial,
-                "keyset_exp": None if p.keyset is None else p.keyset.exp,
-                "last_error": p.last_error,
-            }
-            for p in node.directory.peers.values()
-        ]
-
-    emit(_with_node(node_dir(args), work))
-    return 0
-
-
 # --- operators -------------------------------------------------------------------------
 
 
@@ -223,7 +161,7 @@ def cmd_operators_add(args: argparse.Namespace) -> int:
 
         await node.writer.run(job)
 
-    _with_node(node_dir(args), work)
+    with_node(node_dir(args), work)
     sys.stdout.write(
         f"operator {args.name} ({args.role}) added; the bearer token below is shown only once:\n"
     )
@@ -238,7 +176,7 @@ def cmd_operators_list(args: argparse.Namespace) -> int:
         async with node.db.connection() as conn:
             return await operator_store.all_operators(conn)
 
-    emit(_with_node(node_dir(args), work))
+    emit(with_node(node_dir(args), work))
     return 0
 
 
@@ -256,7 +194,7 @@ def _record_key_change(directory: Path, **entry: Any) -> None:
 
         await node.writer.run(job)
 
-    _with_node(directory, work)
+    with_node(directory, work)
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
@@ -343,7 +281,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     async def work(node: Node) -> dict[str, Any]:
         return await node.audit.verify(peers=args.peers)
 
-    report = _with_node(node_dir(args), work)
+    report = with_node(node_dir(args), work)
     emit(report)
     if report["ok"]:
         return 0
@@ -388,27 +326,13 @@ def register_init(sub: Commands) -> None:
 
 
 def register_node(sub: Commands) -> None:
-    """serve, peers add|list, operators add|list, audit verify."""
+    """serve, operators add|list, audit verify (peers: cli/partners.py)."""
     p = sub.add_parser("serve", help="run the node")
     p.add_argument("--dir", required=True)
     p.add_argument(
         "--listen", help="HOST:PORT overriding the federation address (a second replica)"
     )
     p.set_defaults(func=cmd_serve)
-
-    peers = sub.add_parser("peers", help="pinned peers").add_subparsers(
-        dest="peers_cmd", required=True
-    )
-    p = peers.add_parser("add", help="fetch a peer's keyset, check its fingerprint, pin it")
-    p.add_argument("--dir", required=True)
-    p.add_argument("--url", required=True, help="the peer's base URL")
-    p.add_argument("--fingerprint", required=True, help="root fingerprint, compared out of band")
-    p.add_argument("--kind", choices=AGENCY_KINDS, help="the peer agency's kind")
-    p.add_argument("--ca", help="CA bundle that signs the peer's TLS certificate")
-    p.set_defaults(func=cmd_peers_add)
-    p = peers.add_parser("list", help="pinned peers and their keysets")
-    p.add_argument("--dir", required=True)
-    p.set_defaults(func=cmd_peers_list)
 
     ops = sub.add_parser("operators", help="local API users").add_subparsers(
         dest="operators_cmd", required=True

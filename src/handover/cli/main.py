@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from handover import __version__
-from handover.cli import admin, api_commands, backup, integrator, offline
+from handover.cli import admin, api_commands, backup, integrator, offline, partners
 from handover.cli.args import Parser, parse
 from handover.cli.output import EXIT_ERROR, CliError
 from handover.protocol.errors import HandoverError
@@ -29,6 +29,8 @@ def build_parser() -> Parser:
     admin.register_init(sub)
     offline.register_schemas(sub)
     admin.register_node(sub)
+    partners.register_peers(sub)
+    partners.register_profile(sub)
     backup.register(sub)
     api_commands.register_cases(sub)
     api_commands.register_lifecycle(sub)

@@ -22,6 +22,7 @@ from handover.node.transport import Transport
 from handover.protocol.errors import ConfigError, InvalidKeyset
 from handover.protocol.keyset import Keyset, accept_keyset, parse_keyset
 from handover.protocol.timeutil import DAY_MS, MINUTE_MS, Clock
+from handover.store import outbox as outbox_store
 from handover.store import peers as peer_store
 from handover.store.db import Database
 
@@ -181,29 +182,70 @@ class Directory:
             if peer.keyset is None or peer.keyset.exp - now < REFRESH_BEFORE_EXPIRY_MS:
                 await self.refresh(node)
 
-    async def pin(self, url: str, fingerprint: str, kind: str | None) -> Keyset:
+    async def pin(
+        self, url: str, fingerprint: str, kind: str | None, *, change_kind: bool = False
+    ) -> Keyset:
         """Fetch a new peer's keyset, check its root fingerprint, and pin it.
 
         Raises:
             TransportError: the URL cannot be reached.
             InvalidKeyset: the keyset fails a rule (wrong fingerprint, expired, ...).
-            ConfigError: the peer is this node.
+            ConfigError: the peer is this node, or its kind would change without
+                `change_kind`, or with packets to it waiting under the old kind.
         """
+        keyset, _old_kind = await self.pin_checked(url, fingerprint, kind, change_kind=change_kind)
+        return keyset
+
+    async def pin_checked(
+        self,
+        url: str,
+        fingerprint: str,
+        kind: str | None,
+        *,
+        change_kind: bool = False,
+        node: str | None = None,
+    ) -> tuple[Keyset, str | None]:
+        """:meth:`pin`; also returns the kind the peer had before if it changed.
+        With `node`, a keyset of another node is refused."""
         now = self.clock()
         wire = await self.transport.fetch_keyset(url)
-        unverified_node = parse_keyset(wire).node
-        if unverified_node == self.keys.node:
+        unverified = parse_keyset(wire)
+        if node is not None and unverified.node != node:
+            raise InvalidKeyset(f"the keyset at {url} is for another node than {node}")
+        if unverified.node == self.keys.node:
             raise ConfigError("that URL serves this node's own keyset")
-        existing = self.peers.get(unverified_node)
+        if unverified.fingerprint != fingerprint:
+            # Not the fingerprint found: a person must compare, not copy it.
+            raise InvalidKeyset(
+                "the root fingerprint of that keyset is not the one given: call the partner"
+                " agency on a number you already know and compare the fingerprint, or pair"
+                " with `handover peers invite` / `handover peers accept`"
+            )
+        existing = self.peers.get(unverified.node)
         last = existing.keyset if existing and existing.fingerprint == fingerprint else None
         keyset = accept_keyset(
-            wire, node=unverified_node, fingerprint=fingerprint, now=now, last=last
+            wire, node=unverified.node, fingerprint=fingerprint, now=now, last=last
         )
+        old_kind = existing.kind if existing is not None else None
+        changes_kind = existing is not None and kind is not None and old_kind not in (None, kind)
         async with self.db.transaction() as conn:
+            if changes_kind:
+                if not change_kind:
+                    raise ConfigError(
+                        f"{keyset.node} is pinned as {old_kind}; changing its kind to {kind}"
+                        " changes what the sharing policy sends it: say so with --change-kind"
+                    )
+                waiting = await outbox_store.pending_to(conn, keyset.node)
+                if waiting:
+                    raise ConfigError(
+                        f"{waiting} deliveries to {keyset.node} wait in the outbox, planned"
+                        f" under the {old_kind} view: change its kind once they are delivered"
+                        " or ended"
+                    )
             await peer_store.upsert_pin(conn, keyset.node, url.rstrip("/"), fingerprint, kind, now)
             await peer_store.store_keyset(
                 conn, keyset.node, keyset.serial, keyset.wire, keyset.exp, now
             )
             await peer_store.notify_pins(conn)
         await self.load()
-        return keyset
+        return keyset, old_kind if changes_kind else None

@@ -23,6 +23,8 @@ from handover.node.delivery import DeliveryWorker
 from handover.node.directory import Directory
 from handover.node.inbox import Inbox
 from handover.node.metrics import Metrics
+from handover.node.pairing import Identity, Pairing
+from handover.node.profiles import Profiles
 from handover.node.receiving import Receiver
 from handover.node.security import SecurityLog
 from handover.node.sending import Sender
@@ -162,6 +164,15 @@ class Node:
             node=config.node, db=db, directory=directory, transport=transport, clock=clock
         )
         self.auth = Authenticator(db)
+        self.profiles = Profiles(
+            node=config.node, kind=config.kind, db=db, writer=writer, directory=directory,
+            transport=transport, clock=clock,
+        )  # fmt: skip
+        self.pairing = Pairing(
+            identity=Identity(config.node, config.kind, config.url), writer=writer,
+            directory=directory, profiles=self.profiles, transport=transport,
+            storage_key=keystore.storage_key(config.keys_dir), clock=clock,
+        )  # fmt: skip
         self.chain_ok = True
         self.budget = ByteBudget(WORK_BUDGET_BYTES)
         self.local_budget = ByteBudget(LOCAL_BUDGET_BYTES)
@@ -245,6 +256,7 @@ class Node:
                 if self.directory.maintain_own_keyset():
                     log.info("own_keyset_resigned", serial=self.directory.keys.keyset.serial)
                 await self.directory.refresh_due()
+                await self.profiles.refresh_due()
                 await self.retention.sweep()
                 await self.security.prune()
             except HandoverError as exc:
@@ -292,6 +304,12 @@ class Node:
 
     async def receive_many(self, wires: list[bytes], source: str = "memory") -> list[Answer]:
         return await self.receiver.receive_many(wires, source)
+
+    async def profile_wire(self) -> bytes | None:
+        return await self.profiles.own_wire()
+
+    async def pairing_answer(self, message: bytes) -> bytes:
+        return await self.pairing.answer(message)
 
     # --- used by the web layer -----------------------------------------------------
 

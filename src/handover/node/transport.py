@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from handover.node.errors import TransportError
+from handover.node.errors import PairingRefused, TransportError
 from handover.protocol.canonical import b64u_encode
+from handover.workflow.errors import RequestRefused
 
 MAX_BATCH = 256
 # A receiver takes 22.5 MiB per request; keep batches well below it.
@@ -67,6 +68,18 @@ class Transport(Protocol):
         """One answer per packet, in order."""
         ...
 
+    async def fetch_profile(self, base_url: str) -> bytes:
+        """The peer's signed profile (docs/protocol.md 8.1); TransportError if it has none."""
+        ...
+
+    async def post_pairing(self, base_url: str, message: bytes) -> bytes:
+        """One pairing message (docs/protocol.md 8) and its answer.
+
+        Raises:
+            PairingRefused: the peer answered with an error (its code and message).
+        """
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -82,6 +95,10 @@ class Endpoint(Protocol):
     async def fork_declarations(self) -> list[bytes]: ...
 
     async def receive_many(self, wires: list[bytes], source: str = ...) -> list[Answer]: ...
+
+    async def profile_wire(self) -> bytes | None: ...
+
+    async def pairing_answer(self, message: bytes) -> bytes: ...
 
 
 class MemoryTransport:
@@ -136,6 +153,18 @@ class MemoryTransport:
                 detail = f"the peer failed: {type(exc).__name__}"
                 answers += [Answer(Outcome.UNAVAILABLE, None, detail) for _ in chunk]
         return answers
+
+    async def fetch_profile(self, base_url: str) -> bytes:
+        wire = await self._peer(base_url).profile_wire()
+        if wire is None:
+            raise TransportError(f"{base_url.rstrip('/')} has no profile")
+        return wire
+
+    async def post_pairing(self, base_url: str, message: bytes) -> bytes:
+        try:
+            return await self._peer(base_url).pairing_answer(message)
+        except RequestRefused as exc:  # what HTTP would answer with an error body
+            raise PairingRefused(exc.code.value, exc.message) from exc
 
     async def close(self) -> None:
         return None

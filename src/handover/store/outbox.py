@@ -333,3 +333,12 @@ async def oldest_pending(conn: Connection) -> int | None:
         " WHERE d.status = 'pending'"
     )
     return None if value is None else int(value)
+
+
+async def pending_to(conn: Connection, node: str) -> int:
+    """Deliveries to `node` still waiting (planned under the peer's current kind)."""
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM deliveries WHERE node = $1 AND status = 'pending'", node
+        )
+    )

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from handover.node.runtime import Node
 from handover.protocol.packet import MAX_REQUEST_BYTES
-from handover.web import api, cases, federation, lifecycle, listings, ops, subject
+from handover.web import api, cases, federation, lifecycle, listings, ops, pairing, subject
 from handover.web.edge import FEDERATION_INTAKE, LOCAL_INTAKE, NODE_KEY
 from handover.web.errors import error_middleware
 from handover.web.intake import Intake
@@ -35,6 +35,7 @@ def create_app(node: Node, surface: Surface = "both") -> web.Application:
         # one address per replica: 16 bodies in flight per address is their ceiling.
         app[FEDERATION_INTAKE] = Intake(node.budget, per_source=16)
         federation.add_routes(app)
+        pairing.add_routes(app)
     if surface in ("local", "both"):
         app[LOCAL_INTAKE] = Intake(node.local_budget, per_source=128)
         api.add_routes(app)

@@ -43,6 +43,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.DELIVERY_PENDING: 409,
     ErrorCode.AMBIGUOUS: 409,
     ErrorCode.ERASED: 410,
+    ErrorCode.INVITATION_ENDED: 410,
+    ErrorCode.PAIRING_FAILED: 403,
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,

@@ -19,7 +19,7 @@ import aiohttp
 import orjson
 
 from handover.node.config import NodeConfig
-from handover.node.errors import TransportError
+from handover.node.errors import PairingRefused, TransportError
 from handover.node.transport import Answer, Outcome, chunks
 from handover.protocol.packet import MEDIA_TYPE
 from handover.web.errors import outcome_of
@@ -31,6 +31,8 @@ DIGESTS_PATH = "/federation/v1/log/digests"
 FORKS_PATH = "/federation/v1/log/forks"
 PACKETS_PATH = "/federation/v1/packets"
 BATCH_PATH = "/federation/v1/packets:batch"
+PROFILE_PATH = "/.well-known/handover/profile"
+PAIRING_PATH = "/federation/v1/pairing"
 
 
 # Answers from peers are read up to a cap: a peer (or whatever answers at its
@@ -112,6 +114,27 @@ class HttpTransport:
 
     async def fetch_keyset(self, base_url: str) -> bytes:
         return await self._get(base_url.rstrip("/") + KEYSET_PATH, MAX_KEYSET_ANSWER)
+
+    async def fetch_profile(self, base_url: str) -> bytes:
+        return await self._get(base_url.rstrip("/") + PROFILE_PATH, MAX_SMALL_ANSWER)
+
+    async def post_pairing(self, base_url: str, message: bytes) -> bytes:
+        url = base_url.rstrip("/") + PAIRING_PATH
+        try:
+            async with self._client().post(
+                url, data=message, headers={"Content-Type": "application/json"}, ssl=self._ssl(url)
+            ) as resp:
+                body = await read_capped(resp, MAX_SMALL_ANSWER, url)
+                if resp.status == 200:
+                    return body
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise TransportError(f"POST {url} failed: {type(exc).__name__}") from exc
+        try:
+            error = json.loads(body)
+            code, text = str(error["error"]), str(error.get("message", ""))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TransportError(f"POST {url} answered {resp.status}") from exc
+        raise PairingRefused(code, text[:500])
 
     async def fetch_log_head(self, base_url: str) -> bytes:
         return await self._get(base_url.rstrip("/") + LOG_HEAD_PATH, MAX_SMALL_ANSWER)

@@ -72,6 +72,12 @@ class ErrorCode(StrEnum):
     """Federation: the packet failed a receive check (the reason stays local)."""
     INVALID_BATCH = "invalid_batch"
     """Federation: not `{"packets": [...]}` with 1 to 256 objects."""
+    PAIRING_FAILED = "pairing_failed"
+    """Federation, pairing: the key confirmation or an offer did not check out
+    (a wrong code, a relay, or a partner of another kind); nothing was pinned."""
+    INVITATION_ENDED = "invitation_ended"
+    """Federation, pairing: no open invitation has that number (never made,
+    expired after its hour, used once, or ended after three failed attempts)."""
     BODY_UNAVAILABLE = "body_unavailable"
     """A stored body could not be decrypted (storage key missing or wrong)."""
     UNAVAILABLE = "unavailable"

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint soak demo bench vectors clean
+.PHONY: test lint soak demo bench vectors clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: lint
+# The browser tests (tests/ui) drive Debian's chromium; as root it is installed when missing.
+chromium:
+	@command -v chromium >/dev/null || (test "$$(id -u)" = 0 && \
+		(apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium))) \
+		|| echo "warning: chromium is missing: sudo apt-get install chromium (tests/ui will fail)"
+
+test: lint chromium
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 # The test campaign of tests/campaign at soak size (one at a time: it floods a node
@@ -31,7 +37,7 @@ soak: $(STAMP)
 		status=$$?; echo "--- soak figures ($(SOAK_REPORT))"; cat $(SOAK_REPORT); exit $$status
 
 demo: $(STAMP)
-	$(PY) -m handover.cli.demo
+	$(PY) -m handover.cli.demo $(ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/run.py $(ARGS)

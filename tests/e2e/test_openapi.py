@@ -114,7 +114,9 @@ def test_the_route_table_is_found() -> None:
 
 
 def test_every_served_route_is_documented() -> None:
-    missing = served_routes() - documented_routes() - NOT_IN_OPENAPI
+    # The web interface (/ui/...) serves HTML pages for people, not API operations.
+    api_routes = {r for r in served_routes() if not r[1].startswith("/ui")}
+    missing = api_routes - documented_routes() - NOT_IN_OPENAPI
     assert not missing, f"routes served but not in schemas/openapi.yaml: {sorted(missing)}"
 
 

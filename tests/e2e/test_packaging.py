@@ -30,6 +30,9 @@ def test_wheel_installs_schemas_policy_and_migrations(tmp_path: Path) -> None:
     assert {f"handover/schemas/{n}" for n in schema_files} <= names
     assert "handover/workflow/default_policy.json" in names
     assert any(n.startswith("handover/store/migrations/") and n.endswith(".sql") for n in names)
+    # The web interface's templates and stylesheet.
+    assert "handover/web/ui/templates/base.html" in names
+    assert "handover/web/ui/static/handover.css" in names
     assert "handover/protocol/eff_short_wordlist.txt" in names  # pairing codes
 
     # Installed somewhere else and imported from there (not from src/), the

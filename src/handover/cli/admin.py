@@ -1,6 +1,6 @@
 """`handover` commands that set up, run and administer a node, on its machine.
 
-init, serve, operators add|list, keys rotate|fingerprint,
+init, serve, keys rotate|fingerprint,
 audit verify. Apart from init, serve and keys fingerprint, each opens the
 node from its directory (attaching to the running node's database) for the
 length of the command.
@@ -25,8 +25,6 @@ from handover.node.config import (
     split_address,
     write_config,
 )
-from handover.protocol.canonical import b64u_encode
-from handover.protocol.crypto import random_bytes
 from handover.protocol.errors import ConfigError
 from handover.protocol.timeutil import now_ms
 from handover.store import peers as peer_store
@@ -138,45 +136,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         uvloop.run(serve(node_dir(args), args.listen))
     return 0
 
-
-# --- operators -------------------------------------------------------------------------
-
-
-def cmd_operators_add(args: argparse.Namespace) -> int:
-    from handover.node.auth import token_hash
-    from handover.store import operators as operator_store
-
-    token = "hov_" + b64u_encode(random_bytes(32))
-
-    async def work(node: Node) -> None:
-        async def job(conn: Connection, appender: Appender) -> None:
-            await operator_store.add(conn, args.name, args.role, token_hash(token), now_ms())
-            appender.append(
-                "key",
-                action="operator_added",
-                operator=args.name,
-                role=args.role,
-                org=node.config.node,
-            )
-
-        await node.writer.run(job)
-
-    with_node(node_dir(args), work)
-    sys.stdout.write(
-        f"operator {args.name} ({args.role}) added; the bearer token below is shown only once:\n"
-    )
-    sys.stdout.write(token + "\n")
-    return 0
-
-
-def cmd_operators_list(args: argparse.Namespace) -> int:
-    from handover.store import operators as operator_store
-
-    async def work(node: Node) -> list[dict[str, Any]]:
-        async with node.db.connection() as conn:
-            return await operator_store.all_operators(conn)
-
-    emit(with_node(node_dir(args), work))
     return 0
 
 
@@ -326,25 +285,13 @@ def register_init(sub: Commands) -> None:
 
 
 def register_node(sub: Commands) -> None:
-    """serve, operators add|list, audit verify (peers: cli/partners.py)."""
+    """serve, audit verify (operators: cli/operators.py; peers: cli/partners.py)."""
     p = sub.add_parser("serve", help="run the node")
     p.add_argument("--dir", required=True)
     p.add_argument(
         "--listen", help="HOST:PORT overriding the federation address (a second replica)"
     )
     p.set_defaults(func=cmd_serve)
-
-    ops = sub.add_parser("operators", help="local API users").add_subparsers(
-        dest="operators_cmd", required=True
-    )
-    p = ops.add_parser("add", help="add an operator; prints its bearer token once, last")
-    p.add_argument("--dir", required=True)
-    p.add_argument("name")
-    p.add_argument("--role", required=True, choices=("admin", "caseworker", "auditor"))
-    p.set_defaults(func=cmd_operators_add)
-    p = ops.add_parser("list", help="operators and roles")
-    p.add_argument("--dir", required=True)
-    p.set_defaults(func=cmd_operators_list)
 
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(
         dest="audit_cmd", required=True

@@ -9,14 +9,20 @@ Starts `prison.example`, `probation.example` and `exit.example` as real
   3. the exit organisation answers with a care-acknowledgement;
 
 printing each step's delivery status and receipt, then runs
-`handover audit verify --peers` on all three nodes. Exits 0 when all holds.
+`handover audit verify --peers` on all three nodes, and ends by printing what
+to do next: each agency's web interface, a sign-in and an API token.
+`--keep` (`make demo ARGS=--keep`) keeps the federation running until Ctrl-C.
+Exits 0 when all holds.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import secrets
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -31,6 +37,7 @@ AGENCIES = (
     ("exit.example", "exit"),
 )
 ROLE = "admin"  # the demo's one operator per node
+WEB_OPERATOR = "officer"  # signs in to the web interface (an admin: every page)
 
 
 def _example(name: str) -> dict[str, Any]:
@@ -97,7 +104,12 @@ def _show_packet(sender: NodeProcess, packet: dict[str, Any]) -> bool:
     return ok
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description="three agencies, one handover")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the three nodes running until Ctrl-C"
+    )
+    args = parser.parse_args(argv)
     base = Path(os.environ.get("HANDOVER_DEMO_DIR", "demo-data")).resolve()
     if base.exists():
         # Stop anything a previous, interrupted demo left running, then start afresh.
@@ -105,24 +117,54 @@ def main() -> int:
     base.mkdir(parents=True)
     print(f"handover demo: three agencies under {base}")
     try:
-        return _walk(base)
+        return _walk(base, keep=args.keep)
     except HarnessError as exc:
         raise SystemExit(f"demo: {exc}") from exc
 
 
-def _walk(base: Path) -> int:
+def _next_steps(nodes: dict[str, NodeProcess], passwords: dict[str, str], keep: bool) -> None:
+    print("\nWhat next:")
+    for n in nodes.values():
+        print(f"  {n.node:<18} web interface {n.url}/ui/")
+        print(f"  {'':<18} sign in as {WEB_OPERATOR} with password {passwords[n.node]}")
+        print(f"  {'':<18} API token (Authorization: Bearer) {n.tokens[ROLE]}")
+    if keep:
+        print("  the federation keeps running; Ctrl-C stops it")
+    else:
+        print("  the nodes are stopped now; to keep them running: make demo ARGS=--keep")
+
+
+def _wait_for_stop() -> None:
+    stop = {"now": False}
+
+    def handler(_sig: int, _frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    while not stop["now"]:
+        time.sleep(0.5)
+
+
+def _walk(base: Path, keep: bool = False) -> int:
     nodes = {
         name: NodeProcess(base, name, kind, log_path=base / name / "node.log")
         for name, kind in AGENCIES
     }
     try:
         for n in nodes.values():
-            n.launch()
+            n.launch(new_session=keep)  # with --keep, Ctrl-C reaches only the demo
         for n in nodes.values():
             n.wait_ready()
             print(f"  {n.node:<18} ({n.kind:<9}) {n.url}  fingerprint {n.fingerprint}")
         connect(nodes.values(), [("demo", ROLE)])
-        print("  peers pinned by fingerprint; one operator per node")
+        passwords = {n.node: secrets.token_urlsafe(12) for n in nodes.values()}
+        for n in nodes.values():
+            # The API token of `demo` stays tokens[ROLE]: this one signs in on the web.
+            token = n.tokens[ROLE]
+            n.add_operator(WEB_OPERATOR, ROLE, password=passwords[n.node])
+            n.tokens[ROLE] = token
+        print("  peers pinned by fingerprint; one API operator and one web sign-in per node")
 
         prison, probation, exit_org = nodes.values()
         release = _example("release-notice")
@@ -200,13 +242,16 @@ def _walk(base: Path) -> int:
             verdict = "ok" if proc.returncode == 0 else "FAILED"
             print(f"  {n.node:<18} chain of {entries} entries {verdict}; peers: {peers}")
             ok = ok and proc.returncode == 0
+        print(
+            "\ndemo "
+            + ("completed: every packet delivered, receipted and witnessed" if ok else "FAILED")
+        )
+        _next_steps(nodes, passwords, keep and ok)
+        if keep and ok:
+            _wait_for_stop()
     finally:
         for n in nodes.values():
             n.stop()
-    print(
-        "\ndemo "
-        + ("completed: every packet delivered, receipted and witnessed" if ok else "FAILED")
-    )
     return 0 if ok else 1
 
 

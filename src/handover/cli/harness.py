@@ -67,8 +67,9 @@ def run_cli(
     timeout: float = 120,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `handover ARGS` in a subprocess and wait for it.
+    """Run `handover ARGS` in a subprocess (`stdin` its standard input) and wait for it.
 
     Raises:
         HarnessError: it took over `timeout` seconds, or (with `check`) it
@@ -79,6 +80,7 @@ def run_cli(
             [sys.executable, "-m", "handover.cli", *args],
             capture_output=True,
             text=True,
+            input=stdin,
             env=cli_env() if env is None else env,
             cwd=cwd,
             timeout=timeout,
@@ -267,9 +269,14 @@ class NodeProcess:
             f"--fingerprint={other.fingerprint}", "--kind", other.kind,
         )  # fmt: skip
 
-    def add_operator(self, name: str, role: str) -> str:
-        """`handover operators add`; returns the bearer token, also kept as `tokens[role]`."""
-        out = run_cli("operators", "add", "--dir", str(self.dir), name, "--role", role)
+    def add_operator(self, name: str, role: str, password: str | None = None) -> str:
+        """`handover operators add` (with a web sign-in `password` if given); returns
+        the bearer token, also kept as `tokens[role]`."""
+        extra = ("--password-stdin",) if password is not None else ()
+        out = run_cli(
+            "operators", "add", "--dir", str(self.dir), name, "--role", role, *extra,
+            stdin=None if password is None else password + "\n",
+        )  # fmt: skip
         token = out.stdout.strip().splitlines()[-1]
         self.tokens[role] = token
         return token

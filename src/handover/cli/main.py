@@ -2,8 +2,8 @@
 
 Commands live by what they need: cli/offline.py (no node: `keys init`,
 `packet seal|open|verify`, `schemas`), cli/admin.py (a node directory on this
-machine: `init`, `serve`, `peers`, `operators`, `keys rotate|fingerprint`,
-`audit verify`) and cli/api_commands.py (a running node's local API).
+machine: `init`, `serve`, `peers`, `keys rotate|fingerprint`, `audit verify`),
+cli/operators.py (`operators`) and cli/api_commands.py (a running node's local API).
 Output is JSON on stdout; an error is one line on stderr and a non-zero exit.
 """
 
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from handover import __version__
-from handover.cli import admin, api_commands, backup, integrator, offline, partners
+from handover.cli import admin, api_commands, backup, integrator, offline, operators, partners
 from handover.cli.args import Parser, parse
 from handover.cli.output import EXIT_ERROR, CliError
 from handover.protocol.errors import HandoverError
@@ -29,6 +29,7 @@ def build_parser() -> Parser:
     admin.register_init(sub)
     offline.register_schemas(sub)
     admin.register_node(sub)
+    operators.register(sub)
     partners.register_peers(sub)
     partners.register_profile(sub)
     backup.register(sub)

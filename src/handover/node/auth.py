@@ -1,10 +1,14 @@
-"""Operators' bearer tokens: who is asking (checked at the edge by `web/edge.py`)."""
+"""Operators' bearer tokens: who is asking (checked at the edge by `web/edge.py`),
+and why a token was refused (`disabled`, `expired`, `unknown`) for the log and
+the metrics, never with the token itself."""
 
 from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 
+from handover.protocol.timeutil import Clock, now_ms
 from handover.store import operators as operator_store
 from handover.store.db import Database
 from handover.workflow.access import Operator
@@ -18,23 +22,50 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a token was refused: `unknown` (no operator holds it), `disabled`,
+    `expired`; `operator` is the holder's name when there is one."""
+
+    reason: str
+    operator: str | None = None
+
+
 class Authenticator:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Clock = now_ms) -> None:
         self.db = db
+        self.clock = clock
         self._tokens: dict[str, tuple[Operator, float]] = {}
 
-    async def authenticate(self, token: str) -> Operator | None:
-        """The operator holding this bearer token. Answers are cached for a few
-        seconds (a disabled operator loses access within TOKEN_CACHE_S)."""
+    def forget(self) -> None:
+        """Drop cached answers (an operator was changed: NOTIFY handover_operators)."""
+        self._tokens.clear()
+
+    async def check(self, token: str) -> Operator | Refusal:
+        """The operator holding this bearer token, or why it may not be used.
+
+        Accepted tokens are cached for a few seconds; every change of an
+        operator empties the cache of every process (through NOTIFY), and a
+        token that expires stays cached at most TOKEN_CACHE_S past its expiry.
+        """
         now = time.monotonic()
         cached = self._tokens.get(token)
         if cached is not None and cached[1] > now:
             return cached[0]
         async with self.db.connection() as conn:
-            found = await operator_store.by_token_hash(conn, token_hash(token))
-        operator = None if found is None else Operator(*found)
-        if operator is not None:
-            if len(self._tokens) > MAX_CACHED:
-                self._tokens.clear()
-            self._tokens[token] = (operator, now + TOKEN_CACHE_S)
+            holder = await operator_store.lookup(conn, token_hash(token))
+        if holder is None:
+            return Refusal("unknown")
+        reason = holder.refusal(self.clock())
+        if reason is not None:
+            return Refusal(reason, holder.name)
+        operator = Operator(holder.name, holder.role)
+        if len(self._tokens) > MAX_CACHED:
+            self._tokens.clear()
+        self._tokens[token] = (operator, now + TOKEN_CACHE_S)
         return operator
+
+    async def authenticate(self, token: str) -> Operator | None:
+        """The operator holding this bearer token, None when it may not be used."""
+        found = await self.check(token)
+        return found if isinstance(found, Operator) else None

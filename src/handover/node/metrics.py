@@ -151,6 +151,13 @@ class Metrics:
             "handover_security_refusals_total",
             "Refusals counted in the security log instead of the audit log.",
         )
+        self.access_refused = Counter(
+            r,
+            "handover_access_refused",
+            "Local API requests refused at the edge, by error (unauthorized: no valid token;"
+            " forbidden: the role may not) and reason (missing, unknown, disabled, expired, role).",
+            ["code", "reason"],
+        )
         self.receive_seconds = Histogram(
             r, "handover_receive_seconds", "Time to receive, store and receipt one packet."
         )

@@ -16,7 +16,7 @@ import structlog
 
 from handover.node import keystore
 from handover.node.auditing import AuditLog
-from handover.node.auth import Authenticator
+from handover.node.auth import Authenticator, Refusal
 from handover.node.budget import ByteBudget
 from handover.node.config import NodeConfig, load_config
 from handover.node.delivery import DeliveryWorker
@@ -28,6 +28,7 @@ from handover.node.profiles import Profiles
 from handover.node.receiving import Receiver
 from handover.node.security import SecurityLog
 from handover.node.sending import Sender
+from handover.node.sessions import WebSessions
 from handover.node.transport import Answer, Transport
 from handover.protocol.errors import ConfigError, HandoverError
 from handover.protocol.timeutil import DAY_MS, Clock, now_ms
@@ -163,7 +164,8 @@ class Node:
         self.audit = AuditLog(
             node=config.node, db=db, directory=directory, transport=transport, clock=clock
         )
-        self.auth = Authenticator(db)
+        self.auth = Authenticator(db, clock)
+        self.web_sessions = WebSessions(db, writer, clock, config.node)
         self.profiles = Profiles(
             node=config.node, kind=config.kind, db=db, writer=writer, directory=directory,
             transport=transport, clock=clock,
@@ -223,6 +225,7 @@ class Node:
             outbox=self.delivery.wake.set,
             peers=lambda: asyncio.get_running_loop().create_task(self.directory.load()),
             keys=self._reload_keys,
+            operators=self.auth.forget,
         )
         self.delivery.start()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
@@ -315,6 +318,19 @@ class Node:
 
     async def authenticate(self, token: str) -> Operator | None:
         return await self.auth.authenticate(token)
+
+    async def check_token(self, token: str) -> Operator | Refusal:
+        """The operator holding `token`, or why it may not be used."""
+        return await self.auth.check(token)
+
+    def note_refused_access(
+        self, code: str, reason: str, route: str, operator: str | None = None
+    ) -> None:
+        """Count and log a local API request refused at the edge (`unauthorized`,
+        `forbidden`): the error code, why, the route and the operator if known;
+        never the token."""
+        self.metrics.access_refused.inc(code=code, reason=reason)
+        log.warning("access_refused", error=code, reason=reason, route=route, operator=operator)
 
     async def readiness(self) -> dict[str, bool]:
         keys_ok = True

@@ -107,28 +107,9 @@ class Sender:
         """
         started = time.perf_counter()
         why = require_justification(justification)
-        if not isinstance(to, list) or not to or not all(isinstance(n, str) for n in to):
-            raise RequestRefused(ErrorCode.BAD_REQUEST, "'to' must be a non-empty list of node ids")
-        if len(set(to)) != len(to):
-            raise RequestRefused(ErrorCode.BAD_REQUEST, "'to' lists a node twice")
-        if not isinstance(schema_id, str):
-            raise RequestRefused(ErrorCode.BAD_REQUEST, "'schema' must be a schema id string")
-        if not isinstance(body, dict):
-            raise RequestRefused(ErrorCode.BAD_REQUEST, "'body' must be a JSON object")
-        if not isinstance(minimise, bool):
-            raise RequestRefused(ErrorCode.BAD_REQUEST, "'minimise' must be true or false")
-        try:
-            self.registry.validate(schema_id, body)
-            # What JSON Schema lets through but canonical JSON cannot carry (1.0).
-            check_value(body)
-        except UnknownSchema as exc:
-            raise RequestRefused(ErrorCode.UNKNOWN_SCHEMA, str(exc)) from exc
-        except SchemaInvalid as exc:
-            raise RequestRefused(ErrorCode.SCHEMA_INVALID, str(exc)) from exc
-        except EncodingError as exc:
-            raise RequestRefused(
-                ErrorCode.SCHEMA_INVALID, f"the body cannot be sent: {exc}"
-            ) from exc
+        self._check(to, schema_id, body, minimise)
+        assert isinstance(to, list) and isinstance(schema_id, str) and isinstance(body, dict)
+        assert isinstance(minimise, bool)
         self._check_recipients(to)
         now = self.clock()
         case_ref = case_ref_of(body)
@@ -232,6 +213,59 @@ class Sender:
                     f"{node[:253]} is not a pinned peer with a valid keyset"
                     " (`handover peers list` shows the pinned ones)",
                 )
+
+    def _check(self, to: object, schema_id: object, body: object, minimise: object) -> None:
+        """The shape of a submission and its body's validity (submit and preview alike).
+
+        Raises:
+            RequestRefused: `bad_request`, `unknown_schema`, `schema_invalid`.
+        """
+        if not isinstance(to, list) or not to or not all(isinstance(n, str) for n in to):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'to' must be a non-empty list of node ids")
+        if len(set(to)) != len(to):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'to' lists a node twice")
+        if not isinstance(schema_id, str):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'schema' must be a schema id string")
+        if not isinstance(body, dict):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'body' must be a JSON object")
+        if not isinstance(minimise, bool):
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "'minimise' must be true or false")
+        try:
+            self.registry.validate(schema_id, body)
+            # What JSON Schema lets through but canonical JSON cannot carry (1.0).
+            check_value(body)
+        except UnknownSchema as exc:
+            raise RequestRefused(ErrorCode.UNKNOWN_SCHEMA, str(exc)) from exc
+        except SchemaInvalid as exc:
+            raise RequestRefused(ErrorCode.SCHEMA_INVALID, str(exc)) from exc
+        except EncodingError as exc:
+            raise RequestRefused(
+                ErrorCode.SCHEMA_INVALID, f"the body cannot be sent: {exc}"
+            ) from exc
+
+    async def preview(self, *, to: object, schema_id: object, body: object) -> list[dict[str, Any]]:
+        """What a minimised submission would send, per recipient, without sealing,
+        queueing or logging anything: the fields each one gets and those the
+        sharing policy withholds.
+
+        Raises:
+            RequestRefused: as :meth:`submit` (`schema_invalid`, `not_permitted`,
+                `consent_required`, ...).
+        """
+        self._check(to, schema_id, body, True)
+        assert isinstance(to, list) and isinstance(schema_id, str) and isinstance(body, dict)
+        self._check_recipients(to)
+        for node in to:
+            self._recipient(node, self.clock())
+        async with self.db.connection() as conn:
+            planned = await self.workflow.plan(
+                conn, to=list(to), schema=schema_id, body=body, minimise=True
+            )
+        return [
+            {"node": node, "kind": kind, "body": packet.body, "removed": packet.removed}
+            for packet in planned
+            for node, kind in zip(packet.recipients, packet.kinds, strict=True)
+        ]
 
     def _recipient(self, node: str, now: int) -> Recipient:
         keyset = self.directory.keyset(node) if is_node_id(node) else None

@@ -246,6 +246,28 @@ def argon2id_key(passphrase: bytes, salt: bytes, *, opslimit: int, memlimit: int
     return key
 
 
+# Operators' web sign-in passwords: libsodium's "interactive" Argon2id limits
+# (64 MiB, 2 passes), the encoded string (algorithm, limits, salt) is what is stored.
+PASSWORD_OPSLIMIT = int(nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE)
+PASSWORD_MEMLIMIT = int(nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE)
+
+
+def hash_password(password: str) -> str:
+    """An Argon2id (v1.3) hash of a password in libsodium's encoded form."""
+    encoded: bytes = nacl.pwhash.argon2id.str(
+        password.encode("utf-8"), opslimit=PASSWORD_OPSLIMIT, memlimit=PASSWORD_MEMLIMIT
+    )
+    return encoded.decode("ascii")
+
+
+def verify_password(encoded: str, password: str) -> bool:
+    """Whether `password` matches a hash made by :func:`hash_password`."""
+    try:
+        return bool(nacl.pwhash.argon2id.verify(encoded.encode("ascii"), password.encode("utf-8")))
+    except (nacl.exceptions.InvalidkeyError, nacl.exceptions.CryptoError, ValueError):
+        return False
+
+
 class StreamSealer:
     """crypto_secretstream_xchacha20poly1305, pushing side: messages in order,
     the last one tagged final, so reordering, dropping or truncating is detected."""

@@ -3,7 +3,7 @@
 
 - `federation`: what partner nodes use (`/federation/...`,
   `/.well-known/handover/...`) plus `/healthz` and `/readyz`;
-- `local`: the local API, `/metrics` (and the web interface), plus health;
+- `local`: the local API, `/metrics` and the web interface (`/ui/`), plus health;
 - `both`: everything on one listener, only for a loopback `listen` without
   `local_listen` (web/server.py decides).
 """
@@ -16,7 +16,7 @@ from aiohttp import web
 
 from handover.node.runtime import Node
 from handover.protocol.packet import MAX_REQUEST_BYTES
-from handover.web import api, cases, federation, lifecycle, listings, ops, pairing, subject
+from handover.web import api, cases, federation, lifecycle, listings, ops, pairing, subject, ui
 from handover.web.edge import FEDERATION_INTAKE, LOCAL_INTAKE, NODE_KEY
 from handover.web.errors import error_middleware
 from handover.web.intake import Intake
@@ -44,4 +44,5 @@ def create_app(node: Node, surface: Surface = "both") -> web.Application:
         subject.add_routes(app)
         lifecycle.add_routes(app)
         ops.add_metrics_route(app)
+        ui.add_routes(app)
     return app

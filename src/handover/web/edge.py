@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from handover.node.auth import Refusal
 from handover.node.runtime import Node
 from handover.web.intake import Intake
 from handover.workflow.access import Operator
@@ -39,9 +40,33 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 }
 
 
+_TOKEN_REFUSED = {
+    "unknown": "the bearer token is not valid",
+    "disabled": "the operator of this bearer token is disabled (`handover operators enable`)",
+    "expired": "the bearer token expired: an admin issues a new one with"
+    " `handover operators token NAME`",
+}
+
+
+def _route(request: web.Request) -> str:
+    """The route's pattern (`/api/v1/packets/{pid}`), for the log: no ids, no query."""
+    resource = request.match_info.route.resource
+    return request.path if resource is None else resource.canonical
+
+
+def _refuse(
+    request: web.Request, code: ErrorCode, reason: str, message: str, operator: str | None = None
+) -> RequestRefused:
+    """Count and log a refusal at the edge; the error to raise."""
+    request.app[NODE_KEY].note_refused_access(code.value, reason, _route(request), operator)
+    return RequestRefused(code, message)
+
+
 def requires(permission: str | None) -> Callable[[Handler], Handler]:
     """Authenticate the bearer token at the edge and check the role's permission
-    (None: any operator)."""
+    (None: any operator).
+    Refusals (401, 403) are counted in the metrics and logged with the route and
+    the operator when known (node `note_refused_access`)."""
 
     def decorate(handler: Handler) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
@@ -49,28 +74,45 @@ def requires(permission: str | None) -> Callable[[Handler], Handler]:
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
             if not header.strip():
-                raise RequestRefused(
+                raise _refuse(
+                    request,
                     ErrorCode.UNAUTHORIZED,
+                    "missing",
                     "a bearer token is required: header 'Authorization: Bearer TOKEN'",
                 )
             if scheme.lower() != "bearer":
-                raise RequestRefused(
+                raise _refuse(
+                    request,
                     ErrorCode.UNAUTHORIZED,
+                    "missing",
                     "the Authorization header must be 'Bearer ' followed by the token"
                     " (the 'Bearer ' prefix is missing)",
                 )
             if not token.strip():
-                raise RequestRefused(
-                    ErrorCode.UNAUTHORIZED, "a bearer token is required after 'Bearer '"
+                raise _refuse(
+                    request,
+                    ErrorCode.UNAUTHORIZED,
+                    "missing",
+                    "a bearer token is required after 'Bearer '",
                 )
-            operator = await node.authenticate(token.strip())
-            if operator is None:
-                raise RequestRefused(ErrorCode.UNAUTHORIZED, "the bearer token is not valid")
+            operator = await node.check_token(token.strip())
+            if isinstance(operator, Refusal):
+                raise _refuse(
+                    request,
+                    ErrorCode.UNAUTHORIZED,
+                    operator.reason,
+                    _TOKEN_REFUSED.get(operator.reason, _TOKEN_REFUSED["unknown"]),
+                    operator.operator,
+                )
             if permission is not None and permission not in PERMISSIONS.get(
                 operator.role, frozenset()
             ):
-                raise RequestRefused(
-                    ErrorCode.FORBIDDEN, f"role {operator.role} may not {permission}"
+                raise _refuse(
+                    request,
+                    ErrorCode.FORBIDDEN,
+                    "role",
+                    f"role {operator.role} may not {permission}",
+                    operator.name,
                 )
             request[OPERATOR_KEY] = operator
             return await handler(request)

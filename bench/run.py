@@ -43,6 +43,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import attachments
 import bodies
 import ceiling
 import load
@@ -468,6 +469,14 @@ def run_sweep(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
     return result
 
 
+def run_attachments(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
+    sender, receiver = start_nodes(processes, node_settings(args))
+    baseline = start_baseline(processes)
+    result = attachments.run(args, sender, receiver, baseline)
+    attachments.print_table(result)
+    return result
+
+
 def print_sweep_table(r: dict[str, Any]) -> None:
     print(
         "handover size sweep: release-notice bodies,"
@@ -529,6 +538,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--sweep", action="store_true", help="body sizes 1 KiB .. 1 MiB instead")
     p.add_argument(
+        "--attachments",
+        action="store_true",
+        help="one large attachment between the nodes, against a plain HTTP upload instead",
+    )
+    p.add_argument(
+        "--attachment-mb", type=float, default=1024.0, help="attachment size in MiB (default 1024)"
+    )
+    p.add_argument(
         "--sizes",
         type=lambda s: [int(x) for x in s.split(",")],
         default=list(SWEEP_SIZES),
@@ -585,7 +602,10 @@ def main(argv: list[str] | None = None) -> int:
     outcome = "failed"
     result: dict[str, Any] | None = None
     try:
-        result = run_sweep(args, processes) if args.sweep else run_main(args, processes)
+        if args.attachments:
+            result = run_attachments(args, processes)
+        else:
+            result = run_sweep(args, processes) if args.sweep else run_main(args, processes)
         outcome = "ok"
     except (BenchFailure, HarnessError) as exc:
         say(f"FAILED: {exc}")

@@ -97,6 +97,7 @@ def generated() -> str:
                 "body": {"$ref": f"#/components/schemas/{name}"},
                 "justification": {"$ref": "#/components/schemas/Justification"},
                 "minimise": {"$ref": "#/components/schemas/Minimise"},
+                "attachments": {"$ref": "#/components/schemas/Attachments"},
             },
         }
     for sid, doc in documents.items():

@@ -24,7 +24,7 @@ async def submit_packet(request: web.Request) -> web.Response:
     # The body's bytes stay reserved in the local budget while it is sealed.
     async with request.app[LOCAL_INTAKE].body(request, MAX_REQUEST_BYTES) as raw:
         data = json_object(raw)
-        unknown = set(data) - {"to", "schema", "body", "justification", "minimise"}
+        unknown = set(data) - {"to", "schema", "body", "justification", "minimise", "attachments"}
         if unknown:
             raise RequestRefused(
                 ErrorCode.BAD_REQUEST, f"unknown members: {', '.join(sorted(unknown))}"
@@ -36,6 +36,7 @@ async def submit_packet(request: web.Request) -> web.Response:
             body=data.get("body"),
             justification=data.get("justification"),
             minimise=data.get("minimise", False),
+            attachments=data.get("attachments"),
         )
     return json_response({"packets": packets}, status=202)
 
@@ -67,7 +68,11 @@ async def read_inbox(request: web.Request) -> web.Response:
             "reading a body needs a justification: query parameter 'justification'"
             " or header 'Handover-Justification'",
         )
-    opened = await node.inbox.read(operator_of(request), request.match_info["pid"], justification)
+    pid = request.match_info["pid"]
+    opened = await node.inbox.read(operator_of(request), pid, justification)
+    listed = await node.attachment_access.listing(pid, sent=False)
+    if listed:
+        opened["attachments"] = listed
     return json_response(opened)
 
 

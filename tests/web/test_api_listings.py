@@ -130,7 +130,11 @@ async def test_the_page_size_is_bounded(prison: Node, clients: dict[str, Client]
 async def test_yourself_and_an_unknown_agency_are_different_errors(
     clients: dict[str, Client],
 ) -> None:
-    payload = {"schema": RELEASE_NOTICE, "body": release_notice(), "justification": "planning"}
+    payload = {
+        "schema": RELEASE_NOTICE,
+        "body": release_notice(),
+        "justification": "release planning for the case",
+    }
     status, answer = await clients[PRISON].call(
         "POST", "/api/v1/packets", json_body={**payload, "to": [PRISON]}
     )
@@ -226,7 +230,7 @@ async def test_audit_entries_are_filtered_by_operator_op_case_and_time(
             "to": [PROBATION],
             "schema": RELEASE_NOTICE,
             "body": notice,
-            "justification": "planning",
+            "justification": "release planning for the case",
         },
     )
     assert status == 202, answer
@@ -250,11 +254,13 @@ async def test_audit_entries_are_filtered_by_operator_op_case_and_time(
     assert [e["entry"]["op"] for e in page["entries"]] == ["delivery"]
     tomorrow = (dt.date.today() + dt.timedelta(days=1)).isoformat()
     status, page = await api.call(
-        "GET", f"/api/v1/audit?case={case}&since={tomorrow}", role="auditor"
+        "GET", f"/api/v1/audit?case={case}&op=disclosure&since={tomorrow}", role="auditor"
     )
     assert (status, page["entries"]) == (200, [])
     status, page = await api.call(
-        "GET", f"/api/v1/audit?case={case}&until={tomorrow}T00:00:00Z", role="auditor"
+        "GET",
+        f"/api/v1/audit?case={case}&op=disclosure&until={tomorrow}T00:00:00Z",
+        role="auditor",
     )
     assert len(page["entries"]) == 1
     status, answer = await api.call("GET", "/api/v1/audit?since=10/12/2026", role="auditor")

@@ -13,7 +13,16 @@ import sys
 from collections.abc import Sequence
 
 from handover import __version__
-from handover.cli import admin, api_commands, backup, integrator, offline, operators, partners
+from handover.cli import (
+    admin,
+    api_commands,
+    backup,
+    integrator,
+    legal,
+    offline,
+    operators,
+    partners,
+)
 from handover.cli.args import Parser, parse
 from handover.cli.output import EXIT_ERROR, CliError
 from handover.protocol.errors import HandoverError
@@ -37,6 +46,7 @@ def build_parser() -> Parser:
     api_commands.register_lifecycle(sub)
     api_commands.register_packets(sub)
     integrator.register(sub)
+    legal.register(sub)
     return parser
 
 

@@ -89,6 +89,7 @@ async def audit_page(
     clauses = ["seq > $1", "seq <= $2"]
     args: list[Any] = [after, after + AUDIT_SCAN]
     columns = {"case_ref": "case_ref = {}", "pid": "pid = {}", "op": "op = {}"}
+    columns["purpose"] = "purpose = {}"
     columns |= {"since": "at >= {}", "until": "at < {}"}
     columns["operator"] = "convert_from(entry, 'UTF8')::jsonb ->> 'operator' = {}"
     for name, clause in columns.items():

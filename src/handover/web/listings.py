@@ -9,13 +9,27 @@ from typing import Any
 from aiohttp import web
 
 from handover.node.queries import Queries, limit_of, time_of
+from handover.web.consult import checked_justification, consulted, visible_items
 from handover.web.edge import NODE_KEY, requires
 from handover.web.errors import json_response
 from handover.workflow.errors import ErrorCode, RequestRefused
 from handover.workflow.schemas import schema_dir
 
-AUDIT_FILTERS = frozenset({"operator", "op", "since", "until", "case", "pid", "after", "limit"})
-PACKET_FILTERS = frozenset({"status", "case", "after", "limit"})
+AUDIT_FILTERS = frozenset(
+    {
+        "operator",
+        "op",
+        "since",
+        "until",
+        "case",
+        "pid",
+        "purpose",
+        "after",
+        "limit",
+        "justification",
+    }
+)
+PACKET_FILTERS = frozenset({"status", "case", "after", "limit", "justification"})
 
 
 def _queries(request: web.Request) -> Queries:
@@ -37,19 +51,41 @@ def _only(request: web.Request, allowed: frozenset[str]) -> None:
 async def list_packets(request: web.Request) -> web.Response:
     _only(request, PACKET_FILTERS)
     q = request.query
+    why = checked_justification(request)
     page = await _queries(request).sent(
         status=q.get("status"),
         case_ref=q.get("case"),
         after=q.get("after"),
         limit=limit_of(q.get("limit")),
     )
+    # Art 25 and least privilege as for every listing of case data (web/consult.py).
+    page["items"] = await visible_items(request, page["items"])
+    await consulted(
+        request,
+        "sent_list",
+        why=why,
+        count=len(page["items"]),
+        fields=sorted(page["items"][0]) if page["items"] else None,
+        cases=[i["case_ref"] for i in page["items"]],
+    )
     return json_response(page)
 
 
 @requires("read")
 async def list_owed(request: web.Request) -> web.Response:
-    _only(request, frozenset({"limit"}))
-    return json_response(await _queries(request).owed(limit=limit_of(request.query.get("limit"))))
+    _only(request, frozenset({"limit", "justification"}))
+    why = checked_justification(request)
+    page = await _queries(request).owed(limit=limit_of(request.query.get("limit")))
+    page["items"] = await visible_items(request, page["items"])
+    await consulted(
+        request,
+        "owed_list",
+        why=why,
+        count=len(page["items"]),
+        fields=sorted(page["items"][0]) if page["items"] else None,
+        cases=[i["case_ref"] for i in page["items"]],
+    )
+    return json_response(page)
 
 
 @requires("audit")
@@ -62,7 +98,9 @@ async def list_audit(request: web.Request) -> web.Response:
             raise ValueError
     except ValueError:
         raise RequestRefused(ErrorCode.BAD_REQUEST, "after must be an integer (a seq)") from None
+    why = checked_justification(request)
     filters: dict[str, Any] = {
+        "purpose": q.get("purpose") or None,
         "operator": q.get("operator") or None,
         "op": q.get("op") or None,
         "case_ref": q.get("case") or None,
@@ -70,11 +108,21 @@ async def list_audit(request: web.Request) -> web.Response:
         "since": time_of("since", q.get("since")),
         "until": time_of("until", q.get("until")),
     }
-    for name in ("operator", "op", "case_ref", "pid"):
+    for name in ("operator", "op", "case_ref", "pid", "purpose"):
         if filters[name] is not None and len(filters[name]) > 128:
             raise RequestRefused(ErrorCode.BAD_REQUEST, f"{name} is at most 128 characters")
     page = await _queries(request).audit(
         after=after, limit=limit_of(q.get("limit")), filters=filters
+    )
+    # Reading the audit log is itself logged (after the page is read, so the
+    # entry is not in its own page).
+    await consulted(
+        request,
+        "audit_read",
+        why=why,
+        case_ref=filters["case_ref"],
+        pid=filters["pid"],
+        count=len(page["entries"]),
     )
     return json_response(page)
 

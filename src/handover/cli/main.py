@@ -22,6 +22,7 @@ from handover.cli import (
     offline,
     operators,
     partners,
+    storage,
 )
 from handover.cli.args import Parser, parse
 from handover.cli.output import EXIT_ERROR, CliError
@@ -33,7 +34,9 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"handover {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # The order here is the order of `handover --help`.
-    admin.register_keys(offline.register_keys(sub))
+    keys_sub = offline.register_keys(sub)
+    admin.register_keys(keys_sub)
+    storage.register(keys_sub)
     offline.register_packet(sub)
     admin.register_init(sub)
     offline.register_schemas(sub)

@@ -78,7 +78,7 @@ class Inbox:
                 "this packet is restricted: its content is shown to no one until an admin"
                 " lifts the restriction (POST /api/v1/packets/{pid}/restriction/lift)",
             )
-        body = self.vault.open(pid, row.body_box)
+        body = self.vault.open(pid, row.body_box, row.data_key)
 
         async def job(conn: Connection, appender: Appender) -> None:
             appender.append(

@@ -290,6 +290,7 @@ class Receiver:
             now=now,
         )
         defer = appender.deferred
+        stored = self.vault.seal(opened.body_cj) if accepted else None
         await received_store.insert(
             conn,
             defer,
@@ -308,8 +309,11 @@ class Receiver:
             sender_seq=opened.log.seq,
             sender_head=opened.log.head,
             keyset_serial=opened.keyset.serial,
-            wire=opened.wire if accepted else None,
-            body_box=self.vault.seal(opened.body_cj) if accepted else None,
+            # The wire opens with our own box key: it is sealed with the body's
+            # data key, so erasing that key shreds both (crypto-shredding).
+            wire=self.vault.seal(opened.wire, stored.key).box if stored else None,
+            body_box=stored.box if stored else None,
+            data_key=stored.key if stored else None,
         )
         if accepted and opened.attachments and self.attachments is not None:
             # Step 10 binds the uploads: they share the packet's retention from now on.

@@ -35,6 +35,7 @@ from handover.node.scanning import Scanner, parse_command
 from handover.node.security import SecurityLog
 from handover.node.sending import Sender
 from handover.node.sessions import WebSessions
+from handover.node.shredding import wrap_legacy
 from handover.node.transport import Answer, Transport, UploadAnswer
 from handover.node.uploading import Uploader
 from handover.protocol.errors import ConfigError, HandoverError
@@ -50,6 +51,7 @@ from handover.workflow.engine import Workflow
 from handover.workflow.policy import Policy
 from handover.workflow.rectification import Rectification
 from handover.workflow.retention import Retention
+from handover.workflow.reviews import Reviews
 from handover.workflow.schemas import SchemaRegistry, default_registry
 from handover.workflow.subject_access import SubjectAccess
 from handover.workflow.subject_rules import SubjectSettings
@@ -82,6 +84,7 @@ class Node:
         clock: Clock,
     ) -> None:
         self.config = config
+        self.vault = vault
         self.db = db
         self.directory = directory
         self.transport = transport
@@ -179,6 +182,14 @@ class Node:
             submitter=self.sender,
             clock=clock,
         )
+        self.reviews = Reviews(
+            db=db,
+            writer=writer,
+            policy=self.policy,
+            retention=self.retention,
+            rectification=self.rectification,
+            clock=clock,
+        )
         self.cases = Cases(node=config.node, db=db, vault=vault, submitter=self.sender, clock=clock)
         self.subject_access = SubjectAccess(
             node=config.node,
@@ -273,6 +284,7 @@ class Node:
         if not tail.ok:
             log.error("audit_chain_broken", bad_seq=tail.bad_seq, problem=tail.problem)
         self.writer.start()
+        await wrap_legacy(self.db, self.vault)
         self.directory.maintain_own_keyset()
         await self.db.listen(
             outbox=self.delivery.wake.set,
@@ -304,6 +316,8 @@ class Node:
     def _reload_keys(self) -> None:
         try:
             self.directory.reload_keys()
+            # After `keys rotate-storage`: data keys are now wrapped by the new key.
+            self.vault.rekey(keystore.storage_key(self.config.keys_dir))
             log.info("keys_reloaded", serial=self.directory.keys.keyset.serial)
         except ConfigError as exc:
             log.error("keys_reload_failed", error=str(exc))
@@ -316,6 +330,7 @@ class Node:
                 await self.directory.refresh_due()
                 await self.profiles.refresh_due()
                 await self.retention.sweep()
+                await self.rectification.retry()
                 await self.attachments.sweep()
                 await self.security.prune()
             except HandoverError as exc:

@@ -166,6 +166,7 @@ class Sender:
                     body_cj=body_cj,
                     attachments=items,
                 )
+                stored = self.vault.seal(body_cj)
                 await outbox_store.insert(
                     conn,
                     pid=pid,
@@ -179,7 +180,8 @@ class Sender:
                     log_seq=position.seq,
                     recipients=sealed.to,
                     now=now,
-                    body_box=self.vault.seal(body_cj),
+                    body_box=stored.box,
+                    data_key=stored.key,
                     fields=sorted(packet.body),
                     removed=packet.removed,
                     consents=packet.consents,

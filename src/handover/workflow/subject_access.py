@@ -258,7 +258,9 @@ class SubjectAccess:
         item["restricted"] = row.restricted is not None
         if not item["erased"] and not item["restricted"]:
             assert row.body_box is not None
-            item["body"] = shown_body(self.vault.open(row.pid, row.body_box), self.settings)
+            item["body"] = shown_body(
+                self.vault.open(row.pid, row.body_box, row.data_key), self.settings
+            )
         return item
 
     def _attachment_lists(
@@ -273,7 +275,7 @@ class SubjectAccess:
         for s in streams:
             if s.pid is None or s.item_box is None:
                 continue
-            item = self.vault.open(s.pid, s.item_box)
+            item = self.vault.open(s.pid, s.item_box, None)
             out.setdefault(s.pid, []).append(
                 {
                     "aid": s.aid,

@@ -847,7 +847,7 @@ def test_a_field_not_allowed_is_named_with_the_allowed_ones(registry: SchemaRegi
     assert "allowed fields case_ref, confirmed_release_date," in str(exc)
     # Through a $ref: the allowed names are those of the referenced definition.
     assert "/quality: additionalProperties: field sourse not allowed here" in str(exc)
-    assert "allowed fields as_of, basis, source_system" in str(exc)
+    assert "allowed fields as_of, basis, groups, source_system" in str(exc)
 
 
 def test_a_key_not_shaped_like_a_field_name_is_not_repeated(registry: SchemaRegistry) -> None:

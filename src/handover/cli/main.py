@@ -23,6 +23,7 @@ from handover.cli import (
     operators,
     partners,
     storage,
+    webhooks,
 )
 from handover.cli.args import Parser, parse
 from handover.cli.output import EXIT_ERROR, CliError
@@ -45,6 +46,7 @@ def build_parser() -> Parser:
     partners.register_peers(sub)
     partners.register_profile(sub)
     backup.register(sub)
+    webhooks.register(sub)
     api_commands.register_cases(sub)
     api_commands.register_lifecycle(sub)
     api_commands.register_packets(sub)

@@ -41,6 +41,7 @@ from handover.protocol.opening import (
 )
 from handover.protocol.receipt import make_receipt, parse_receipt
 from handover.protocol.timeutil import Clock
+from handover.store import events as event_store
 from handover.store import received as received_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
@@ -319,6 +320,16 @@ class Receiver:
             # Step 10 binds the uploads: they share the packet's retention from now on.
             await self.attachments.bind(conn, opened.sender, opened.pid, opened.attachments)
         if accepted:
+            await event_store.add(
+                conn,
+                defer,
+                "inbox",
+                at=now,
+                pid=opened.pid,
+                case_ref=case_ref,
+                node=opened.sender,
+                schema=opened.schema,
+            )
             received = await self.workflow.after_receive(
                 conn,
                 pid=opened.pid,

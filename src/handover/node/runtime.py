@@ -26,6 +26,7 @@ from handover.node.config import NodeConfig, load_config
 from handover.node.consultation import Consultations
 from handover.node.delivery import DeliveryWorker
 from handover.node.directory import Directory
+from handover.node.events import EventFeed
 from handover.node.inbox import Inbox
 from handover.node.metrics import Metrics
 from handover.node.pairing import Identity, Pairing
@@ -38,9 +39,11 @@ from handover.node.sessions import WebSessions
 from handover.node.shredding import wrap_legacy
 from handover.node.transport import Answer, Transport, UploadAnswer
 from handover.node.uploading import Uploader
+from handover.node.webhooks import WebhookWorker
 from handover.protocol.errors import ConfigError, HandoverError
 from handover.protocol.timeutil import DAY_MS, Clock, now_ms
 from handover.store import continuity as continuity_store
+from handover.store import events as event_store
 from handover.store import outbox as outbox_store
 from handover.store.auditlog import AuditWriter, verify_chain
 from handover.store.db import Database
@@ -230,6 +233,10 @@ class Node:
         )
         self.auth = Authenticator(db, clock)
         self.web_sessions = WebSessions(db, writer, clock, config.node)
+        self.events = EventFeed(db=db, writer=writer, clock=clock)
+        self.webhooks = WebhookWorker(
+            db=db, storage_key=keystore.storage_key(config.keys_dir), clock=clock
+        )
         self.profiles = Profiles(
             node=config.node, kind=config.kind, db=db, writer=writer, directory=directory,
             transport=transport, clock=clock,
@@ -290,9 +297,11 @@ class Node:
             outbox=self.delivery.wake.set,
             peers=lambda: asyncio.get_running_loop().create_task(self.directory.load()),
             keys=self._reload_keys,
+            events=self._events_committed,
             operators=self.auth.forget,
         )
         self.delivery.start()
+        self.webhooks.start()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
         self._tasks.append(asyncio.create_task(self._witness_loop(), name="witness"))
         self._tasks.append(asyncio.create_task(self._flush_security(), name="security"))
@@ -307,11 +316,16 @@ class Node:
                 await task
         self._tasks = []
         await self.delivery.stop()
+        await self.webhooks.stop()
         with contextlib.suppress(HandoverError):
             await self.security.flush()
         await self.writer.stop()
         await self.transport.close()
         await self.db.close()
+
+    def _events_committed(self) -> None:
+        self.events.wake()
+        self.webhooks.wake.set()
 
     def _reload_keys(self) -> None:
         try:
@@ -333,6 +347,8 @@ class Node:
                 await self.rectification.retry()
                 await self.attachments.sweep()
                 await self.security.prune()
+                await self.events.note_overdue()
+                await self.events.prune()
             except HandoverError as exc:
                 log.error("maintenance_failed", error=str(exc))
             # Every minute, or soon after a case's review dates were cleared (the
@@ -441,3 +457,7 @@ class Node:
                 oldest = await outbox_store.oldest_pending(conn)
                 self.metrics.outbox_oldest.set(0 if oldest is None else (now - oldest) / 1000)
                 self.metrics.overdue.set(await continuity_store.overdue_count(conn, self.clock()))
+                pending, failed = await event_store.queue_counts(conn)
+                self.metrics.webhook_queue.set(pending, state="pending")
+                self.metrics.webhook_queue.set(failed, state="failed")
+        self.metrics.event_waits.set(self.events.open_streams)

@@ -21,6 +21,7 @@ from handover.web import (
     assignment,
     attachments,
     cases,
+    events,
     federation,
     lifecycle,
     listings,
@@ -54,6 +55,7 @@ def create_app(node: Node, surface: Surface = "both") -> web.Application:
         listings.add_routes(app)
         attachments.add_routes(app)
         cases.add_routes(app)
+        events.add_routes(app)
         subject.add_routes(app)
         lifecycle.add_routes(app)
         assignment.add_routes(app)

@@ -101,6 +101,15 @@ class ErrorCode(StrEnum):
     expired after its hour, used once, or ended after three failed attempts)."""
     BODY_UNAVAILABLE = "body_unavailable"
     """A stored body could not be decrypted (storage key missing or wrong)."""
+    ON_BEHALF_OF_REQUIRED = "on_behalf_of_required"
+    """A `system` operator reads bodies and sends only for a named member of staff:
+    add the header `Handover-On-Behalf-Of: STAFF-ID`."""
+    ON_BEHALF_OF_INVALID = "on_behalf_of_invalid"
+    """`Handover-On-Behalf-Of` is not a staff id (1 to 64 of `A-Z a-z 0-9 . _ -`,
+    starting with a letter or digit)."""
+    CURSOR_EXPIRED = "cursor_expired"
+    """Events after this cursor were deleted by retention: read the current state,
+    then follow the feed again without a cursor."""
     UNAVAILABLE = "unavailable"
     """The database is unavailable; try again later."""
     INTERNAL_ERROR = "internal_error"

@@ -30,7 +30,7 @@ from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 from handover.store.lifecycle import HeldCopy
 from handover.store.receipts import receipt_json
-from handover.workflow.access import Operator, require_justification
+from handover.workflow.access import Operator, require_justification, require_staff
 from handover.workflow.corrections import RECTIFICATION, Corrections
 from handover.workflow.engine import Workflow
 from handover.workflow.errors import BodyUnavailable, ErrorCode, RequestRefused
@@ -100,6 +100,7 @@ class Rectification:
                 or `unknown_recipient` for a corrected body or recipient refused.
             BodyUnavailable: the held body cannot be decrypted.
         """
+        require_staff(operator)
         why = require_justification(justification, self.workflow.policy.purposes)
         if action not in ACTIONS:
             raise RequestRefused(ErrorCode.BAD_REQUEST, f"'action' is one of {', '.join(ACTIONS)}")
@@ -238,6 +239,7 @@ class Rectification:
                 restriction=f"{note or reason} (rectification {rect_id} of this node)",
                 notice_pid=None,
                 operator=operator.name,
+                on_behalf_of=operator.on_behalf_of,
                 justification=why,
                 rectification=rect_id,
                 reason=reason,

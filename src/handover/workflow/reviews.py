@@ -28,7 +28,7 @@ from handover.store import lifecycle as lifecycle_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 from handover.store.lifecycle import HeldCopy
-from handover.workflow.access import Operator, require_justification
+from handover.workflow.access import Operator, require_justification, require_staff
 from handover.workflow.engine import date_ms
 from handover.workflow.errors import ErrorCode, RequestRefused
 from handover.workflow.policy import Policy
@@ -107,6 +107,7 @@ class Reviews:
             raise RequestRefused(
                 ErrorCode.BAD_REQUEST, f"'outcome' is one of {', '.join(OUTCOMES)}"
             )
+        require_staff(operator)
         why = require_justification(justification)
         if outcome == "LIFT":
             lifted = await self.lift(operator, pid, why, direction=direction, sender=sender)
@@ -343,7 +344,13 @@ class Reviews:
     ) -> None:
         if outcome == "ERASE":
             await self.retention.erase(
-                conn, appender, held, operator=operator.name, justification=why, **audit
+                conn,
+                appender,
+                held,
+                operator=operator.name,
+                justification=why,
+                on_behalf_of=operator.on_behalf_of,
+                **audit,
             )
             return
         assert review_at is not None
@@ -371,6 +378,7 @@ class Reviews:
             changed=changed,
             review_at=review_at,
             operator=operator.name,
+            on_behalf_of=operator.on_behalf_of,
             justification=why,
             **audit,
         )
@@ -434,6 +442,7 @@ class Reviews:
                 outcome="LIFT",
                 changed=["restricted"],
                 operator=operator.name,
+                on_behalf_of=operator.on_behalf_of,
                 justification=why,
             )
 

@@ -33,7 +33,7 @@ from handover.store.attachments import PacketRead, StreamRow
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 from handover.store.subject import ReceivedRecord, SentRecord
-from handover.workflow.access import require_justification
+from handover.workflow.access import require_justification, require_staff
 from handover.workflow.cases import CASE_REF_MAX, Cases
 from handover.workflow.errors import ErrorCode, RequestRefused
 from handover.workflow.policy import Policy
@@ -92,6 +92,7 @@ class SubjectAccess:
                 `not_found` for an unknown case.
             BodyUnavailable: a stored body cannot be decrypted.
         """
+        require_staff(operator)
         why = require_justification(justification, self.policy.purposes)
         if not ref or len(ref) > CASE_REF_MAX:
             raise RequestRefused(ErrorCode.BAD_REQUEST, "a case reference is 1 to 64 characters")
@@ -163,6 +164,7 @@ class SubjectAccess:
                 withheld=withheld or None,
                 left_out=sorted(left_out) or None,
                 operator=operator.name,
+                on_behalf_of=operator.on_behalf_of,
                 org=self.node,
                 justification=why,
             )

@@ -17,6 +17,7 @@ from handover.cli import (
     admin,
     api_commands,
     backup,
+    integrator,
     legal,
     offline,
     operators,
@@ -24,7 +25,7 @@ from handover.cli import (
     storage,
     webhooks,
 )
-from handover.cli.args import Parser
+from handover.cli.args import Parser, parse
 from handover.cli.output import EXIT_ERROR, CliError
 from handover.protocol.errors import HandoverError
 
@@ -49,13 +50,14 @@ def build_parser() -> Parser:
     api_commands.register_cases(sub)
     api_commands.register_lifecycle(sub)
     api_commands.register_packets(sub)
+    integrator.register(sub)
     legal.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     try:
         code: int = args.func(args)
     except CliError as exc:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from handover.cli.args import Commands, Parser, node_dir
+from handover.cli.args import Commands, Parser, api_node_dir
 from handover.cli.output import EXIT_PENDING, emit, render_page
 from handover.client import Client, is_pending, segment
 from handover.node.config import load_config
@@ -39,13 +39,25 @@ def _client(args: argparse.Namespace) -> Client:
     token = args.token or os.environ.get("HANDOVER_TOKEN", "")
     if not token:
         raise ConfigError("give --token or set HANDOVER_TOKEN (from `handover operators add`)")
-    return Client(args.api or load_config(node_dir(args)).local_url, token)
+    return Client(args.api or load_config(api_node_dir(args)).local_url, token)
+
+
+# Refusals whose node message names HTTP parameters: said in the CLI's own flags.
+CLI_WORDS = {
+    "justification_required": "this needs --justification TEXT (why; recorded in the audit log)",
+    "justification_too_long": "--justification is at most 1000 characters",
+    "reason_required": "this outcome needs --reason TEXT",
+    "unauthorized": "the token was refused: give --token TOKEN or set HANDOVER_TOKEN",
+}
 
 
 def _answer(status: int, data: Any, render: Callable[[Any], str] | None = None) -> int:
     emit(data, render if status < 400 else None)
     if status >= 400:
         message = data.get("message", data.get("error")) if isinstance(data, dict) else data
+        code = data.get("error") if isinstance(data, dict) else None
+        if isinstance(code, str) and code in CLI_WORDS:
+            message = f"{CLI_WORDS[code]} ({code})"
         sys.stderr.write(f"handover: the node answered {status}: {message}\n")
         return 1
     return 0
@@ -118,6 +130,8 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     if args.pid is None:
         page = api.get("/api/v1/inbox")
         return _answer(page.status, page.data, INBOX_COLUMNS)
+    if not args.justification:
+        raise ConfigError("reading a body needs --justification TEXT (recorded in the audit log)")
     justification = quote(args.justification or "")
     status, answer = api.get(f"/api/v1/inbox/{args.pid}?justification={justification}")
     if status == 200 and args.save and answer.get("attachments"):

@@ -19,6 +19,7 @@ from handover.cli import (
     admin,
     api_commands,
     backup,
+    integrator,
     legal,
     offline,
     operators,
@@ -26,7 +27,7 @@ from handover.cli import (
     storage,
     webhooks,
 )
-from handover.cli.args import Parser
+from handover.cli.args import Parser, parse
 from handover.cli.output import EXIT_ERROR, CliError, add_output_options, set_mode
 from handover.protocol.errors import HandoverError
 
@@ -51,6 +52,7 @@ def build_parser() -> Parser:
     api_commands.register_cases(sub)
     api_commands.register_lifecycle(sub)
     api_commands.register_packets(sub)
+    integrator.register(sub)
     legal.register(sub)
     add_output_options(parser)
     return parser
@@ -58,7 +60,7 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     set_mode(getattr(args, "json", False), getattr(args, "human", False))
     try:
         code: int = args.func(args)

@@ -24,6 +24,7 @@ from handover.web import (
     events,
     federation,
     lifecycle,
+    listings,
     ops,
     pairing,
     subject,
@@ -51,6 +52,7 @@ def create_app(node: Node, surface: Surface = "both") -> web.Application:
     if surface in ("local", "both"):
         app[LOCAL_INTAKE] = Intake(node.local_budget, per_source=128)
         api.add_routes(app)
+        listings.add_routes(app)
         attachments.add_routes(app)
         cases.add_routes(app)
         events.add_routes(app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 from pathlib import Path
 
@@ -64,3 +65,61 @@ async def _claims(base: Path) -> None:
 def test_claims_respect_leases_and_the_byte_budget() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(_claims(Path(tmp)))
+
+
+async def _claim_on_a_full_outbox(base: Path, query: str) -> tuple[list[str], int]:
+    db = await Database.open("", base / "pgdata", min_size=1, max_size=2)
+    try:
+        async with db.transaction() as conn:
+            for i in range(3):
+                await outbox_store.insert(
+                    conn,
+                    pid=f"due-{i}",
+                    schema_id="handover/release-notice/1",
+                    case_ref=None,
+                    wire=bytes(1000),
+                    pd=bytes(64),
+                    iat=NOW,
+                    exp=NOW + 86_400_000,
+                    operator=None,
+                    log_seq=i + 1,
+                    recipients=["a.example"],
+                    now=NOW - 1000 + i,
+                )
+            # 20,000 packets already delivered: live in the outbox, due nowhere.
+            await conn.execute(
+                "INSERT INTO outbox SELECT (jsonb_populate_record(o,"
+                " jsonb_build_object('pid', 'done-' || g, 'log_seq', 100 + g))).*"
+                " FROM outbox o, generate_series(1, 20000) g WHERE o.pid = 'due-0'"
+            )
+            # One in ten still pending but not due (leased, or waiting to retry).
+            await conn.execute(
+                "INSERT INTO deliveries (pid, node, status, next_attempt_at, finished_at)"
+                " SELECT 'done-' || g, 'a.example',"
+                " CASE WHEN g % 10 = 0 THEN 'pending' ELSE 'delivered' END,"
+                " CASE WHEN g % 10 = 0 THEN $1::bigint + 600000 ELSE 0 END, 0"
+                " FROM generate_series(1, 20000) g",
+                NOW,
+            )
+        async with db.connection() as conn:
+            await conn.execute("ANALYZE outbox; ANALYZE deliveries")
+        async with db.transaction() as conn:
+            plan = await conn.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query, NOW, 128)
+            claimed = await outbox_store.claim_due(
+                conn, now=NOW, limit=128, lease_ms=60_000, max_bytes=100_000_000
+            )
+        top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+        return [c.pid for c in claimed], top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+    finally:
+        await db.close()
+
+
+def test_a_claim_reads_little_of_a_full_outbox() -> None:
+    """The claim is driven by the due deliveries, not by every live outbox row:
+    with 20,000 packets in the outbox (2,000 of them pending, not due) it reads a
+    few dozen pages; with a condition on `erased_at` the planner walked the
+    outbox (3,340 pages here; a claim took 142 ms in the benchmark)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pids, pages = asyncio.run(_claim_on_a_full_outbox(Path(tmp), outbox_store.CLAIM_DUE))
+    assert pids == ["due-0", "due-1", "due-2"]
+    assert pages < 200, pages

@@ -31,7 +31,40 @@ TABLE = (
     " received_at timestamptz NOT NULL DEFAULT now(),"
     " doc jsonb NOT NULL)"
 )
+# `POST /upload`: a file streamed into PostgreSQL in 1 MiB rows, one commit each,
+# the storage layout of handover's attachments, without encryption, tickets or hashes.
+BLOBS = (
+    "CREATE TABLE IF NOT EXISTS blobs ("
+    " id bigint NOT NULL, start bigint NOT NULL, data bytea NOT NULL,"
+    " PRIMARY KEY (id, start));"
+    "ALTER TABLE blobs ALTER COLUMN data SET STORAGE EXTERNAL;"
+    "CREATE SEQUENCE IF NOT EXISTS blob_ids"
+)
+PIECE = 1024 * 1024
 POOL_KEY: web.AppKey[asyncpg.Pool] = web.AppKey("pool")
+
+
+async def upload(request: web.Request) -> web.Response:
+    pool = request.app[POOL_KEY]
+    blob = await pool.fetchval("SELECT nextval('blob_ids')")
+    position = 0
+    pending = bytearray()
+
+    async def store(data: bytes) -> None:
+        nonlocal position
+        await pool.execute(
+            "INSERT INTO blobs (id, start, data) VALUES ($1, $2, $3)", blob, position, data
+        )
+        position += len(data)
+
+    while chunk := await request.content.readany():
+        pending += chunk
+        while len(pending) >= PIECE:
+            await store(bytes(pending[:PIECE]))
+            del pending[:PIECE]
+    if pending:
+        await store(bytes(pending))
+    return web.json_response({"id": blob, "size": position}, status=201)
 
 
 async def ingest(request: web.Request) -> web.Response:
@@ -63,9 +96,11 @@ async def serve(directory: Path, port: int) -> None:
     try:
         pool = await asyncpg.create_pool(server.get_uri(), min_size=2, max_size=POOL_SIZE)
         await pool.execute(TABLE)
+        await pool.execute(BLOBS)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app[POOL_KEY] = pool
         app.router.add_post("/ingest", ingest)
+        app.router.add_post("/upload", upload)
         app.router.add_get("/healthz", healthz)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

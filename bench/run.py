@@ -43,6 +43,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import attachments
 import bodies
 import ceiling
 import load
@@ -570,6 +571,14 @@ def run_sweep(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
     return result
 
 
+def run_attachments(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
+    sender, receiver = start_nodes(processes, node_settings(args))
+    baseline = start_baseline(processes)
+    result = attachments.run(args, sender, receiver, baseline)
+    attachments.print_table(result)
+    return result
+
+
 def print_sweep_table(r: dict[str, Any]) -> None:
     print(
         "handover size sweep: release-notice bodies,"
@@ -694,6 +703,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--sweep", action="store_true", help="body sizes 1 KiB .. 1 MiB instead")
     p.add_argument(
+        "--attachments",
+        action="store_true",
+        help="one large attachment between the nodes, against a plain HTTP upload instead",
+    )
+    p.add_argument(
+        "--attachment-mb", type=float, default=1024.0, help="attachment size in MiB (default 1024)"
+    )
+    p.add_argument(
         "--sizes",
         type=lambda s: [int(x) for x in s.split(",")],
         default=list(SWEEP_SIZES),
@@ -785,7 +802,9 @@ def main(argv: list[str] | None = None) -> int:
     outcome = "failed"
     result: dict[str, Any] | None = None
     try:
-        if args.sweep:
+        if args.attachments:
+            result = run_attachments(args, processes)
+        elif args.sweep:
             result = run_sweep(args, processes)
         elif args.concurrencies:
             result = run_concurrency_sweep(args, processes)

@@ -47,6 +47,7 @@ import pytest_asyncio
 
 from handover.node.runtime import Node
 from handover.node.transport import MemoryTransport
+from handover.protocol.attachments import AttachmentItem
 from handover.protocol.canonical import cj_dumps
 from handover.protocol.packet import Recipient, SealedPacket, seal
 from handover.protocol.receipt import Receipt, parse_receipt, verify_receipt
@@ -235,6 +236,7 @@ def seal_from(
     *,
     pid: str | None = None,
     now: int | None = None,
+    attachments: Sequence[AttachmentItem] = (),
 ) -> SealedPacket:
     """A packet `sender` seals to `recipient` with its real keys, outside its outbox
     (for tests that post the wire themselves)."""
@@ -249,6 +251,7 @@ def seal_from(
         now=at,
         pid=pid,
         validator=default_registry(),
+        attachments=attachments,
     )
 
 

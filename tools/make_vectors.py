@@ -56,6 +56,9 @@ from handover.protocol.packet import (  # noqa: E402
 from handover.protocol.receipt import make_receipt  # noqa: E402
 from handover.protocol.timeutil import DAY_MS  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tools"))
+from att_vectors import attachments_vector  # noqa: E402
+
 VECTOR_DIR = ROOT / "tests" / "vectors"
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 HOUR_MS = 60 * 60 * 1000
@@ -508,6 +511,10 @@ def main_vectors() -> dict[str, dict[str, Any]]:
     out["keyset-small-order-key.json"] = small_order_vector()
     out["b64u.json"] = b64u_vector()
     out["cj.json"] = cj_vector()
+    out["packet-attachments.json"] = attachments_vector(
+        sender, r1, now=NOW, ttl_ms=TTL_MS, schema_id=SCHEMA_ID, body=body,
+        stream_cls=Stream, replay_cls=Replay,
+    )  # fmt: skip
     for name, vector in out.items():
         vector["generator"] = GENERATOR
         assert vector["description"], name

@@ -64,6 +64,14 @@ OPERATIONS = [
     for method in item
     if method in ("get", "post", "put", "delete", "patch")
 ]
+
+
+@schemathesis.serializer("application/offset+octet-stream")
+def _upload_bytes(ctx: schemathesis.SerializationContext, value: Any) -> bytes:
+    """Attachment PATCH bodies (tus-style): raw bytes, whatever was generated."""
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+
 SCHEMA = schemathesis.openapi.from_path(str(OPENAPI))
 
 

@@ -55,10 +55,11 @@ def served_routes() -> set[tuple[str, str]]:
     app = create_app(stub, "both")  # type: ignore[arg-type]
     routes = set()
     for resource in app.router.resources():
-        for route in resource:
-            # aiohttp adds HEAD next to every GET by itself.
-            if route.method not in ("HEAD", "*"):
-                routes.add((route.method, resource.canonical))
+        methods = {route.method for route in resource}
+        for method in methods:
+            # aiohttp adds HEAD next to every GET by itself; a HEAD of its own is API.
+            if method != "*" and not (method == "HEAD" and "GET" in methods):
+                routes.add((method, resource.canonical))
     return routes
 
 

@@ -29,7 +29,7 @@ def test_safety_numbers_do_not_depend_on_the_order() -> None:
     assert number != safety_number(a, "C" * 22)
 
 
-# --- docs/protocol.md section 8, recomputed from the text with hashlib alone -------------
+# --- docs/protocol.md section 9, recomputed from the text with hashlib alone -------------
 
 
 def _pae(*pieces: bytes | str) -> bytes:

@@ -21,6 +21,7 @@ from handover.cli.args import Commands, Parser, node_dir
 from handover.cli.client import LocalApi
 from handover.cli.output import emit
 from handover.node.config import load_config
+from handover.protocol.attachments import media_type_for
 from handover.protocol.canonical import strict_json_loads
 from handover.protocol.errors import ConfigError, HandoverError
 
@@ -63,6 +64,15 @@ def cmd_send(args: argparse.Namespace) -> int:
         "body": _read_json(args.body),
         "justification": args.justification,
     }
+    if args.attach:
+        aids = []
+        for name in args.attach:
+            path = Path(name)
+            status, answer = api.upload_file(path, media_type_for(path.name))
+            if status != 201:
+                return _answer(status, answer)
+            aids.append(answer["aid"])
+        payload["attachments"] = aids
     status, answer = api.post("/api/v1/packets", payload)
     if args.pid_only and status == 202:
         for packet in answer["packets"]:
@@ -87,7 +97,21 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     if args.pid is None:
         return _answer(*api.get("/api/v1/inbox"))
     justification = quote(args.justification or "")
-    return _answer(*api.get(f"/api/v1/inbox/{args.pid}?justification={justification}"))
+    status, answer = api.get(f"/api/v1/inbox/{args.pid}?justification={justification}")
+    if status == 200 and args.save and answer.get("attachments"):
+        save = Path(args.save)
+        save.mkdir(parents=True, exist_ok=True)
+        for item in answer["attachments"]:
+            if item["name"] in (".", "..") or (save / item["name"]).exists():
+                raise ConfigError(f"{save / item['name']} exists or is not a file name")
+            path = f"/api/v1/inbox/{args.pid}/attachments/{item['aid']}"
+            got, error = api.download_file(
+                f"{path}?justification={justification}", save / item["name"]
+            )
+            if got != 200:
+                return _answer(got, error)
+            item["saved"] = str(save / item["name"])
+    return _answer(status, answer)
 
 
 # --- cases and subject access ----------------------------------------------------------------
@@ -175,6 +199,15 @@ def cmd_rectify(args: argparse.Namespace) -> int:
         payload["explanation"] = args.explanation
     if args.corrected_body is not None:
         payload["corrected_body"] = _read_json(args.corrected_body)
+    if args.attach:
+        aids = []
+        for name in args.attach:
+            path = Path(name)
+            status, answer = api.upload_file(path, media_type_for(path.name))
+            if status != 201:
+                return _answer(status, answer)
+            aids.append(answer["aid"])
+        payload["attachments"] = aids
     return _answer(*api.post(f"/api/v1/packets/{args.pid}/rectify", payload))
 
 
@@ -255,6 +288,12 @@ def register_lifecycle(sub: Commands) -> None:
     p.add_argument("--justification", required=True, help="why (logged in the audit entries)")
     p.add_argument("--explanation", help="free text sent with the notice")
     p.add_argument("--corrected-body", metavar="FILE", help="the corrected body (RECTIFY)")
+    p.add_argument(
+        "--attach",
+        action="append",
+        metavar="FILE",
+        help="RECTIFY: a file that replaces the packet's attachments (repeatable)",
+    )
     p.set_defaults(func=cmd_rectify)
 
     p = sub.add_parser(
@@ -274,6 +313,7 @@ def register_packets(sub: Commands) -> None:
     p.add_argument("--body", required=True, help="BODY.json")
     p.add_argument("--justification", required=True, help="purpose and case reference")
     p.add_argument("--pid-only", action="store_true", help="print only the packet id(s)")
+    p.add_argument("--attach", action="append", metavar="FILE", help="attach a file (repeatable)")
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("status", help="delivery status of a sent packet")
@@ -292,4 +332,5 @@ def register_packets(sub: Commands) -> None:
     _api_options(p)
     p.add_argument("pid", nargs="?")
     p.add_argument("--justification")
+    p.add_argument("--save", metavar="DIR", help="write the packet's attachments into DIR")
     p.set_defaults(func=cmd_inbox)

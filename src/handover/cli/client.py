@@ -25,8 +25,13 @@ The paths, payloads and answers are those of `schemas/openapi.yaml`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from handover.protocol.errors import ConfigError
 
@@ -71,6 +76,68 @@ class LocalApi:
     def put(self, path: str, payload: object) -> tuple[int, Any]:
         return self.request("PUT", path, payload)
 
+    def upload_file(self, path: Path, media_type: str) -> tuple[int, Any]:
+        """`POST /api/v1/attachments` with the file streamed as the body.
+
+        Raises:
+            ConfigError: the node cannot be reached, or the file cannot be read.
+        """
+        import aiohttp
+
+        url = self.base_url + "/api/v1/attachments"
+        headers = {
+            "Authorization": f"Bearer {self.token}",
+            "Content-Type": media_type,
+            "Handover-Filename": quote(path.name, safe=""),
+        }
+
+        async def call() -> tuple[int, Any]:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(url, data=_read_pieces(path), headers=headers) as resp,
+            ):
+                return resp.status, await _json(resp)
+
+        try:
+            return asyncio.run(call())
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConfigError(f"cannot upload {path.name} to {url}: {exc}") from exc
+
+    def download_file(self, path: str, target: Path) -> tuple[int, Any]:
+        """GET `path` into `target` (written under a temporary name, kept only when the
+        whole answer arrived with 200); on another status, the JSON answer.
+
+        Raises:
+            ConfigError: the node cannot be reached or the file cannot be written.
+        """
+        import aiohttp
+
+        url = self.base_url + path
+        temp = target.with_name(f".{target.name}.part")
+
+        async def call() -> tuple[int, Any]:
+            headers = {"Authorization": f"Bearer {self.token}"}
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(url, headers=headers) as resp,
+            ):
+                if resp.status != 200:
+                    return resp.status, await _json(resp)
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    async for chunk in resp.content.iter_chunked(1024 * 1024):
+                        out.write(chunk)
+                temp.rename(target)
+                return 200, {"saved": str(target)}
+
+        try:
+            return asyncio.run(call())
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConfigError(f"cannot download {url} to {target}: {exc}") from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
     async def _request(self, method: str, url: str, payload: object) -> tuple[int, Any]:
         import aiohttp
 
@@ -84,3 +151,17 @@ class LocalApi:
                 return resp.status, json.loads(text)
             except ValueError:
                 return resp.status, {"error": text[:200]}
+
+
+async def _read_pieces(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as src:
+        while data := src.read(1024 * 1024):
+            yield data
+
+
+async def _json(resp: Any) -> Any:
+    text = await resp.text()
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"error": text[:200]}

@@ -11,7 +11,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
+from handover.cli import offline_attach
 from handover.cli.args import Commands
 from handover.cli.output import CliError, emit, warn
 from handover.node import keystore
@@ -88,6 +90,10 @@ def cmd_packet_seal(args: argparse.Namespace) -> int:
         raise CliError(f"body {args.body} is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise CliError(f"body {args.body} must be a JSON object")
+    if args.attach and not args.out:
+        raise CliError("--attach needs --out DIR (the packet and its AID.att streams go there)")
+    out = Path(args.out) if args.out else None
+    items = offline_attach.encrypt_files(args.attach or [], out) if out is not None else []
     sealed = seal(
         keys.identity(),
         recipients,
@@ -96,8 +102,20 @@ def cmd_packet_seal(args: argparse.Namespace) -> int:
         ttl_ms=args.ttl_days * DAY_MS,
         now=now,
         validator=default_registry(),
+        attachments=items,
     )
-    sys.stdout.buffer.write(sealed.wire + b"\n")
+    if out is None:
+        sys.stdout.buffer.write(sealed.wire + b"\n")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "packet.json").write_bytes(sealed.wire + b"\n")
+    emit(
+        {
+            "pid": sealed.pid,
+            "packet": str(out / "packet.json"),
+            "attachments": offline_attach.describe(tuple(items)),
+        }
+    )
     return 0
 
 
@@ -161,7 +179,20 @@ def cmd_packet_open(args: argparse.Namespace) -> int:
         raise CliError(
             f"packet rejected: {result.rejection.code.value} ({result.rejection.detail})"
         )
-    emit({"schema": result.schema, "body": result.body, "log": result.log.to_json()})
+    if bool(args.attachments) != bool(args.save):
+        raise CliError("--attachments DIR and --save OUTDIR go together")
+    output: dict[str, Any] = {
+        "schema": result.schema,
+        "body": result.body,
+        "log": result.log.to_json(),
+    }
+    if result.attachments:
+        output["attachments"] = (
+            offline_attach.open_streams(result.attachments, Path(args.attachments), Path(args.save))
+            if args.save
+            else offline_attach.describe(result.attachments)
+        )
+    emit(output)
     return 0
 
 
@@ -231,6 +262,10 @@ def register_packet(sub: Commands) -> None:
     p.add_argument("--schema", required=True, help="schema id, e.g. handover/release-notice/1")
     p.add_argument("--body", required=True, help="BODY.json")
     p.add_argument("--ttl-days", type=int, default=14, help="packet lifetime (default 14, max 30)")
+    p.add_argument(
+        "--attach", action="append", metavar="FILE", help="attach a file (repeatable; needs --out)"
+    )
+    p.add_argument("--out", metavar="DIR", help="write DIR/packet.json and DIR/AID.att")
     p.set_defaults(func=cmd_packet_seal)
 
     p = pkt.add_parser("open", help="run every receiver check and print the payload")
@@ -238,6 +273,8 @@ def register_packet(sub: Commands) -> None:
     p.add_argument("--sender", required=True, help="the sender's KEYSET.json")
     p.add_argument("--fingerprint", help="the sender's pinned root fingerprint")
     p.add_argument("packet", help="PACKET.json")
+    p.add_argument("--attachments", metavar="DIR", help="where the AID.att streams are")
+    p.add_argument("--save", metavar="OUTDIR", help="check, decrypt and write OUTDIR/NAME")
     p.set_defaults(func=cmd_packet_open)
 
     p = pkt.add_parser("verify", help="check signature and header only (no private key)")

@@ -1,5 +1,5 @@
 """`handover` commands for knowing a partner: `peers add|list|invite|accept|verify`
-and `profile set|show` (docs/protocol.md section 8, docs/operations.md).
+and `profile set|show` (docs/protocol.md section 9, docs/operations.md).
 
 Each opens the node from its directory for the length of the command, as the
 other administration commands do (cli/admin.py).

@@ -55,6 +55,14 @@ class NodeConfig(BaseModel):
     retry_base_s: float = Field(default=1.0, gt=0)
     retry_max_s: float = Field(default=600.0, gt=0)
     checkpoint_check_s: float = Field(default=86400.0, gt=0)
+    # Attachments (docs/protocol.md section 8): the largest stream one attachment
+    # may have, and the bytes of incomplete uploads one peer may hold here.
+    max_attachment_bytes: int = Field(default=1024**3, ge=41)
+    attachment_quota_bytes: int = Field(default=4 * 1024**3, ge=41)
+    # A command that reads a received attachment's plaintext on stdin and exits
+    # 0 (clean) or 1 (infected: quarantined), e.g. "clamdscan --fdpass -".
+    # Empty: no scan, attachments are readable once their packet is accepted.
+    attachment_scan_command: str = ""
     policy_file: str = ""
     directory: Path = Path(".")
 

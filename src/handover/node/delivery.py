@@ -26,6 +26,7 @@ from handover.node.directory import Directory
 from handover.node.errors import TransportError
 from handover.node.metrics import Metrics
 from handover.node.transport import Answer, Outcome, Transport
+from handover.node.uploading import Uploader
 from handover.protocol.canonical import b64u_encode
 from handover.protocol.errors import InvalidReceipt
 from handover.protocol.receipt import Receipt, parse_receipt, verify_receipt
@@ -82,6 +83,8 @@ class DeliveryWorker:
         # Lease longer than any request can take (timeout + margin).
         self.lease_ms = int((config.delivery_timeout_s + 30) * 1000)
         self._last_expiry = 0
+        # Set by the composition root: uploads each packet's attachments first.
+        self.uploader: Uploader | None = None
 
     def start(self) -> None:
         if self._task is None:
@@ -193,6 +196,9 @@ class DeliveryWorker:
             if url is None:
                 await self._retry(rows, "recipient is no longer a pinned peer")
                 return
+            rows = await self._upload_attachments(url, node, rows)
+            if not rows:
+                return
             try:
                 results = await self.transport.post_batch(url, [r.wire for r in rows])
             except TransportError as exc:
@@ -213,6 +219,27 @@ class DeliveryWorker:
                 await self._retry(again, error)
         except Exception as exc:  # the lease expires and the rows are claimed again
             log.error("delivery_failed", peer=node, error=type(exc).__name__, detail=str(exc))
+
+    async def _upload_attachments(
+        self, url: str, node: str, rows: list[outbox_store.Claimed]
+    ) -> list[outbox_store.Claimed]:
+        """Section 8 step 4: each packet's attachments go to the recipient before
+        the packet. Rows whose uploads did not complete are retried later."""
+        if self.uploader is None:
+            return rows
+        carrying = await self.uploader.carrying([r.pid for r in rows])
+        ready = []
+        for row in rows:
+            if row.pid not in carrying:
+                ready.append(row)
+                continue
+            error = await self.uploader.upload_all(url, node, row.pid, row.exp)
+            if error is None:
+                ready.append(row)
+            else:
+                self.metrics.attempts.inc(outcome="attachment_upload")
+                await self._retry([row], error)
+        return ready
 
     async def _classify(self, row: outbox_store.Claimed, answer: Answer) -> _Final | str:
         """A final state for this delivery, or the error text to retry with."""

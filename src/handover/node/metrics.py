@@ -97,6 +97,12 @@ class Metrics:
         self.deliveries = Counter(
             r, "handover_deliveries_finished", "Deliveries finished, by final status.", ["status"]
         )
+        self.attachment_bytes = Counter(
+            r,
+            "handover_attachment_bytes",
+            "Attachment stream bytes sent to peers and stored from peers, by direction.",
+            ["direction"],
+        )
         self.dead_letters = Counter(
             r, "handover_dead_letters", "Deliveries that expired undelivered, by peer.", ["peer"]
         )

@@ -1,4 +1,4 @@
-"""Pairing with a short code (docs/protocol.md section 8): both roles.
+"""Pairing with a short code (docs/protocol.md section 9): both roles.
 
 The inviting node (`handover peers invite`) holds invitations and answers the
 three pairing messages on its federation listener; the accepting node

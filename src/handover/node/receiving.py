@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from handover.node.attachments import Attachments
 from handover.node.directory import Directory
 from handover.node.metrics import Metrics
 from handover.node.security import SecurityLog
@@ -60,6 +61,7 @@ class _Stored:
     reason: RejectCode | None
     replay: bool = False
     conflict: bool = False
+    incomplete: str | None = None  # check 8a: the aid without a complete upload
 
 
 class Receiver:
@@ -81,6 +83,7 @@ class Receiver:
         security: SecurityLog,
         received_hooks: Sequence[ReceivedHook] = (),
         receive_checks: Sequence[ReceiveCheck] = (),
+        attachments: Attachments | None = None,
     ) -> None:
         """`received_hooks` run inside the receive transaction after the workflow's
         bookkeeping for an accepted packet with a case; `receive_checks` add to
@@ -97,6 +100,7 @@ class Receiver:
         self.security = security
         self._received_hooks = tuple(received_hooks)
         self._receive_checks = tuple(receive_checks)
+        self.attachments = attachments
 
     async def receive(self, wire: bytes, source: str = "unknown") -> Answer:
         """Every receive check of docs/protocol.md section 3 for one packet."""
@@ -189,6 +193,11 @@ class Receiver:
                         _Stored(got, got.pd, first.receipt, None, replay=True, conflict=conflict)
                     )
                     continue
+                missing = await self._first_missing(conn, got)
+                if missing is not None:
+                    # Check 8a: no receipt, no replay record, nothing stored.
+                    out.append(_Stored(got, got.pd, b"", None, incomplete=missing))
+                    continue
                 item = await self._store_received(conn, appender, got)
                 done[key] = item
                 out.append(item)
@@ -214,6 +223,9 @@ class Receiver:
     def _after_store(self, item: _Stored) -> Answer:
         """Log and count once the transaction has committed (jobs may run twice)."""
         opened = item.opened
+        if item.incomplete is not None:
+            log.info("packet_attachment_incomplete", pid=opened.pid, sender=opened.sender)
+            return Answer(Outcome.ATTACHMENT_INCOMPLETE, None, detail=item.incomplete)
         if item.conflict:
             self._note_invalid(
                 InvalidPacket(Reason.REPLAY_CONFLICT, "pid already received with another digest"),
@@ -233,6 +245,16 @@ class Receiver:
             reason=None if item.reason is None else item.reason.value,
         )
         return Answer(Outcome.ACCEPTED if item.reason is None else Outcome.REJECTED, item.receipt)
+
+    async def _first_missing(self, conn: Connection, opened: Opened) -> str | None:
+        """Check 8a (section 8): each attachment has a complete upload from the sender."""
+        if not opened.attachments:
+            return None
+        if self.attachments is None:
+            return opened.attachments[0].aid
+        return await self.attachments.first_missing(
+            conn, opened.sender, opened.pid, opened.attachments
+        )
 
     async def _store_received(
         self, conn: Connection, appender: Appender, opened: Opened
@@ -289,6 +311,9 @@ class Receiver:
             wire=opened.wire if accepted else None,
             body_box=self.vault.seal(opened.body_cj) if accepted else None,
         )
+        if accepted and opened.attachments and self.attachments is not None:
+            # Step 10 binds the uploads: they share the packet's retention from now on.
+            await self.attachments.bind(conn, opened.sender, opened.pid, opened.attachments)
         if accepted:
             received = await self.workflow.after_receive(
                 conn,

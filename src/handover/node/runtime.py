@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterable
 from pathlib import Path
 
 import structlog
 
 from handover.node import keystore
+from handover.node.attachment_access import AttachmentAccess
+from handover.node.attachments import Attachments
 from handover.node.auditing import AuditLog
 from handover.node.auth import Authenticator, Refusal
 from handover.node.budget import ByteBudget
@@ -26,10 +29,12 @@ from handover.node.metrics import Metrics
 from handover.node.pairing import Identity, Pairing
 from handover.node.profiles import Profiles
 from handover.node.receiving import Receiver
+from handover.node.scanning import Scanner, parse_command
 from handover.node.security import SecurityLog
 from handover.node.sending import Sender
 from handover.node.sessions import WebSessions
-from handover.node.transport import Answer, Transport
+from handover.node.transport import Answer, Transport, UploadAnswer
+from handover.node.uploading import Uploader
 from handover.protocol.errors import ConfigError, HandoverError
 from handover.protocol.timeutil import DAY_MS, Clock, now_ms
 from handover.store import continuity as continuity_store
@@ -99,6 +104,15 @@ class Node:
             node=config.node, db=db, writer=writer, policy=self.policy, vault=vault, clock=clock
         )
         self.security = SecurityLog(db, clock)
+        self.attachments = Attachments(
+            node=config.node,
+            db=db,
+            directory=directory,
+            vault=vault,
+            clock=clock,
+            max_bytes=config.max_attachment_bytes,
+            quota_bytes=config.attachment_quota_bytes,
+        )
         corrections = Corrections(
             node=config.node,
             workflow=self.workflow,
@@ -118,6 +132,7 @@ class Node:
             clock=clock,
             ttl_ms=config.ttl_days * DAY_MS,
             sent_hooks=[self.retention.on_sent],
+            attachments=self.attachments,
         )
         self.receiver = Receiver(
             node=config.node,
@@ -132,8 +147,16 @@ class Node:
             security=self.security,
             received_hooks=[corrections.on_received, self.retention.on_received],
             receive_checks=[corrections.check],
+            attachments=self.attachments,
         )
         self.inbox = Inbox(node=config.node, db=db, writer=writer, vault=vault)
+        self.attachments.scan_command = parse_command(config.attachment_scan_command)
+        self.scanner = Scanner(
+            db=db, attachments=self.attachments, command=self.attachments.scan_command
+        )
+        self.attachment_access = AttachmentAccess(
+            node=config.node, db=db, writer=writer, attachments=self.attachments, clock=clock
+        )
         self.rectification = Rectification(
             db=db,
             writer=writer,
@@ -163,6 +186,14 @@ class Node:
             transport=transport,
             metrics=metrics,
             clock=clock,
+        )
+        self.delivery.uploader = Uploader(
+            db=db,
+            directory=directory,
+            transport=transport,
+            metrics=metrics,
+            clock=clock,
+            lease_ms=self.delivery.lease_ms,
         )
         self.audit = AuditLog(
             node=config.node, db=db, directory=directory, transport=transport, clock=clock
@@ -234,6 +265,8 @@ class Node:
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
         self._tasks.append(asyncio.create_task(self._witness_loop(), name="witness"))
         self._tasks.append(asyncio.create_task(self._flush_security(), name="security"))
+        if self.scanner.command:
+            self._tasks.append(asyncio.create_task(self.scanner.run(), name="scanner"))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -264,6 +297,7 @@ class Node:
                 await self.directory.refresh_due()
                 await self.profiles.refresh_due()
                 await self.retention.sweep()
+                await self.attachments.sweep()
                 await self.security.prune()
             except HandoverError as exc:
                 log.error("maintenance_failed", error=str(exc))
@@ -310,6 +344,14 @@ class Node:
 
     async def receive_many(self, wires: list[bytes], source: str = "memory") -> list[Answer]:
         return await self.receiver.receive_many(wires, source)
+
+    async def upload_head(self, aid: str, ticket: str) -> UploadAnswer:
+        return await self.attachments.head_answer(aid, ticket)
+
+    async def upload_patch(
+        self, aid: str, ticket: str, offset: int, body: AsyncIterable[bytes]
+    ) -> UploadAnswer:
+        return await self.attachments.patch_answer(aid, ticket, offset, body)
 
     async def profile_wire(self) -> bytes | None:
         return await self.profiles.own_wire()

@@ -14,8 +14,10 @@ from typing import Any
 
 import structlog
 
+from handover.node.attachments import Attachments
 from handover.node.directory import Directory
 from handover.node.metrics import Metrics
+from handover.protocol.attachments import MAX_ATTACHMENTS, AttachmentItem
 from handover.protocol.canonical import check_value, cj_dumps
 from handover.protocol.errors import (
     EncodingError,
@@ -68,6 +70,7 @@ class Sender:
         clock: Clock,
         ttl_ms: int,
         sent_hooks: Sequence[SentHook] = (),
+        attachments: Attachments | None = None,
     ) -> None:
         """`sent_hooks` run inside the audit writer's transaction after the
         workflow's bookkeeping for a packet with a case."""
@@ -82,6 +85,7 @@ class Sender:
         self.clock = clock
         self.ttl_ms = ttl_ms
         self._sent_hooks = tuple(sent_hooks)
+        self.attachments = attachments
 
     async def submit(
         self,
@@ -92,6 +96,8 @@ class Sender:
         body: object,
         justification: object,
         minimise: object = False,
+        attachments: object = None,
+        share_attachments: bool = False,
     ) -> list[dict[str, Any]]:
         """Validate, apply the sharing policy, log each disclosure, seal and queue.
 
@@ -110,6 +116,7 @@ class Sender:
         self._check(to, schema_id, body, minimise)
         assert isinstance(to, list) and isinstance(schema_id, str) and isinstance(body, dict)
         assert isinstance(minimise, bool)
+        aids = _aids(attachments)
         now = self.clock()
         case_ref = case_ref_of(body)
         identity = self.directory.keys.identity()
@@ -120,9 +127,13 @@ class Sender:
                 conn, to=list(to), schema=schema_id, body=body, minimise=minimise
             )
             results = []
-            for packet in planned:
+            for index, packet in enumerate(planned):
                 recipients = [self._recipient(node, now) for node in packet.recipients]
                 pid = new_pid()
+                # Every packet of the submission carries the same streams (same aid
+                # and key): each recipient gets its own upload of them.
+                again = index > 0 or share_attachments
+                items = await self._claim(conn, aids, pid, again=again)
                 position = appender.append(
                     "disclosure",
                     pid=pid,
@@ -132,6 +143,7 @@ class Sender:
                     fields=sorted(packet.body),
                     removed=packet.removed or None,
                     consents=packet.consents or None,
+                    attachments=aids or None,
                     operator=operator.name,
                     org=self.node,
                     justification=why,
@@ -148,6 +160,7 @@ class Sender:
                     pid=pid,
                     validator=_NoRevalidation(),
                     body_cj=body_cj,
+                    attachments=items,
                 )
                 await outbox_store.insert(
                     conn,
@@ -197,6 +210,15 @@ class Sender:
                 operator=operator.name,
             )
         return packets
+
+    async def _claim(
+        self, conn: Connection, aids: list[str], pid: str, *, again: bool
+    ) -> list[AttachmentItem]:
+        if not aids:
+            return []
+        if self.attachments is None:
+            raise RequestRefused(ErrorCode.BAD_REQUEST, "this node does not send attachments")
+        return await self.attachments.claim_own(conn, aids, pid, again=again)
 
     def _check(self, to: object, schema_id: object, body: object, minimise: object) -> None:
         """The shape of a submission and its body's validity (submit and preview alike).
@@ -284,3 +306,20 @@ class Sender:
                 for d in row.deliveries
             ],
         }
+
+
+def _aids(attachments: object) -> list[str]:
+    """The submission's `attachments`: a list of at most 16 distinct aids."""
+    if attachments is None:
+        return []
+    if (
+        not isinstance(attachments, list)
+        or len(attachments) > MAX_ATTACHMENTS
+        or not all(isinstance(a, str) and len(a) == 22 for a in attachments)
+        or len(set(attachments)) != len(attachments)
+    ):
+        raise RequestRefused(
+            ErrorCode.BAD_REQUEST,
+            f"'attachments' must be a list of at most {MAX_ATTACHMENTS} distinct attachment ids",
+        )
+    return list(attachments)

@@ -9,10 +9,10 @@ directly with the same bytes HTTP would carry.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
 from handover.node.errors import PairingRefused, TransportError
 from handover.protocol.canonical import b64u_encode
@@ -34,6 +34,9 @@ class Outcome(StrEnum):
     """Refused at steps 1-8 (or a replay conflict); no receipt, the reason stays local."""
     TOO_LARGE = "too_large"
     """Over the receiver's size limit: it will never be taken."""
+    ATTACHMENT_INCOMPLETE = "attachment_incomplete"
+    """An attachment's upload is missing or incomplete (`detail` names its aid):
+    upload it, then post the packet again."""
     UNAVAILABLE = "unavailable"
     """Any other answer (overload, a proxy's error page): try again later."""
 
@@ -44,6 +47,27 @@ class Answer:
 
     outcome: Outcome
     receipt: bytes | None = None
+    detail: str = ""
+
+
+UploadStatus = Literal[
+    "ok", "offset", "conflict", "unauthorized", "too_large", "hash", "unavailable"
+]
+
+
+@dataclass(frozen=True)
+class UploadAnswer:
+    """A peer's answer to an attachment upload request (docs/protocol.md section 8).
+
+    `ok`: `offset` is the peer's offset now; `offset`: the offset we sent was not
+    the peer's (`offset` is the peer's); `conflict`: the upload exists with
+    another alen/ah; `unauthorized`: the ticket was refused; `too_large`: over
+    a limit; `hash`: the completed stream did not match and was discarded;
+    `unavailable`: anything else (retry later).
+    """
+
+    status: UploadStatus
+    offset: int = 0
     detail: str = ""
 
 
@@ -68,12 +92,22 @@ class Transport(Protocol):
         """One answer per packet, in order."""
         ...
 
+    async def upload_offset(self, base_url: str, aid: str, ticket: str) -> UploadAnswer:
+        """HEAD /federation/v1/attachments/{aid}: the bytes the peer holds."""
+        ...
+
+    async def upload_bytes(
+        self, base_url: str, aid: str, ticket: str, offset: int, body: AsyncIterable[bytes]
+    ) -> UploadAnswer:
+        """PATCH /federation/v1/attachments/{aid} with the stream from `offset`."""
+        ...
+
     async def fetch_profile(self, base_url: str) -> bytes:
-        """The peer's signed profile (docs/protocol.md 8.1); TransportError if it has none."""
+        """The peer's signed profile (docs/protocol.md 9.1); TransportError if it has none."""
         ...
 
     async def post_pairing(self, base_url: str, message: bytes) -> bytes:
-        """One pairing message (docs/protocol.md 8) and its answer.
+        """One pairing message (docs/protocol.md 9) and its answer.
 
         Raises:
             PairingRefused: the peer answered with an error (its code and message).
@@ -96,6 +130,11 @@ class Endpoint(Protocol):
 
     async def receive_many(self, wires: list[bytes], source: str = ...) -> list[Answer]: ...
 
+    async def upload_head(self, aid: str, ticket: str) -> UploadAnswer: ...
+
+    async def upload_patch(
+        self, aid: str, ticket: str, offset: int, body: AsyncIterable[bytes]
+    ) -> UploadAnswer: ...
     async def profile_wire(self) -> bytes | None: ...
 
     async def pairing_answer(self, message: bytes) -> bytes: ...
@@ -153,6 +192,14 @@ class MemoryTransport:
                 detail = f"the peer failed: {type(exc).__name__}"
                 answers += [Answer(Outcome.UNAVAILABLE, None, detail) for _ in chunk]
         return answers
+
+    async def upload_offset(self, base_url: str, aid: str, ticket: str) -> UploadAnswer:
+        return await self._peer(base_url).upload_head(aid, ticket)
+
+    async def upload_bytes(
+        self, base_url: str, aid: str, ticket: str, offset: int, body: AsyncIterable[bytes]
+    ) -> UploadAnswer:
+        return await self._peer(base_url).upload_patch(aid, ticket, offset, body)
 
     async def fetch_profile(self, base_url: str) -> bytes:
         wire = await self._peer(base_url).profile_wire()

@@ -229,6 +229,8 @@ STREAM_HEADER_BYTES = int(sodium.crypto_secretstream_xchacha20poly1305_HEADERBYT
 STREAM_ABYTES = int(sodium.crypto_secretstream_xchacha20poly1305_ABYTES)
 _TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
 _TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
+STREAM_TAG_MESSAGE = int(_TAG_MESSAGE)
+STREAM_TAG_FINAL = int(_TAG_FINAL)
 
 
 def argon2id_key(passphrase: bytes, salt: bytes, *, opslimit: int, memlimit: int) -> bytes:
@@ -272,11 +274,20 @@ class StreamSealer:
     """crypto_secretstream_xchacha20poly1305, pushing side: messages in order,
     the last one tagged final, so reordering, dropping or truncating is detected."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, header: bytes | None = None) -> None:
         self._state = sodium.crypto_secretstream_xchacha20poly1305_state()
-        self.header: bytes = sodium.crypto_secretstream_xchacha20poly1305_init_push(
-            self._state, key
-        )
+        if header is None:
+            self.header: bytes = sodium.crypto_secretstream_xchacha20poly1305_init_push(
+                self._state, key
+            )
+        else:
+            # Known-answer vectors only: libsodium's init_push draws the header
+            # itself; init_pull with a chosen header derives the same state
+            # (HChaCha20 subkey, counter 1, the header's last 8 bytes as nonce).
+            if len(key) != STREAM_KEY_BYTES or len(header) != STREAM_HEADER_BYTES:
+                raise CryptoFailure("stream key or header has the wrong length")
+            sodium.crypto_secretstream_xchacha20poly1305_init_pull(self._state, header, key)
+            self.header = header
 
     def push(self, message: bytes, ad: bytes = b"", *, final: bool = False) -> bytes:
         sealed: bytes = sodium.crypto_secretstream_xchacha20poly1305_push(
@@ -307,3 +318,22 @@ class StreamOpener:
         except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError, ValueError) as exc:
             raise CryptoFailure("stream message does not authenticate") from exc
         return bytes(message), tag == _TAG_FINAL
+
+    def pull_tagged(self, sealed: bytes, ad: bytes = b"") -> tuple[bytes, int]:
+        """The next message and its raw tag (compare with STREAM_TAG_MESSAGE / _FINAL).
+
+        Raises:
+            CryptoFailure: as :meth:`pull`.
+        """
+        try:
+            message, tag = sodium.crypto_secretstream_xchacha20poly1305_pull(
+                self._state, sealed, ad or None
+            )
+        except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError, ValueError) as exc:
+            raise CryptoFailure("stream message does not authenticate") from exc
+        return bytes(message), int(tag)
+
+
+def h64_hasher() -> hashlib.blake2b:
+    """An incremental H64 (BLAKE2b-512), for streams too large to hold."""
+    return hashlib.blake2b(digest_size=64)

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from handover.protocol import crypto
+from handover.protocol.attachments import AttachmentError, AttachmentItem, parse_att
 from handover.protocol.auditchain import LogPosition
 from handover.protocol.canonical import (
     b64u_decode,
+    cj_dumps,
     cj_loads,
     parse_wire_object,
 )
@@ -131,6 +133,7 @@ class Opened:
     keyset: Keyset
     rejection: Rejected | None = None
     body_cj: bytes = b""
+    attachments: tuple[AttachmentItem, ...] = ()
 
 
 _HEADER_MEMBERS = {"typ", "v", "pid", "iat", "exp", "from", "to", "epk", "kc", "n", "clen", "ch"}
@@ -260,9 +263,19 @@ def check_times(h: dict[str, Any], now: int) -> None:
         raise InvalidPacket(Reason.BAD_LIFETIME, "lifetime is not within (0, 30 days]")
 
 
-def _decrypt(
-    packet: UnverifiedPacket, receiver: ReceiverKeys, now: int
-) -> tuple[str, dict[str, Any], LogPosition, bytes]:
+@dataclass(frozen=True)
+class _Inner:
+    schema: str
+    body: dict[str, Any]
+    log: LogPosition
+    body_cj: bytes
+    attachments: tuple[AttachmentItem, ...]
+
+
+_INNER_MEMBERS = {"schema", "body", "log"}
+
+
+def _decrypt(packet: UnverifiedPacket, receiver: ReceiverKeys, now: int) -> _Inner:
     h = packet.unverified_header
     # Step 6: exactly one entry (node ids are distinct) names us, with a key we accept.
     index = next((i for i, e in enumerate(h["to"]) if e["node"] == receiver.node), None)
@@ -297,17 +310,21 @@ def _decrypt(
     inner_bytes = unpad(padded)
     try:
         inner = cj_loads(inner_bytes)
-        if not isinstance(inner, dict) or set(inner) != {"schema", "body", "log"}:
+        if not isinstance(inner, dict) or set(inner) - {"att"} != _INNER_MEMBERS:
             raise EncodingError("payload members")
         if not isinstance(inner["schema"], str) or not isinstance(inner["body"], dict):
             raise EncodingError("payload schema/body types")
         log = LogPosition.from_json(inner["log"])
-    except EncodingError as exc:
+        attachments = parse_att(inner["att"]) if "att" in inner else ()
+    except (EncodingError, AttachmentError) as exc:
         raise InvalidPacket(Reason.BAD_PAYLOAD, str(exc)) from exc
-    # The body's own CJ bytes, for storing without encoding it again: the last
-    # top-level `,"log":` ends it (inside strings a quote is always escaped).
-    body_cj = inner_bytes[len(b'{"body":') : inner_bytes.rindex(b',"log":')]
-    return inner["schema"], inner["body"], log, body_cj
+    if attachments:
+        body_cj = cj_dumps(inner["body"])
+    else:
+        # The body's own CJ bytes, for storing without encoding it again: the last
+        # top-level `,"log":` ends it (inside strings a quote is always escaped).
+        body_cj = inner_bytes[len(b'{"body":') : inner_bytes.rindex(b',"log":')]
+    return _Inner(inner["schema"], inner["body"], log, body_cj, attachments)
 
 
 def open_parsed(
@@ -330,7 +347,8 @@ def open_parsed(
     keyset = verify_signature(packet, sender_keyset)
     h = packet.unverified_header  # signature verified from here on
     check_times(h, now)
-    schema, body, log, body_cj = _decrypt(packet, receiver, now)
+    inner = _decrypt(packet, receiver, now)
+    schema, body = inner.schema, inner.body
     rejection: Rejected | None = None
     try:
         validator.validate(schema, body)
@@ -352,12 +370,13 @@ def open_parsed(
         to=tuple(e["node"] for e in h["to"]),
         schema=schema,
         body=body,
-        log=log,
+        log=inner.log,
         hb=packet.hb,
         wire=packet.wire,
         keyset=keyset,
         rejection=rejection,
-        body_cj=body_cj,
+        body_cj=inner.body_cj,
+        attachments=inner.attachments,
     )
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from handover.protocol import crypto
+from handover.protocol.attachments import MAX_ATTACHMENTS, AttachmentItem
 from handover.protocol.auditchain import LogPosition
 from handover.protocol.canonical import (
     b64u_encode,
@@ -157,6 +158,7 @@ def seal(
     validator: BodyValidator,
     pid: str | None = None,
     body_cj: bytes | None = None,
+    attachments: Sequence[AttachmentItem] = (),
 ) -> SealedPacket:
     """Validate `body` against `schema_id` and seal it to 1..64 recipients.
 
@@ -182,6 +184,7 @@ def seal(
         ttl_ms,
         pid=pid,
         body_cj=body_cj,
+        attachments=attachments,
     )
 
 
@@ -197,6 +200,7 @@ def _seal_at(
     *,
     pid: str | None = None,
     body_cj: bytes | None = None,
+    attachments: Sequence[AttachmentItem] = (),
 ) -> SealedPacket:
     if not 1 <= len(recipients) <= MAX_RECIPIENTS:
         raise SealError(f"a packet has 1 to {MAX_RECIPIENTS} recipients")
@@ -205,11 +209,19 @@ def _seal_at(
         raise SealError("recipient node ids must be distinct")
     if not 0 < ttl_ms <= MAX_TTL_MS:
         raise SealError("ttl must be more than 0 and at most 30 days")
-    # CJ of {"body", "log", "schema"} (keys in that order), composed so a caller
-    # that already holds the body's CJ bytes does not encode it again.
+    if len(attachments) > MAX_ATTACHMENTS:
+        raise SealError(f"a packet carries at most {MAX_ATTACHMENTS} attachments")
+    if len({a.aid for a in attachments}) != len(attachments):
+        raise SealError("attachment ids must be distinct")
+    # CJ of {"att"?, "body", "log", "schema"} (keys in that order), composed so a
+    # caller that already holds the body's CJ bytes does not encode it again.
+    # `att` is absent without attachments (never an empty array).
+    att = b'"att":' + cj_dumps([a.to_json() for a in attachments]) + b"," if attachments else b""
     inner = b"".join(
         (
-            b'{"body":',
+            b"{",
+            att,
+            b'"body":',
             cj_dumps(body) if body_cj is None else body_cj,
             b',"log":',
             cj_dumps(log.to_json()),

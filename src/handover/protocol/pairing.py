@@ -1,4 +1,4 @@
-"""Pairing two nodes with a short spoken code (docs/protocol.md section 8).
+"""Pairing two nodes with a short spoken code (docs/protocol.md section 9).
 
 The inviting node makes a one-time code `<number>-<word>-<word>`: the number
 names the invitation, the two words (EFF short wordlist, CC BY 3.0 US, see

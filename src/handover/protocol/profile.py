@@ -1,4 +1,4 @@
-"""Partner profiles: who an agency is, signed with its root key (docs/protocol.md section 8.1).
+"""Partner profiles: who an agency is, signed with its root key (docs/protocol.md section 9.1).
 
 A profile says, for people at the partner agencies: the organisation's name,
 its agency kind, country and jurisdiction, a data-protection contact, an

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from handover.store import attachments as attachment_store
 from handover.store.db import Connection, Deferred, to_rows, write
 
 
@@ -272,6 +273,19 @@ async def erase(conn: Connection, direction: str, pid: str, sender: str | None, 
             sender,
             now,
         )
+    # Attachments share the packet's erasure (a sent packet's once no delivery needs
+    # them, and our own stream once no other sent packet carries it).
+    if direction == "sent":
+        await conn.execute(
+            "DELETE FROM attachment_sent WHERE pid = $1 AND NOT EXISTS (SELECT 1 FROM"
+            " deliveries d WHERE d.pid = $1 AND d.status = 'pending')",
+            pid,
+        )
+        await conn.execute(attachment_store.ORPHANS)
+    else:
+        await conn.execute(
+            "DELETE FROM attachment_streams WHERE origin = $2 AND pid = $1", pid, sender
+        )
     return result.endswith(" 1")
 
 
@@ -282,6 +296,12 @@ async def clear_erased_wires(conn: Connection) -> int:
         " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.pid = outbox.pid"
         "  AND d.status = 'pending')"
     )
+    await conn.execute(
+        "DELETE FROM attachment_sent l USING outbox o WHERE l.pid = o.pid"
+        " AND o.erased_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM deliveries d"
+        "  WHERE d.pid = o.pid AND d.status = 'pending')"
+    )
+    await conn.execute(attachment_store.ORPHANS)
     return int(result.split()[-1])
 
 

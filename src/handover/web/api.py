@@ -22,7 +22,7 @@ from handover.web.errors import json_response
 from handover.workflow.access import Operator
 from handover.workflow.errors import ErrorCode, RequestRefused
 
-SUBMISSION_MEMBERS = frozenset({"to", "schema", "body", "justification", "minimise"})
+SUBMISSION_MEMBERS = frozenset({"to", "schema", "body", "justification", "minimise", "attachments"})
 
 
 async def submit_one(node: Node, operator: Operator, data: dict[str, Any]) -> dict[str, Any]:
@@ -43,6 +43,7 @@ async def submit_one(node: Node, operator: Operator, data: dict[str, Any]) -> di
         body=data.get("body"),
         justification=data.get("justification"),
         minimise=data.get("minimise", False),
+        attachments=data.get("attachments"),
     )
     return {"packets": packets}
 
@@ -83,7 +84,11 @@ async def read_inbox(request: web.Request) -> web.Response:
             "reading a body needs a justification: query parameter 'justification'"
             " or header 'Handover-Justification'",
         )
-    opened = await node.inbox.read(operator_of(request), request.match_info["pid"], justification)
+    pid = request.match_info["pid"]
+    opened = await node.inbox.read(operator_of(request), pid, justification)
+    listed = await node.attachment_access.listing(pid, sent=False)
+    if listed:
+        opened["attachments"] = listed
     return json_response(opened)
 
 

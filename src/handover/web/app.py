@@ -16,7 +16,18 @@ from aiohttp import web
 
 from handover.node.runtime import Node
 from handover.protocol.packet import MAX_REQUEST_BYTES
-from handover.web import api, batch, cases, federation, lifecycle, ops, pairing, subject, ui
+from handover.web import (
+    api,
+    attachments,
+    batch,
+    cases,
+    federation,
+    lifecycle,
+    ops,
+    pairing,
+    subject,
+    ui,
+)
 from handover.web.edge import FEDERATION_INTAKE, LOCAL_INTAKE, NODE_KEY
 from handover.web.errors import error_middleware
 from handover.web.intake import Intake
@@ -40,6 +51,7 @@ def create_app(node: Node, surface: Surface = "both") -> web.Application:
         app[LOCAL_INTAKE] = Intake(node.local_budget, per_source=128)
         api.add_routes(app)
         batch.add_routes(app)
+        attachments.add_routes(app)
         cases.add_routes(app)
         subject.add_routes(app)
         lifecycle.add_routes(app)

@@ -42,6 +42,11 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.NOT_RESTRICTED: 409,
     ErrorCode.DELIVERY_PENDING: 409,
     ErrorCode.AMBIGUOUS: 409,
+    ErrorCode.ATTACHMENT_INCOMPLETE: 409,
+    ErrorCode.OFFSET_MISMATCH: 409,
+    ErrorCode.SCAN_PENDING: 409,
+    ErrorCode.QUARANTINED: 403,
+    ErrorCode.ATTACHMENT_HASH: 422,
     ErrorCode.ERASED: 410,
     ErrorCode.INVITATION_ENDED: 410,
     ErrorCode.PAIRING_FAILED: 403,
@@ -66,6 +71,7 @@ OUTCOME_STATUS: dict[Outcome, int] = {
     Outcome.REJECTED: 422,
     Outcome.INVALID: 400,
     Outcome.TOO_LARGE: 413,
+    Outcome.ATTACHMENT_INCOMPLETE: 409,
 }
 _OUTCOME_OF = {status: outcome for outcome, status in OUTCOME_STATUS.items()}
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections.abc import AsyncGenerator, Awaitable
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -12,7 +16,13 @@ from handover.protocol.canonical import b64u_encode
 from handover.protocol.errors import EncodingError
 from handover.protocol.packet import MAX_REQUEST_BYTES
 from handover.web.edge import FEDERATION_INTAKE, NODE_KEY
-from handover.web.errors import OUTCOME_STATUS, error_response, json_response
+from handover.web.errors import (
+    CLOSE_AFTER_ANSWER,
+    OUTCOME_STATUS,
+    STATUS,
+    error_response,
+    json_response,
+)
 from handover.workflow.errors import ErrorCode, RequestRefused
 
 MAX_DIGESTS = 10_000
@@ -57,6 +67,9 @@ def _peer_certificate(request: web.Request) -> object:
 
 
 def _answer_response(answer: Answer) -> web.Response:
+    if answer.outcome is Outcome.ATTACHMENT_INCOMPLETE:
+        code = ErrorCode.ATTACHMENT_INCOMPLETE
+        return json_response({"error": code.value, "aid": answer.detail}, STATUS[code])
     if answer.receipt is None:
         return error_response(ErrorCode(answer.outcome.value))
     return web.Response(
@@ -178,6 +191,94 @@ async def get_forks(request: web.Request) -> web.Response:
     )
 
 
+# --- attachments (docs/protocol.md section 8): tus-style resumable uploads -----------
+
+UPLOAD_MEDIA_TYPE = "application/offset+octet-stream"
+UPLOAD_READ_TIMEOUT_S = 30.0
+UPLOAD_MIN_RATE = 64 * 1024  # bytes a second, after the first 30 s
+T = TypeVar("T")
+_TUS = {"Tus-Resumable": "1.0.0", "Cache-Control": "no-store"}
+
+
+async def _upload_call(request: web.Request, source: str, call: Awaitable[T]) -> T:
+    """Run an upload call; a refused ticket counts against the source address."""
+    node = request.app[NODE_KEY]
+    try:
+        return await call
+    except RequestRefused as exc:
+        if exc.code is ErrorCode.UNAUTHORIZED:
+            node.security.note(source, "upload_refused")
+            node.security.sources.take(source)
+        request[CLOSE_AFTER_ANSWER] = request.method == "PATCH"
+        raise
+
+
+async def head_attachment(request: web.Request) -> web.Response:
+    """`200` with `Upload-Offset` and `Upload-Length` under a valid ticket."""
+    node = request.app[NODE_KEY]
+    source = _admit(request)
+    aid = request.match_info["aid"]
+    ticket = request.headers.get("Handover-Upload")
+    state = await _upload_call(request, source, node.attachments.head(aid, ticket))
+    return web.Response(
+        status=200,
+        headers={**_TUS, "Upload-Offset": str(state.offset), "Upload-Length": str(state.length)},
+    )
+
+
+async def _body(request: web.Request) -> AsyncGenerator[bytes]:
+    """The request body as it arrives. A sender that stalls, or sends slower than
+    UPLOAD_MIN_RATE after a grace period, is cut off (`request_timeout`): an
+    upload slot is not held by a trickle."""
+    started = time.monotonic()
+    taken = 0
+    while True:
+        try:
+            async with asyncio.timeout(UPLOAD_READ_TIMEOUT_S):
+                data = await request.content.readany()
+        except TimeoutError as exc:
+            request[CLOSE_AFTER_ANSWER] = True
+            raise RequestRefused(ErrorCode.REQUEST_TIMEOUT, "the body stalled") from exc
+        if not data:
+            return
+        taken += len(data)
+        if time.monotonic() - started > UPLOAD_READ_TIMEOUT_S + taken / UPLOAD_MIN_RATE:
+            request[CLOSE_AFTER_ANSWER] = True
+            raise RequestRefused(ErrorCode.REQUEST_TIMEOUT, "the upload arrived too slowly")
+        yield data
+
+
+async def patch_attachment(request: web.Request) -> web.Response:
+    """Bytes from `Upload-Offset`; the ticket is verified before any is read."""
+    node = request.app[NODE_KEY]
+    source = _admit(request)
+    aid = request.match_info["aid"]
+    if request.content_type != UPLOAD_MEDIA_TYPE:
+        request[CLOSE_AFTER_ANSWER] = True
+        return error_response(ErrorCode.UNSUPPORTED_MEDIA_TYPE)
+    try:
+        offset = int(request.headers.get("Upload-Offset", ""))
+        if offset < 0:
+            raise ValueError("negative")
+    except ValueError:
+        request[CLOSE_AFTER_ANSWER] = True
+        return error_response(ErrorCode.BAD_REQUEST, "Upload-Offset must be an integer >= 0")
+    ticket = request.headers.get("Handover-Upload")
+    result = await _upload_call(
+        request,
+        source,
+        node.attachments.patch(aid, ticket, offset, _body(request), request.content_length),
+    )
+    headers = {**_TUS, "Upload-Offset": str(result.offset)}
+    if result.conflict:
+        request[CLOSE_AFTER_ANSWER] = True
+        code = ErrorCode.OFFSET_MISMATCH
+        response = error_response(code, "Upload-Offset is not the stored offset")
+        response.headers.update(headers)
+        return response
+    return web.Response(status=204, headers=headers)
+
+
 # Digest pages are read from the database and hashed: a peer witnessing a long
 # log asks for many pages at once, then none for a day; 1 a second after that.
 DIGEST_REQUESTS: web.AppKey[TokenBuckets] = web.AppKey("digest_requests")
@@ -187,6 +288,8 @@ def add_routes(app: web.Application) -> None:
     app[DIGEST_REQUESTS] = TokenBuckets(capacity=200, rate=1.0)
     app.router.add_post("/federation/v1/packets", post_packet)
     app.router.add_post("/federation/v1/packets:batch", post_batch)
+    app.router.add_route("HEAD", "/federation/v1/attachments/{aid}", head_attachment)
+    app.router.add_patch("/federation/v1/attachments/{aid}", patch_attachment)
     app.router.add_get("/.well-known/handover/keyset", get_keyset)
     app.router.add_get("/.well-known/handover/log-head", get_log_head)
     app.router.add_get("/federation/v1/log/digests", get_digests)

@@ -14,7 +14,7 @@ DECISION_MEMBERS = frozenset(
 )
 LIFT_MEMBERS = frozenset({"justification", "direction", "sender"})
 RECTIFY_MEMBERS = frozenset(
-    {"action", "reason", "explanation", "corrected_body", "quality", "justification"}
+    {"action", "reason", "explanation", "corrected_body", "quality", "justification", "attachments"}
 )
 
 
@@ -84,6 +84,7 @@ async def rectify_packet(request: web.Request) -> web.Response:
         explanation=data.get("explanation"),
         corrected_body=data.get("corrected_body"),
         quality=data.get("quality"),
+        attachments=data.get("attachments"),
     )
     return json_response(result, status=202)
 

@@ -1,4 +1,4 @@
-"""Federation routes for knowing a partner (docs/protocol.md section 8):
+"""Federation routes for knowing a partner (docs/protocol.md section 9):
 `POST /federation/v1/pairing` (the three pairing messages) and
 `GET /.well-known/handover/profile` (the node's signed profile).
 

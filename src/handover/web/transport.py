@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +20,7 @@ import orjson
 
 from handover.node.config import NodeConfig
 from handover.node.errors import PairingRefused, TransportError
-from handover.node.transport import Answer, Outcome, chunks
+from handover.node.transport import Answer, Outcome, UploadAnswer, UploadStatus, chunks
 from handover.protocol.packet import MEDIA_TYPE
 from handover.web.errors import outcome_of
 from handover.web.tls import client_context
@@ -31,6 +31,14 @@ DIGESTS_PATH = "/federation/v1/log/digests"
 FORKS_PATH = "/federation/v1/log/forks"
 PACKETS_PATH = "/federation/v1/packets"
 BATCH_PATH = "/federation/v1/packets:batch"
+ATTACHMENTS_PATH = "/federation/v1/attachments/"
+UPLOAD_STATUS: dict[int, UploadStatus] = {
+    200: "ok",
+    204: "ok",
+    401: "unauthorized",
+    413: "too_large",
+    422: "hash",
+}
 PROFILE_PATH = "/.well-known/handover/profile"
 PAIRING_PATH = "/federation/v1/pairing"
 
@@ -189,6 +197,38 @@ class HttpTransport:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransportError(f"POST {url} failed: {type(exc).__name__}") from exc
 
+    async def upload_offset(self, base_url: str, aid: str, ticket: str) -> UploadAnswer:
+        url = base_url.rstrip("/") + ATTACHMENTS_PATH + aid
+        headers = {"Handover-Upload": ticket, "Tus-Resumable": "1.0.0"}
+        try:
+            async with self._client().head(url, headers=headers, ssl=self._ssl(url)) as resp:
+                return _upload_answer(resp)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise TransportError(f"HEAD {url} failed: {type(exc).__name__}") from exc
+
+    async def upload_bytes(
+        self, base_url: str, aid: str, ticket: str, offset: int, body: AsyncIterable[bytes]
+    ) -> UploadAnswer:
+        """Stream up to 16 MiB; a slow peer is cut off by the read timeout, not a total."""
+        url = base_url.rstrip("/") + ATTACHMENTS_PATH + aid
+        headers = {
+            "Handover-Upload": ticket,
+            "Tus-Resumable": "1.0.0",
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+        }
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeout.total, sock_read=self._timeout.total
+        )
+        try:
+            async with self._client().patch(
+                url, data=body, headers=headers, ssl=self._ssl(url), timeout=timeout
+            ) as resp:
+                await read_capped(resp, MAX_SMALL_ANSWER, url)
+                return _upload_answer(resp)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise TransportError(f"PATCH {url} failed: {type(exc).__name__}") from exc
+
     async def post_batch(self, base_url: str, wires: Sequence[bytes]) -> list[Answer]:
         """POST packets in batches of at most 256 and at most ~16 MiB per request.
 
@@ -237,3 +277,16 @@ class HttpTransport:
             return out
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise TransportError("batch answer does not have the protocol's shape") from exc
+
+
+def _upload_answer(resp: aiohttp.ClientResponse) -> UploadAnswer:
+    """An upload answer from its status and `Upload-Offset` (tus 1.0 core)."""
+    try:
+        offset = int(resp.headers.get("Upload-Offset", "0"))
+    except ValueError:
+        offset = 0
+    if resp.status == 409:
+        has_offset = "Upload-Offset" in resp.headers
+        return UploadAnswer("offset" if has_offset else "conflict", offset)
+    status = UPLOAD_STATUS.get(resp.status, "unavailable")
+    return UploadAnswer(status, offset, f"HTTP {resp.status}")

@@ -17,6 +17,7 @@ import structlog
 
 from handover.protocol.errors import RejectCode, Rejected
 from handover.protocol.timeutil import Clock
+from handover.store import attachments as attachment_store
 from handover.store import cases as case_store
 from handover.store import continuity as continuity_store
 from handover.store import lifecycle as lifecycle_store
@@ -213,6 +214,12 @@ class Corrections:
         if target.erased_at is not None:
             log.info("rectification_moot", target=target.pid, notice=context.pid)
             return
+        replaced: list[str] = []
+        if body["action"] == "RECTIFY":
+            # The notice's attachments, if any, replace the target's.
+            replaced = await attachment_store.replace_received(
+                conn, context.sender, context.pid, target.pid
+            )
         await self.apply(
             conn,
             context.appender,
@@ -226,6 +233,7 @@ class Corrections:
             justification=None,
             notice=context.pid,
             reason=body["reason"],
+            attachments=replaced or None,
         )
         log.info(
             "rectification_applied",

@@ -37,4 +37,6 @@ class Submitter(Protocol):
         body: object,
         justification: object,
         minimise: object = False,
+        attachments: object = None,
+        share_attachments: bool = False,
     ) -> list[dict[str, Any]]: ...

@@ -23,6 +23,7 @@ import structlog
 from handover.protocol.canonical import cj_dumps
 from handover.protocol.errors import SchemaInvalid, UnknownSchema
 from handover.protocol.timeutil import Clock
+from handover.store import attachments as attachment_store
 from handover.store import lifecycle as lifecycle_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
@@ -79,6 +80,7 @@ class Rectification:
         explanation: object = None,
         corrected_body: object = None,
         quality: object = None,
+        attachments: object = None,
     ) -> dict[str, Any]:
         """Rectify, erase or restrict a packet this node sent, and notify its recipients.
 
@@ -106,6 +108,16 @@ class Rectification:
             )
         if action != "RECTIFY" and corrected_body is not None:
             raise RequestRefused(ErrorCode.BAD_REQUEST, "'corrected_body' is only for RECTIFY")
+        if attachments is not None and (
+            action != "RECTIFY"
+            or not isinstance(attachments, list)
+            or not attachments
+            or not all(isinstance(a, str) for a in attachments)
+        ):
+            raise RequestRefused(
+                ErrorCode.BAD_REQUEST,
+                "'attachments' (RECTIFY only) lists the ids that replace the packet's attachments",
+            )
         async with self.db.connection() as conn:
             target = await lifecycle_store.held_one(conn, "sent", pid, None)
             deliveries = await lifecycle_store.deliveries(conn, pid)
@@ -194,15 +206,25 @@ class Rectification:
 
         rect_id: int = await self.writer.run(record)
         packets: list[dict[str, Any]] = []
-        for notice, to, removed in groups.values():
+        for index, (notice, to, removed) in enumerate(groups.values()):
+            # Replacement attachments travel in every notice (the same streams).
             sent = await self.submitter.submit(
-                operator, to=to, schema_id=RECTIFICATION, body=notice, justification=why
+                operator,
+                to=to,
+                schema_id=RECTIFICATION,
+                body=notice,
+                justification=why,
+                attachments=attachments,
+                share_attachments=index > 0,
             )
             async with self.db.transaction() as conn:
                 for packet in sent:
                     for node in packet["to"]:
                         await lifecycle_store.set_notice(conn, rect_id, node, packet["pid"])
             packets += [{**p, "removed": removed} for p in sent]
+        if attachments is not None:
+            async with self.db.transaction() as conn:
+                await attachment_store.relink_sent(conn, pid, list(attachments))
         log.info(
             "rectification_sent",
             target=pid,

@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 from handover.protocol.canonical import cj_loads
 from handover.protocol.errors import EncodingError
 from handover.protocol.timeutil import Clock
+from handover.store import attachments as attachment_store
 from handover.store import cases as case_store
 from handover.store import subject as subject_store
+from handover.store.attachments import PacketRead, StreamRow
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 from handover.store.subject import ReceivedRecord, SentRecord
@@ -85,6 +87,10 @@ class SubjectAccess:
             sent = await subject_store.sent(conn, case_ref)
             entries = await subject_store.audit_entries(conn, case_ref)
             consents = await subject_store.consents(conn, case_ref)
+            pids = [r.pid for r in received] + [r.pid for r in sent]
+            streams = await attachment_store.of_packets(conn, pids)
+            reads = await attachment_store.reads_of_packets(conn, pids)
+        attachments = self._attachment_lists(streams, reads)
         assert case is not None  # resolve() found it
         log = [_parse_entry(seq, raw) for seq, raw in entries]
         export: dict[str, Any] = {
@@ -117,6 +123,10 @@ class SubjectAccess:
             ],
         }
         items = export["received"] + export["sent"]
+        for shown_item in items:
+            # Attachments are listed (never their content) where the body is shown.
+            if "body" in shown_item and shown_item["pid"] in attachments:
+                shown_item["attachments"] = attachments[shown_item["pid"]]
         # Art 25: the names of the fields shown, per packet; restricted and erased
         # packets are listed without content.
         shown = {p["pid"]: sorted(p["body"]) for p in items if "body" in p}
@@ -165,6 +175,29 @@ class SubjectAccess:
             assert row.body_box is not None
             item["body"] = self.vault.open(row.pid, row.body_box)
         return item
+
+    def _attachment_lists(
+        self, streams: list[StreamRow], reads: list[PacketRead]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Per pid: each attachment's name, type and size, and who read it when."""
+        seen: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in reads:
+            seen.setdefault((r.pid, r.aid), []).append({"operator": r.operator, "at": r.at})
+        out: dict[str, list[dict[str, Any]]] = {}
+        for s in streams:
+            if s.pid is None or s.item_box is None:
+                continue
+            item = self.vault.open(s.pid, s.item_box)
+            out.setdefault(s.pid, []).append(
+                {
+                    "aid": s.aid,
+                    "name": item.get("name"),
+                    "type": item.get("type"),
+                    "size": item.get("size"),
+                    "seen_by": seen.get((s.pid, s.aid), []),
+                }
+            )
+        return out
 
     def _received_item(self, row: ReceivedRecord) -> dict[str, Any]:
         item = {

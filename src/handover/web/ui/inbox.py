@@ -12,6 +12,7 @@ from aiohttp import web
 from handover.protocol.timeutil import DAY_MS
 from handover.store import inbox_view
 from handover.store import received as received_store
+from handover.web.attachments import stream_download
 from handover.web.edge import NODE_KEY
 from handover.web.ui import forms
 from handover.web.ui.base import SESSION_KEY, form_text, page, render
@@ -131,10 +132,29 @@ async def packet_read(request: web.Request) -> web.StreamResponse:
         error=None,
         answers=answers,
         title=doc.get("title", opened["schema"]),
+        attachments=await node.attachment_access.listing(pid, sent=False),
+        justification=justification,
     )
+
+
+@page("read")
+async def attachment_download(request: web.Request) -> web.StreamResponse:
+    """One attachment of a received packet, with the reason given for reading it
+    (recorded again, as a `consultation` of that attachment, before any byte)."""
+    node = request.app[NODE_KEY]
+    form = await request.post()
+    download = await node.attachment_access.download(
+        request[SESSION_KEY].operator,
+        request.match_info["pid"],
+        request.match_info["aid"],
+        form_text(form, "justification", 1001),
+        sent=False,
+    )
+    return await stream_download(request, download)
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/ui/inbox", inbox)
     app.router.add_get("/ui/inbox/{pid}", packet_form)
     app.router.add_post("/ui/inbox/{pid}", packet_read)
+    app.router.add_post("/ui/inbox/{pid}/attachments/{aid}", attachment_download)

@@ -313,6 +313,7 @@ def run_main(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
             )
         )
         open_loop["offered_pps"] = round(rate, 1)
+        open_loop["basis"] = "fixed" if args.open_loop else "half the saturated rate"
     attempts = attempt_outcomes(sender)
     sender_rss, receiver_rss = sender.peak_rss_mb(), receiver.peak_rss_mb()
     sender_pg, receiver_pg = sender.postgres_mb(), receiver.postgres_mb()
@@ -380,6 +381,7 @@ def run_main(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
         result.update(
             {
                 "open_loop_offered_pps": open_loop["offered_pps"],
+                "open_loop_basis": open_loop["basis"],
                 "open_loop_packets": open_loop["packets"],
                 "open_loop_pps": open_loop["pps"],
                 "open_loop_p50_ms": open_loop["p50_from_submit_ms"],
@@ -467,7 +469,7 @@ def print_main_table(r: dict[str, Any]) -> None:
                 r["open_loop_pps"],
                 r["open_loop_p50_ms"],
                 r["open_loop_p99_ms"],
-                f"offered {r['open_loop_offered_pps']}/s (half the saturated rate);"
+                f"offered {r['open_loop_offered_pps']}/s ({r['open_loop_basis']});"
                 f" max {r['open_loop_max_ms']} ms",
             )
         )

@@ -553,6 +553,7 @@ def run_sweep(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
                 "baseline_mb_per_s": round(base.pps * s.size / 1e6, 2),
                 "ratio_to_baseline": round(ho.pps / base.pps, 3),
                 "cpu_ms_per_packet": ho.cpu_ms["total"],
+                "cpu_ms_by_process": ho.cpu_ms,
                 "cores_busy": ho.cpu_ms["cores_busy"],
                 "baseline_cpu_ms_per_packet": base.cpu_ms["total"],
                 "ceiling_cost_us": round(ceil.cost_s * 1e6, 1),
@@ -614,6 +615,13 @@ def print_sweep_table(r: dict[str, Any]) -> None:
             )
     for note in notes:
         print(f"  {note}")
+    for row in r["sweep"]:
+        c = row["cpu_ms_by_process"]
+        print(
+            f"  CPU ms/packet at {_kib(row['target_bytes'])}: sender {c['sender']} + PostgreSQL"
+            f" {c['sender_pg']}, receiver {c['receiver']} + PostgreSQL {c['receiver_pg']},"
+            f" client {c['client']}"
+        )
     print(
         f"memory (MB, peak RSS): sender node {r['sender_rss_mb']}, receiver node"
         f" {r['receiver_rss_mb']}; MB/s = packets/s x body bytes / 1e6;"

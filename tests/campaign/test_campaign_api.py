@@ -315,10 +315,14 @@ BAD_VALUES = [
     ("GET", "/api/v1/inbox", "/api/v1/inbox?case=%00"),
     ("GET", "/api/v1/audit", "/api/v1/audit?pid=%00"),
     ("GET", "/api/v1/packets/{pid}", "/api/v1/packets/%00"),
-    ("GET", "/api/v1/inbox/{pid}", "/api/v1/inbox/%00?justification=campaign"),
+    ("GET", "/api/v1/inbox/{pid}", "/api/v1/inbox/%00?justification=campaign+check+run"),
     ("GET", "/api/v1/packets/{pid}/rectifications", "/api/v1/packets/%00/rectifications"),
     ("GET", "/api/v1/cases/{ref}", "/api/v1/cases/%00"),
-    ("GET", "/api/v1/cases/{ref}/export", "/api/v1/cases/%00/export?justification=campaign"),
+    (
+        "GET",
+        "/api/v1/cases/{ref}/export",
+        "/api/v1/cases/%00/export?justification=campaign+check+run",
+    ),
     ("PUT", "/api/v1/cases/{ref}/local-id", "/api/v1/cases/%00/local-id"),
     ("POST", "/api/v1/packets/{pid}/restriction/lift", "/api/v1/packets/%00/restriction/lift"),
     (

@@ -101,7 +101,7 @@ def test_local_api_requires_a_valid_token_and_role(fed: Federation) -> None:
             "to": [PROBATION],
             "schema": "handover/release-notice/1",
             "body": {},
-            "justification": "x",
+            "justification": "checking the refusal here",
         },
         role="auditor",
     )
@@ -122,7 +122,12 @@ def test_a_body_canonical_json_cannot_carry_is_refused_clearly(fed: Federation) 
     body = json.loads(
         (Path(__file__).parents[2] / "schemas" / "responsibility-agreement.v1.json").read_text()
     )["examples"][0]
-    payload = {"to": [PROBATION], "schema": schema, "body": body, "justification": "agreement"}
+    payload = {
+        "to": [PROBATION],
+        "schema": schema,
+        "body": body,
+        "justification": "agreement on supervision roles",
+    }
     raw = json.dumps(payload).replace('"revision": 1', '"revision": 1.0', 1)
     assert '"revision": 1.0' in raw
     headers = {

@@ -248,7 +248,9 @@ def test_restrict_hides_the_body_until_an_admin_lifts_it(fed: Federation) -> Non
     assert status == 200 and opened["body"]["prison_id"] == "NFI"
     inbox = {i["pid"]: i for i in probation.api("GET", "/api/v1/inbox?limit=500")[1]["items"]}
     assert inbox[pid]["restricted"] is False
-    status, answer = probation.api("POST", lift, {"justification": "again"}, role="admin")
+    status, answer = probation.api(
+        "POST", lift, {"justification": "lifting it once more"}, role="admin"
+    )
     assert status == 409 and answer["error"] == "not_restricted"
     entries = audit(probation, pid, "alteration")
     assert [(e["outcome"], e["operator"]) for e in entries] == [
@@ -287,7 +289,12 @@ def test_erase_removes_the_content_keeps_the_replay_record_and_the_chain(fed: Fe
     assert bytes(row["receipt"]) == bytes(before["receipt"])
     assert read(probation, pid)[0] == 410
     assert (pid, "received") not in due(probation)
-    assert decide(probation, pid, role="admin", outcome="ERASE", justification="again")[0] == 410
+    assert (
+        decide(probation, pid, role="admin", outcome="ERASE", justification="erasing it once more")[
+            0
+        ]
+        == 410
+    )
 
     # The replay record survives: a retry of the packet gets the identical stored receipt.
     headers = {"Content-Type": "application/vnd.handover.packet+json"}
@@ -439,7 +446,13 @@ def test_erase_and_restrict_notices_are_applied_by_every_recipient(
     else:
         assert own["restricted"].startswith("ACCURACY_CONTESTED") and own["body_box"]
     if action == "ERASE":
-        again = rectify(probation, pid, action="ERASE", reason="INACCURATE", justification="x")
+        again = rectify(
+            probation,
+            pid,
+            action="ERASE",
+            reason="INACCURATE",
+            justification="wrong data sent twice",
+        )
         assert again[0] == 410 and again[1]["error"] == "erased"
 
 
@@ -492,7 +505,16 @@ def test_a_notice_from_a_node_that_did_not_send_the_packet_is_not_applied(
     delivered(probation, pid)
 
     # Only the sender can rectify through the API ...
-    assert rectify(exit_org, pid, action="ERASE", reason="INACCURATE", justification="x")[0] == 404
+    assert (
+        rectify(
+            exit_org,
+            pid,
+            action="ERASE",
+            reason="INACCURATE",
+            justification="wrong data sent twice",
+        )[0]
+        == 404
+    )
     # ... and a notice another node crafts is refused by the receiver, with a signed rejection.
     forged = {
         "case_ref": case,
@@ -502,7 +524,9 @@ def test_a_notice_from_a_node_that_did_not_send_the_packet_is_not_applied(
         "action": "ERASE",
         "reason": "UNLAWFULLY_PROCESSED",
     }
-    notice = exit_org.send([PRISON], RECTIFICATION, forged, justification="forged")
+    notice = exit_org.send(
+        [PRISON], RECTIFICATION, forged, justification="a forged rectification notice"
+    )
     (delivery,) = exit_org.wait_delivered(notice)["deliveries"]
     assert delivery["status"] == "rejected" and delivery["reason"] == "not_permitted"
 

@@ -113,6 +113,10 @@ def quality(source: str, as_of: str | None = None, basis: str = "FACT") -> dict[
     return {"as_of": as_of or day(), "source_system": source, "basis": basis}
 
 
+# The risk narrative is an assessment, never FACT (LED Art 7(2), issue 16 finding 8).
+NARRATIVE = {"group": "risk_narrative", "basis": "ASSESSMENT"}
+
+
 def release_notice(case: str, release_date: str) -> dict[str, Any]:
     """The release-notice example with the most fields, without what needs
     FAMILY_INVOLVEMENT consent (`family_contact`) and without `supersedes` (the
@@ -121,17 +125,30 @@ def release_notice(case: str, release_date: str) -> dict[str, Any]:
     del body["family_contact"], body["supersedes"]
     body.update(
         case_ref=case,
-        quality=quality("NOMIS"),
+        quality={**quality("NOMIS"), "groups": [NARRATIVE]},
         expected_release_date=release_date,
         confirmed_release_date=release_date,
     )
     return body
 
 
+def exit_removed(body: dict[str, Any]) -> list[str]:
+    """What the policy removes for an exit organisation: the fields of EXIT_REMOVED and
+    the resettlement notes (special category, LED Art 10)."""
+    notes = [
+        f"resettlement[{i}].notes"
+        for i, item in enumerate(body.get("resettlement", []))
+        if "notes" in item
+    ]
+    return sorted([*EXIT_REMOVED, *notes])
+
+
 def exit_view(body: dict[str, Any]) -> dict[str, Any]:
     """The release-notice an exit organisation may receive, computed independently."""
     view = {k: copy.deepcopy(v) for k, v in body.items() if k not in EXIT_REMOVED}
     view["risk"] = {k: v for k, v in body["risk"].items() if k in ("overall_level", "at_risk")}
+    for item in view.get("resettlement", []):
+        item.pop("notes", None)
     return view
 
 
@@ -364,7 +381,7 @@ def test_a_whole_case_walks_from_release_notice_to_erasure_and_subject_access(
     assert set(views) == {(PROBATION,), (EXIT,)}, packets
     rn_probation, rn_exit = views[(PROBATION,)]["pid"], views[(EXIT,)]["pid"]
     assert views[(PROBATION,)]["removed"] == []
-    assert sorted(views[(EXIT,)]["removed"]) == sorted(EXIT_REMOVED)
+    assert sorted(views[(EXIT,)]["removed"]) == exit_removed(release)
 
     full = body_of(probation, rn_probation, PRISON)
     assert sorted(full) == sorted(release)
@@ -383,7 +400,7 @@ def test_a_whole_case_walks_from_release_notice_to_erasure_and_subject_access(
     assert not [v for v in EXIT_NEVER if v in json.dumps(reduced)]
     assert read(exit_org, rn_probation)[0] == 404  # the full view never went there
     (row,) = prison.sql("SELECT fields, removed FROM outbox WHERE pid = $1", rn_exit)
-    assert sorted(row["removed"]) == sorted(EXIT_REMOVED)
+    assert sorted(row["removed"]) == exit_removed(release)
     assert sorted(row["fields"]) == sorted(exit_view(release))
 
     # Both continuity-of-care answers are past their deadline on the prison.
@@ -570,13 +587,13 @@ def test_a_whole_case_walks_from_release_notice_to_erasure_and_subject_access(
     #    prison sees both acknowledgements.
     corrected = copy.deepcopy(release)
     corrected["risk"]["overall_level"] = "MEDIUM"
-    corrected["quality"] = quality("NOMIS")
+    corrected["quality"] = {**quality("NOMIS"), "groups": [NARRATIVE]}
     assert release["risk"]["overall_level"] != "MEDIUM"
     notices: dict[str, str] = {}
     path = "/api/v1/packets/{pid}/rectify"
     for target, holder, removed in (
         (rn_probation, PROBATION, []),
-        (rn_exit, EXIT, sorted(EXIT_REMOVED)),
+        (rn_exit, EXIT, exit_removed(release)),
     ):
         status, answer = prison.api(
             "POST",
@@ -683,7 +700,7 @@ def test_a_whole_case_walks_from_release_notice_to_erasure_and_subject_access(
     assert len(sar["recipients"]) == len(disclosed)  # one line per disclosure and recipient
     assert all(r["status"] == "delivered" and r["justification"] for r in sar["recipients"])
     by_pid = {r["pid"]: r for r in sar["recipients"]}
-    assert sorted(by_pid[rn_exit]["withheld"]) == sorted(EXIT_REMOVED)
+    assert sorted(by_pid[rn_exit]["withheld"]) == exit_removed(release)
     assert by_pid[rn_probation]["withheld"] == []
     assert {s["pid"] for s in sar["sent"]} == {pid for pid, _ in ledger[PRISON]}
     received_by_prison = {pid for sender in NODES for pid, to in ledger[sender] if to == PRISON}

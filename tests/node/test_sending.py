@@ -118,7 +118,10 @@ async def test_minimised_views_become_one_packet_per_recipient_kind(prison: Node
     by_node = {tuple(p["to"]): p for p in packets}
     assert set(by_node) == {(PROBATION,), (EXIT,)}
     assert by_node[(PROBATION,)]["removed"] == []
-    assert sorted(by_node[(EXIT,)]["removed"]) == sorted(EXIT_REMOVED)
+    notes = [
+        f"resettlement[{i}].notes" for i, r in enumerate(notice["resettlement"]) if "notes" in r
+    ]
+    assert sorted(by_node[(EXIT,)]["removed"]) == sorted(EXIT_REMOVED + notes)
     assert by_node[(PROBATION,)]["pid"] != by_node[(EXIT,)]["pid"]
 
 

@@ -184,8 +184,8 @@ async def _fill(db: Database) -> None:
         await audit_store.insert(
             conn,
             [
-                (1, NOW, "disclosure", b'{"op":"disclosure"}', bytes(32), "sent-0", CASE),
-                (2, NOW, "collection", b'{"op":"collection"}', bytes(32), "got-0", CASE),
+                (1, NOW, "disclosure", b'{"op":"disclosure"}', bytes(32), "sent-0", CASE, None),
+                (2, NOW, "collection", b'{"op":"collection"}', bytes(32), "got-0", CASE, None),
             ],
         )
         await peer_store.upsert_pin(conn, "b.example", "http://b", "fp", "probation", NOW)

@@ -202,7 +202,12 @@ def test_the_walk(fed: Federation, browser: Browser) -> None:
     status, answer = fed[PROBATION].api(
         "POST",
         "/api/v1/packets",
-        {"to": [PRISON, EXIT], "schema": AGREEMENT, "body": body, "justification": "roles"},
+        {
+            "to": [PRISON, EXIT],
+            "schema": AGREEMENT,
+            "body": body,
+            "justification": "agreeing roles for the case",
+        },
     )
     assert status == 202, answer
     epage.goto(f"/ui/cases/{CASE_REF}")

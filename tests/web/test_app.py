@@ -154,13 +154,23 @@ async def test_federation_and_health_routes_need_no_token(api: Api, probation: N
         (
             "POST",
             "/api/v1/packets",
-            {"to": [PRISON], "schema": "x/y/1", "body": {}, "justification": "j"},
+            {
+                "to": [PRISON],
+                "schema": "x/y/1",
+                "body": {},
+                "justification": "checking the error answers",
+            },
             ErrorCode.UNKNOWN_SCHEMA,
         ),
         (
             "POST",
             "/api/v1/packets",
-            {"to": [PRISON], "schema": RELEASE_NOTICE, "body": {}, "justification": "j"},
+            {
+                "to": [PRISON],
+                "schema": RELEASE_NOTICE,
+                "body": {},
+                "justification": "checking the error answers",
+            },
             ErrorCode.SCHEMA_INVALID,
         ),
         (
@@ -169,7 +179,12 @@ async def test_federation_and_health_routes_need_no_token(api: Api, probation: N
             {"to": [PRISON], "schema": CONDITION_UPDATE, "body": {}, "justification": ""},
             ErrorCode.JUSTIFICATION_REQUIRED,
         ),
-        ("GET", "/api/v1/inbox/AAAAAAAAAAAAAAAAAAAAAA?justification=j", None, ErrorCode.NOT_FOUND),
+        (
+            "GET",
+            "/api/v1/inbox/AAAAAAAAAAAAAAAAAAAAAA?justification=reading+a+packet",
+            None,
+            ErrorCode.NOT_FOUND,
+        ),
         ("GET", "/api/v1/inbox/AAAAAAAAAAAAAAAAAAAAAA", None, ErrorCode.JUSTIFICATION_REQUIRED),
         ("GET", "/api/v1/inbox?limit=many", None, ErrorCode.BAD_REQUEST),
         ("GET", "/api/v1/packets/AAAAAAAAAAAAAAAAAAAAAA", None, ErrorCode.NOT_FOUND),
@@ -183,7 +198,7 @@ async def test_federation_and_health_routes_need_no_token(api: Api, probation: N
         (
             "POST",
             "/api/v1/reviews/AAAAAAAAAAAAAAAAAAAAAA",
-            {"outcome": "ERASE", "justification": "j"},
+            {"outcome": "ERASE", "justification": "checking the error answers"},
             ErrorCode.NOT_FOUND,
         ),
         ("PUT", "/api/v1/cases/HC-UNKNOWN/local-id", {"id": 1}, ErrorCode.BAD_REQUEST),
@@ -207,7 +222,7 @@ async def test_a_policy_refusal_names_the_recipient(api: Api) -> None:
             "to": [PRISON],
             "schema": RELEASE_NOTICE,
             "body": release_notice(),
-            "justification": "j",
+            "justification": "checking the error answers",
         },
     )
     message = assert_error(status, answer, ErrorCode.NOT_PERMITTED)
@@ -238,7 +253,9 @@ async def test_a_body_that_cannot_be_decrypted_is_body_unavailable_naming_the_pa
             "UPDATE received SET body_box = $1 WHERE pid = $2", bytes(range(64)), packet.pid
         )
     status, answer = await api.call(
-        "GET", f"/api/v1/inbox/{packet.pid}", headers={"Handover-Justification": "checking"}
+        "GET",
+        f"/api/v1/inbox/{packet.pid}",
+        headers={"Handover-Justification": "checking the stored body"},
     )
     assert packet.pid in assert_error(status, answer, ErrorCode.BODY_UNAVAILABLE)
 
@@ -297,13 +314,15 @@ async def test_a_received_body_is_read_with_a_justification(
     packet = seal_from(prison, probation, RELEASE_NOTICE, notice)
     await probation.receiver.receive_many([packet.wire])
     status, answer = await api.call(
-        "GET", f"/api/v1/inbox/{packet.pid}?justification=supervision", role="caseworker"
+        "GET",
+        f"/api/v1/inbox/{packet.pid}?justification=supervision+plan+review",
+        role="caseworker",
     )
     assert status == 200
     assert (answer["body"], answer["sender"]) == (notice, PRISON)
     status, answer = await api.call("GET", f"/api/v1/audit?pid={packet.pid}", role="auditor")
     assert [e["entry"]["op"] for e in answer["entries"]] == ["collection", "consultation"]
-    assert answer["entries"][1]["entry"]["justification"] == "supervision"
+    assert answer["entries"][1]["entry"]["justification"] == "supervision plan review"
 
 
 # --- federation -----------------------------------------------------------------------------

@@ -71,7 +71,12 @@ BAD: list[tuple[str, Any]] = [
     ("unknown recipient", {**good(), "to": ["nobody.test"]}),
     (
         "policy refusal",
-        {"to": [PRISON], "schema": RELEASE_NOTICE, "body": release_notice(), "justification": "j"},
+        {
+            "to": [PRISON],
+            "schema": RELEASE_NOTICE,
+            "body": release_notice(),
+            "justification": "release planning",
+        },
     ),
 ]
 

@@ -69,7 +69,12 @@ async def test_each_recipient_kind_gets_its_own_view(prison: Node) -> None:
     assert views[PROBATION].kinds == ["probation"]
     exit_view = views[EXIT]
     assert exit_view.kinds == ["exit"]
-    assert set(exit_view.removed) == EXIT_REMOVED
+    # Art 10: the health notes of the resettlement pathways are special category.
+    notes = {
+        f"resettlement[{i}].notes" for i, r in enumerate(notice["resettlement"]) if "notes" in r
+    }
+    assert notes and set(exit_view.removed) == EXIT_REMOVED | notes
+    assert all("notes" not in r for r in exit_view.body["resettlement"])
     assert set(exit_view.body) == set(notice) - EXIT_REMOVED
     assert exit_view.body["risk"] == {k: notice["risk"][k] for k in ("overall_level", "at_risk")}
     assert exit_view.body["case_ref"] == notice["case_ref"]
@@ -118,7 +123,7 @@ async def test_a_consent_in_force_widens_the_view(prison: Node, exit_org: Node) 
     assert without[PROBATION].removed == ["family_contact"]
     assert "family_contact" not in without[PROBATION].body
 
-    await give_consent(exit_org, notice["case_ref"], "FAMILY_INVOLVEMENT", [PRISON])
+    await give_consent(exit_org, notice["case_ref"], "FAMILY_INVOLVEMENT", [PRISON, PROBATION])
     widened = await plan(prison, [PROBATION], RELEASE_NOTICE, notice)
     assert widened[PROBATION].body == notice
     assert widened[PROBATION].consents == ["FAMILY_INVOLVEMENT"]

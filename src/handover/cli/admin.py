@@ -92,6 +92,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         "tls_cert": _absolute(args.tls_cert),
         "tls_key": _absolute(args.tls_key),
         "tls_client_ca": _absolute(args.tls_client_ca),
+        "case_assignment": args.case_assignment,
     }
     keys = keystore.init_keys(keys_dir, args.node, now_ms())
     keystore.storage_key(keys_dir)
@@ -280,6 +281,13 @@ def register_init(sub: Commands) -> None:
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     p.add_argument(
         "--tls-client-ca", help="require client certificates from this CA to post packets"
+    )
+    p.add_argument(
+        "--case-assignment",
+        choices=("required", "off"),
+        default="off",
+        help="required: caseworkers see only cases assigned to them or their team"
+        " (LED Art 20, 29; default off)",
     )
     p.set_defaults(func=cmd_init)
 

@@ -125,6 +125,13 @@ def cmd_cases(args: argparse.Namespace) -> int:
         return _answer(*api.get(f"/api/v1/cases/{quote(args.ref, safe='')}"))
     if args.cases_cmd == "overdue":
         return _answer(*api.get("/api/v1/overdue"))
+    if args.cases_cmd == "assign":
+        payload = {
+            "operators": args.operator,
+            "teams": args.team,
+            "justification": args.justification,
+        }
+        return _answer(*api.put(f"/api/v1/cases/{quote(args.ref, safe='')}/assignment", payload))
     path = f"/api/v1/cases/{quote(args.ref, safe='')}/local-id"
     return _answer(*api.put(path, {"local_id": args.local_id}))
 
@@ -226,7 +233,7 @@ def _api_options(p: Parser) -> None:
 
 
 def register_cases(sub: Commands) -> None:
-    """cases list|show|overdue|local-id, export subject."""
+    """cases list|show|overdue|local-id|assign, export subject."""
     cases = sub.add_parser("cases", help="cases: timelines, overdue items, local ids")
     cases_sub = cases.add_subparsers(dest="cases_cmd", required=True)
     p = cases_sub.add_parser("list", help="cases this node holds")
@@ -240,6 +247,14 @@ def register_cases(sub: Commands) -> None:
     _api_options(p)
     p.add_argument("ref")
     p.add_argument("local_id")
+    p = cases_sub.add_parser(
+        "assign", help="assign a case to operators and teams (admin; least privilege)"
+    )
+    _api_options(p)
+    p.add_argument("ref")
+    p.add_argument("--operator", action="append", default=[], help="an operator (repeatable)")
+    p.add_argument("--team", action="append", default=[], help="a team (repeatable)")
+    p.add_argument("--justification", required=True, help="why (logged in the audit entry)")
     cases.set_defaults(func=cmd_cases)
 
     export = sub.add_parser("export", help="exports for data subjects")

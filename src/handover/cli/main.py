@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from handover import __version__
-from handover.cli import admin, api_commands, backup, offline, operators, partners
+from handover.cli import admin, api_commands, backup, legal, offline, operators, partners
 from handover.cli.args import Parser
 from handover.cli.output import EXIT_ERROR, CliError
 from handover.protocol.errors import HandoverError
@@ -36,6 +36,7 @@ def build_parser() -> Parser:
     api_commands.register_cases(sub)
     api_commands.register_lifecycle(sub)
     api_commands.register_packets(sub)
+    legal.register(sub)
     return parser
 
 

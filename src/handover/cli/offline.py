@@ -36,6 +36,7 @@ from handover.protocol.opening import (
 )
 from handover.protocol.packet import Recipient, seal
 from handover.protocol.timeutil import DAY_MS, now_ms
+from handover.workflow.access import require_justification
 from handover.workflow.schemas import default_registry
 
 
@@ -144,7 +145,13 @@ class ReplayFile:
 
 def cmd_packet_open(args: argparse.Namespace) -> int:
     now = now_ms()
-    keys = keystore.load_keys(Path(args.keys))
+    if args.dir is not None and args.justification is None:
+        raise CliError("with --dir, give --justification: the opening is logged (Art 25)")
+    if args.dir is None and args.keys is None:
+        raise CliError("give --keys (a key directory) or --dir (a node directory)")
+    if args.justification is not None:
+        require_justification(args.justification)
+    keys = keystore.load_keys(Path(args.keys) if args.keys else Path(args.dir) / "keys")
     sender = load_peer_keyset(args.sender, args.fingerprint, now)
     replay = ReplayFile(keys.directory / "replay.json")
     wire = read_file(args.packet).rstrip(b"\r\n")
@@ -186,6 +193,18 @@ def cmd_packet_open(args: argparse.Namespace) -> int:
         "body": result.body,
         "log": result.log.to_json(),
     }
+    if args.dir is not None:
+        from handover.cli.legal import record_offline_open
+
+        # The node's audit log gets a `consultation` entry before the body is shown.
+        record_offline_open(
+            Path(args.dir).resolve(),
+            pid=result.pid,
+            sender=result.sender,
+            schema=result.schema,
+            fields=sorted(result.body),
+            justification=args.justification,
+        )
     if result.attachments:
         output["attachments"] = (
             offline_attach.open_streams(result.attachments, Path(args.attachments), Path(args.save))
@@ -269,7 +288,11 @@ def register_packet(sub: Commands) -> None:
     p.set_defaults(func=cmd_packet_seal)
 
     p = pkt.add_parser("open", help="run every receiver check and print the payload")
-    p.add_argument("--keys", required=True, help="the receiver's key directory")
+    p.add_argument("--keys", help="the receiver's key directory (default: DIR/keys)")
+    p.add_argument(
+        "--dir", help="the receiver's node directory: the opening is logged in its audit log"
+    )
+    p.add_argument("--justification", help="why the packet is opened (needed with --dir)")
     p.add_argument("--sender", required=True, help="the sender's KEYSET.json")
     p.add_argument("--fingerprint", help="the sender's pinned root fingerprint")
     p.add_argument("packet", help="PACKET.json")

@@ -53,11 +53,17 @@ class AuditLog:
         return [auditchain.entry_digest(r.entry) for r in rows]
 
     async def entries(
-        self, *, after: int, limit: int, case_ref: str | None, pid: str | None
+        self,
+        *,
+        after: int,
+        limit: int,
+        case_ref: str | None,
+        pid: str | None,
+        purpose: str | None = None,
     ) -> list[dict[str, Any]]:
         async with self.db.connection() as conn:
             rows = await audit_store.page(
-                conn, after=after, limit=limit, case_ref=case_ref, pid=pid
+                conn, after=after, limit=limit, case_ref=case_ref, pid=pid, purpose=purpose
             )
         return [
             {"seq": r.seq, "entry": cj_loads(r.entry), "head": b64u_encode(r.head)} for r in rows

@@ -64,6 +64,16 @@ class NodeConfig(BaseModel):
     # Empty: no scan, attachments are readable once their packet is accepted.
     attachment_scan_command: str = ""
     policy_file: str = ""
+    # Subject access (LED Art 13-15): what every export states, and what it may
+    # quote. Staff are named by role unless `subject_name_staff` is true.
+    subject_legal_basis: str = Field(default="", max_length=2000)
+    supervisory_authority: str = Field(default="", max_length=2000)
+    subject_quote_third_party: bool = False
+    subject_name_staff: bool = False
+    # Least privilege (Art 20, 29): `required` lets a caseworker see only cases
+    # assigned to them or their team (new nodes: `handover init` writes it);
+    # `off` keeps every case visible to every caseworker.
+    case_assignment: Literal["required", "off"] = "off"
     directory: Path = Path(".")
 
     @field_validator("node")

@@ -21,8 +21,17 @@ class Inbox:
     """What arrived, for operators: listings, and reading a body with a
     justification (a `consultation` entry is written before the body is shown)."""
 
-    def __init__(self, *, node: str, db: Database, writer: AuditWriter, vault: Vault) -> None:
+    def __init__(
+        self,
+        *,
+        node: str,
+        db: Database,
+        writer: AuditWriter,
+        vault: Vault,
+        purposes: frozenset[str] | None = None,
+    ) -> None:
         self.node = node
+        self.purposes = purposes
         self.db = db
         self.writer = writer
         self.vault = vault
@@ -47,14 +56,16 @@ class Inbox:
             for r in rows
         ]
 
-    async def read(self, operator: Operator, pid: str, justification: object) -> dict[str, Any]:
+    async def read(
+        self, operator: Operator, pid: str, justification: object, *, break_glass: bool = False
+    ) -> dict[str, Any]:
         """Open a received body for an operator; logs a `consultation` entry first.
 
         Raises:
             RequestRefused: `justification_required`, `restricted`, `not_found`,
                 `erased`; BodyUnavailable when the stored body cannot be decrypted.
         """
-        why = require_justification(justification)
+        why = require_justification(justification, self.purposes)
         async with self.db.connection() as conn:
             row = await received_store.get(conn, pid)
         if row is None:
@@ -80,6 +91,7 @@ class Inbox:
                 operator=operator.name,
                 org=self.node,
                 justification=why,
+                break_glass=True if break_glass else None,
             )
 
         await self.writer.run(job)

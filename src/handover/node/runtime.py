@@ -16,12 +16,14 @@ from pathlib import Path
 import structlog
 
 from handover.node import keystore
+from handover.node.assignment import Assignments
 from handover.node.attachment_access import AttachmentAccess
 from handover.node.attachments import Attachments
 from handover.node.auditing import AuditLog
 from handover.node.auth import Authenticator, Refusal
 from handover.node.budget import ByteBudget
 from handover.node.config import NodeConfig, load_config
+from handover.node.consultation import Consultations
 from handover.node.delivery import DeliveryWorker
 from handover.node.directory import Directory
 from handover.node.inbox import Inbox
@@ -50,6 +52,7 @@ from handover.workflow.rectification import Rectification
 from handover.workflow.retention import Retention
 from handover.workflow.schemas import SchemaRegistry, default_registry
 from handover.workflow.subject_access import SubjectAccess
+from handover.workflow.subject_rules import SubjectSettings
 from handover.workflow.vault import Vault
 
 log = structlog.get_logger(__name__)
@@ -149,7 +152,20 @@ class Node:
             receive_checks=[corrections.check],
             attachments=self.attachments,
         )
-        self.inbox = Inbox(node=config.node, db=db, writer=writer, vault=vault)
+        self.inbox = Inbox(
+            node=config.node, db=db, writer=writer, vault=vault, purposes=self.policy.purposes
+        )
+        self.consultations = Consultations(
+            node=config.node, writer=writer, purposes=self.policy.purposes
+        )
+        self.assignments = Assignments(
+            node=config.node,
+            db=db,
+            writer=writer,
+            clock=clock,
+            required=config.case_assignment == "required",
+            purposes=self.policy.purposes,
+        )
         self.attachments.scan_command = parse_command(config.attachment_scan_command)
         self.scanner = Scanner(
             db=db, attachments=self.attachments, command=self.attachments.scan_command
@@ -177,6 +193,12 @@ class Node:
             vault=vault,
             cases=self.cases,
             clock=clock,
+            settings=SubjectSettings(
+                legal_basis=config.subject_legal_basis,
+                supervisory_authority=config.supervisory_authority,
+                quote_third_party=config.subject_quote_third_party,
+                name_staff=config.subject_name_staff,
+            ),
         )
         self.delivery = DeliveryWorker(
             config=config,

@@ -39,6 +39,7 @@ from handover.store.receipts import receipt_json
 from handover.workflow.access import Operator, require_justification
 from handover.workflow.engine import SentHook, Workflow, case_ref_of
 from handover.workflow.errors import ErrorCode, RequestRefused
+from handover.workflow.quality import check_quality, judicial_fields
 from handover.workflow.schemas import SchemaRegistry
 from handover.workflow.vault import Vault
 
@@ -112,7 +113,7 @@ class Sender:
                 and the recipient).
         """
         started = time.perf_counter()
-        why = require_justification(justification)
+        why = require_justification(justification, self.workflow.policy.purposes)
         self._check(to, schema_id, body, minimise)
         assert isinstance(to, list) and isinstance(schema_id, str) and isinstance(body, dict)
         assert isinstance(minimise, bool)
@@ -143,6 +144,8 @@ class Sender:
                     fields=sorted(packet.body),
                     removed=packet.removed or None,
                     consents=packet.consents or None,
+                    # Art 18: fields taken from judicial decisions are marked.
+                    judicial=judicial_fields(self.registry, schema_id, packet.body) or None,
                     attachments=aids or None,
                     operator=operator.name,
                     org=self.node,
@@ -240,6 +243,8 @@ class Sender:
             self.registry.validate(schema_id, body)
             # What JSON Schema lets through but canonical JSON cannot carry (1.0).
             check_value(body)
+            # Art 7(2): the basis per field group; an assessment is never FACT.
+            check_quality(self.registry, schema_id, body)
         except UnknownSchema as exc:
             raise RequestRefused(ErrorCode.UNKNOWN_SCHEMA, str(exc)) from exc
         except SchemaInvalid as exc:

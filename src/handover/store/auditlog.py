@@ -47,10 +47,14 @@ class Appender:
         """Add an entry; returns the chain position after it.
 
         Fields hold identifiers and field names, never personal data values.
-        `pid` and `case_ref` are also indexed for per-packet and per-case queries.
+        `pid` and `case_ref` are also indexed for per-packet and per-case queries,
+        and so is `purpose`: given, or the code a `justification` begins with.
         """
         at = self.clock()
         extra = {k: v for k, v in fields.items() if v is not None}
+        purpose = extra.get("purpose") or audit_store.purpose_of(extra.get("justification"))
+        if purpose is not None:
+            extra["purpose"] = purpose
         if pid is not None:
             extra["pid"] = pid
         if case_ref is not None:
@@ -58,7 +62,7 @@ class Appender:
         entry = auditchain.entry_bytes(self.seq + 1, at, op, **extra)
         self.seq += 1
         self.head = auditchain.next_head(self.head, entry)
-        self.rows.append((self.seq, at, op, entry, self.head, pid, case_ref))
+        self.rows.append((self.seq, at, op, entry, self.head, pid, case_ref, purpose))
         return LogPosition(self.seq, self.head)
 
     def mark(self) -> tuple[int, bytes, int, dict[str, int]]:

@@ -230,10 +230,16 @@ async def add_consent(
     pid: str,
     author: str,
     now: int,
+    recipients: list[str] | None = None,
+    effective_on: str | None = None,
+    expires_on: str | None = None,
 ) -> None:
+    """Record a consent-record; `recipients` (None: every node) and the dates
+    (YYYY-MM-DD) bound what it covers (LED Art 8)."""
     await conn.execute(
         "INSERT INTO consents (case_ref, scope, state, consent_id, basis, pid, author,"
-        " recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        " recorded_at, recipients, effective_on, expires_on)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         case_ref,
         scope,
         state,
@@ -242,7 +248,37 @@ async def add_consent(
         pid,
         author,
         now,
+        recipients,
+        effective_on,
+        expires_on,
     )
+
+
+async def scopes_in_force(conn: Connection, case_ref: str, node: str, today: str) -> set[str]:
+    """The consent scopes in force today for data of a case going to (or held by) `node`.
+
+    Per scope, of the records that cover `node` (no `recipients`, `node` among
+    them, or `node` is the agency that recorded the consent) and have taken
+    effect by `today`, the one with the latest date of its own (given or
+    withdrawn) holds, not the last to arrive; a given consent past its
+    `expires_on` is not in force. Records without dates (stored before
+    these columns existed) count as the oldest, in arrival order.
+    """
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (scope) scope, state, expires_on FROM consents"
+        " WHERE case_ref = $1"
+        " AND (recipients IS NULL OR $2 = ANY(recipients) OR author = $2)"
+        " AND COALESCE(effective_on, '') <= $3"
+        " ORDER BY scope, COALESCE(effective_on, '') DESC, id DESC",
+        case_ref,
+        node,
+        today,
+    )
+    return {
+        r["scope"]
+        for r in rows
+        if r["state"] == "GIVEN" and (r["expires_on"] is None or r["expires_on"] >= today)
+    }
 
 
 async def consent_states(conn: Connection, case_ref: str) -> dict[str, ConsentRecord]:

@@ -9,6 +9,13 @@ from aiohttp import web
 
 from handover.node.runtime import Node
 from handover.protocol.packet import MAX_REQUEST_BYTES
+from handover.web.consult import (
+    break_glass,
+    check_case,
+    checked_justification,
+    consulted,
+    visible_items,
+)
 from handover.web.edge import (
     LOCAL_INTAKE,
     MAX_PAGE,
@@ -60,15 +67,41 @@ async def submit_packet(request: web.Request) -> web.Response:
 @requires("read")
 async def get_packet(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    return json_response(await node.sender.packet_status(request.match_info["pid"]))
+    status = await node.sender.packet_status(request.match_info["pid"])
+    # Delivery state of one's own submission, polled by clients: limited by case
+    # assignment, and logged only when read by breaking the glass (the answer holds
+    # no body, and one entry per poll would drown the consultations that matter).
+    if await check_case(request, status["case_ref"]):
+        await consulted(
+            request,
+            "packet_status",
+            why=break_glass(request),
+            break_glass=True,
+            pid=status["pid"],
+            case_ref=status["case_ref"],
+            fields=sorted(status),
+        )
+    return json_response(status)
 
 
 @requires("read")
 async def list_inbox(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     limit, before = page_args(request)
-    items = await node.inbox.list(limit=limit, before=before, case_ref=request.query.get("case"))
+    why = checked_justification(request)
+    case_ref = request.query.get("case")
+    items = await node.inbox.list(limit=limit, before=before, case_ref=case_ref)
     next_before = items[-1]["received_at"] if len(items) == limit else None
+    items = await visible_items(request, items)
+    await consulted(
+        request,
+        "inbox_list",
+        why=why,
+        case_ref=case_ref,
+        count=len(items),
+        fields=sorted(items[0]) if items else None,
+        cases=[i["case_ref"] for i in items],
+    )
     return json_response({"items": items, "next_before": next_before})
 
 
@@ -85,7 +118,8 @@ async def read_inbox(request: web.Request) -> web.Response:
             " or header 'Handover-Justification'",
         )
     pid = request.match_info["pid"]
-    opened = await node.inbox.read(operator_of(request), pid, justification)
+    broke = await node.assignments.check_packet(operator_of(request), pid, break_glass(request))
+    opened = await node.inbox.read(operator_of(request), pid, justification, break_glass=broke)
     listed = await node.attachment_access.listing(pid, sent=False)
     if listed:
         opened["attachments"] = listed
@@ -100,9 +134,16 @@ async def list_audit(request: web.Request) -> web.Response:
         limit = max(1, min(int(request.query.get("limit", "100")), MAX_PAGE))
     except ValueError as exc:
         raise RequestRefused(ErrorCode.BAD_REQUEST, "after and limit must be integers") from exc
+    why = checked_justification(request)
+    case_ref = request.query.get("case")
+    pid = request.query.get("pid")
+    purpose = request.query.get("purpose")
     entries = await node.audit.entries(
-        after=after, limit=limit, case_ref=request.query.get("case"), pid=request.query.get("pid")
+        after=after, limit=limit, case_ref=case_ref, pid=pid, purpose=purpose
     )
+    # Reading the audit log is itself logged (after the page is read, so the
+    # entry is not in its own page).
+    await consulted(request, "audit_read", why=why, case_ref=case_ref, pid=pid, count=len(entries))
     next_after = entries[-1]["seq"] if len(entries) == limit else None
     return json_response({"entries": entries, "next_after": next_after})
 

@@ -18,6 +18,7 @@ from handover.node.runtime import Node
 from handover.protocol.packet import MAX_REQUEST_BYTES
 from handover.web import (
     api,
+    assignment,
     attachments,
     batch,
     cases,
@@ -55,6 +56,7 @@ def create_app(node: Node, surface: Surface = "both") -> web.Application:
         cases.add_routes(app)
         subject.add_routes(app)
         lifecycle.add_routes(app)
+        assignment.add_routes(app)
         ops.add_metrics_route(app)
         ui.add_routes(app)
     return app

@@ -29,6 +29,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.BAD_REQUEST: 400,
     ErrorCode.JUSTIFICATION_REQUIRED: 400,
     ErrorCode.JUSTIFICATION_TOO_LONG: 400,
+    ErrorCode.JUSTIFICATION_TOO_WEAK: 400,
+    ErrorCode.UNKNOWN_PURPOSE: 400,
     ErrorCode.REASON_REQUIRED: 400,
     ErrorCode.INVALID_PACKET: 400,
     ErrorCode.INVALID_BATCH: 400,

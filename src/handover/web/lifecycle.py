@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from handover.web.consult import checked_justification, consulted
 from handover.web.edge import MAX_PAGE, NODE_KEY, json_body, operator_of, requires
 from handover.web.errors import json_response
 from handover.workflow.errors import ErrorCode, RequestRefused
@@ -33,7 +34,16 @@ async def list_reviews(request: web.Request) -> web.Response:
         limit = max(1, min(int(request.query.get("limit", str(MAX_PAGE))), MAX_PAGE))
     except ValueError as exc:
         raise RequestRefused(ErrorCode.BAD_REQUEST, "limit must be an integer") from exc
+    why = checked_justification(request)
     items = await node.retention.reviews(limit=limit)
+    await consulted(
+        request,
+        "review_list",
+        why=why,
+        count=len(items),
+        fields=sorted(items[0]) if items else None,
+        cases=[i.get("case_ref") for i in items],
+    )
     return json_response({"items": items, "truncated": len(items) == limit})
 
 
@@ -92,7 +102,16 @@ async def rectify_packet(request: web.Request) -> web.Response:
 @requires("read")
 async def list_rectifications(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    return json_response(await node.rectification.status(request.match_info["pid"]))
+    why = checked_justification(request)
+    status = await node.rectification.status(request.match_info["pid"])
+    await consulted(
+        request,
+        "rectification_list",
+        why=why,
+        pid=request.match_info["pid"],
+        fields=sorted(status),
+    )
+    return json_response(status)
 
 
 def add_routes(app: web.Application) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handover.web.edge import NODE_KEY, operator_of, requires
+from handover.web.consult import break_glass, check_case, consulted
+from handover.web.edge import NODE_KEY, json_body, operator_of, requires
 from handover.web.errors import json_response
 from handover.workflow.errors import ErrorCode, RequestRefused
 from handover.workflow.subject_report import render_markdown
@@ -28,6 +29,17 @@ async def export_case(request: web.Request) -> web.Response:
             "a subject access export needs a justification: query parameter"
             " 'justification' or header 'Handover-Justification'",
         )
+    if node.assignments.limited(operator_of(request)):
+        case_ref = await node.cases.resolve(request.match_info["ref"])
+        if await check_case(request, case_ref):
+            # The export logs its own consultation; this one marks the broken glass.
+            await consulted(
+                request,
+                "subject_export",
+                why=break_glass(request),
+                break_glass=True,
+                case_ref=case_ref,
+            )
     export = await node.subject_access.export(
         operator_of(request), request.match_info["ref"], justification
     )
@@ -41,5 +53,42 @@ async def export_case(request: web.Request) -> web.Response:
     return response
 
 
+WITHHOLD_MEMBERS = frozenset({"pid", "what", "ground", "review_on", "justification"})
+
+
+@requires("admin")
+async def withhold(request: web.Request) -> web.Response:
+    """Art 15: an admin records a decision to leave an item out of subject access."""
+    node = request.app[NODE_KEY]
+    data = await json_body(request)
+    unknown = set(data) - WITHHOLD_MEMBERS
+    if unknown:
+        raise RequestRefused(
+            ErrorCode.BAD_REQUEST, f"unknown members: {', '.join(sorted(unknown))}"
+        )
+    decision = await node.subject_access.withhold(
+        operator_of(request),
+        request.match_info["ref"],
+        pid=data.get("pid"),
+        what=data.get("what"),
+        ground=data.get("ground"),
+        review_on=data.get("review_on"),
+        justification=data.get("justification"),
+    )
+    return json_response(decision, status=201)
+
+
+@requires("admin")
+async def list_withholdings(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    items = await node.subject_access.withholdings(request.match_info["ref"])
+    await consulted(
+        request, "withholding_list", case_ref=request.match_info["ref"], count=len(items)
+    )
+    return json_response({"items": items})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/cases/{ref}/export", export_case)
+    app.router.add_post("/api/v1/cases/{ref}/withholdings", withhold)
+    app.router.add_get("/api/v1/cases/{ref}/withholdings", list_withholdings)

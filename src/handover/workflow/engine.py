@@ -142,11 +142,13 @@ class Workflow:
 
     # --- sending ------------------------------------------------------------------------
 
-    async def consents(self, conn: Connection, case_ref: str | None) -> set[str]:
+    async def consents(self, conn: Connection, case_ref: str | None, node: str) -> set[str]:
+        """The consent scopes in force today for this case's data at `node` (Art 8):
+        only consents whose `recipients` include it, chosen by their own dates."""
         if case_ref is None or not self.policy.uses_consent:
             return set()
-        states = await case_store.consent_states(conn, case_ref)
-        return {scope for scope, record in states.items() if record.state == "GIVEN"}
+        today = dt.datetime.fromtimestamp(self.clock() / 1000, dt.UTC).date().isoformat()
+        return await case_store.scopes_in_force(conn, case_ref, node, today)
 
     async def plan(
         self,
@@ -169,10 +171,6 @@ class Workflow:
             # Everyone who received data under this consent is told it is withdrawn.
             earlier = await case_store.recipients_under_consent(conn, case_ref, body["scope"])
             recipients += [n for n in earlier if n not in recipients and n != self.node]
-        kinds = {node: self.kind_of(node) for node in recipients}
-        consents: set[str] = set()
-        if any(k and self.policy.consent_relevant(schema, k, body) for k in kinds.values()):
-            consents = await self.consents(conn, case_ref)
         views: dict[bytes, PlannedPacket] = {}
         for node in recipients:
             kind = self.kind_of(node)
@@ -189,6 +187,9 @@ class Workflow:
                     f" to a {kind} ({node})",
                 )
             used: list[str] = []
+            consents: set[str] = set()
+            if self.policy.consent_relevant(schema, kind, body):
+                consents = await self.consents(conn, case_ref, node)
             scope = self.policy.packet_consent(schema, kind)
             if scope is not None:
                 if scope not in consents:
@@ -198,7 +199,7 @@ class Workflow:
                         f" {case_ref}, and none is in force",
                     )
                 used.append(scope)
-            view = self.policy.view(schema, kind, body, consents)
+            view = self.policy.view(schema, kind, body, consents, self.special_fields(schema))
             if view.removed and not minimise:
                 missing = (
                     f" (needs {view.consent_missing[0]} consent)" if view.consent_missing else ""
@@ -230,6 +231,16 @@ class Workflow:
                 planned.kinds.append(kind)
                 planned.consents = sorted(set(planned.consents) | set(used))
         return list(views.values())
+
+    def special_fields(self, schema: str) -> list[str]:
+        """The schema's special-category fields (Art 10), outermost only: `risk_detail`,
+        `resettlement.*.notes` (from the `x-sensitivity` markers of schemas/)."""
+        try:
+            marked = self.registry.sensitive_fields(schema)
+        except UnknownSchema:
+            return []
+        special = sorted(p for p, level in marked.items() if level == "special-category")
+        return [p for p in special if not any(p.startswith(q + ".") for q in special if q != p)]
 
     def deadline_for(self, body: dict[str, Any]) -> int | None:
         """When answers to a packet with this body are due: the policy's days before
@@ -291,11 +302,11 @@ class Workflow:
         case_ref = body.get("case_ref") if isinstance(body.get("case_ref"), str) else None
         consents: set[str] = set()
         if self.policy.consent_relevant(schema, self.kind, body):
-            consents = await self.consents(conn, case_ref)
+            consents = await self.consents(conn, case_ref, self.node)
         scope = self.policy.packet_consent(schema, self.kind)
         if scope is not None and scope not in consents:
             return Rejected(RejectCode.CONSENT_REQUIRED, f"{scope} consent not in force")
-        view = self.policy.view(schema, self.kind, body, consents)
+        view = self.policy.view(schema, self.kind, body, consents, self.special_fields(schema))
         if view.removed:
             if len(view.consent_missing) == len(view.removed):
                 return Rejected(RejectCode.CONSENT_REQUIRED, f"fields {view.removed} need consent")
@@ -376,6 +387,13 @@ class Workflow:
                 pid=pid,
                 author=author,
                 now=now,
+                recipients=body.get("recipients"),
+                effective_on=(
+                    body.get("withdrawn_at") or body["given_at"]
+                    if body["state"] == "WITHDRAWN"
+                    else body["given_at"]
+                ),
+                expires_on=body.get("expires_on"),
             )
         elif schema == AGREEMENT:
             await continuity_store.record_agreement(

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from handover.protocol.errors import ConfigError
+from handover.workflow.access import PURPOSES
 
 Kind = Literal["prison", "probation", "exit"]
 Scope = Literal["EXIT_ENGAGEMENT", "INCLUDE_IN_CONDITIONS", "SHARE_PROGRESS", "FAMILY_INVOLVEMENT"]
@@ -59,9 +61,14 @@ class Continuity(_Strict):
     expect: dict[str, dict[Kind, list[str]]] = Field(default_factory=dict)
 
 
+PurposeCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,31}$")]
+
+
 class PolicyDocument(_Strict):
     version: Literal[1]
     description: str = ""
+    purposes: list[PurposeCode] = Field(default_factory=list)
+    special: dict[str, dict[Kind, list[str]]] = Field(default_factory=dict)
     send: dict[str, dict[Kind, list[Kind]]]
     views: dict[str, dict[Kind, ViewRule]] = Field(default_factory=dict)
     consent: dict[str, dict[Kind, Scope]] = Field(default_factory=dict)
@@ -113,7 +120,7 @@ class Policy:
             raise ConfigError(f"policy file {path} is not valid{where}: {exc}") from exc
         if known_schemas is not None:
             named = set(doc.send) | set(doc.views) | set(doc.consent) | set(doc.continuity.expect)
-            named |= set(doc.retention.schemas)
+            named |= set(doc.retention.schemas) | set(doc.special)
             for schemas in doc.continuity.expect.values():
                 for expected in schemas.values():
                     named |= set(expected)
@@ -121,6 +128,11 @@ class Policy:
             if unknown:
                 raise ConfigError(f"policy file {path} names unknown schemas: {unknown}")
         return cls(doc, str(path))
+
+    @property
+    def purposes(self) -> frozenset[str]:
+        """The purpose codes a justification may begin with (`PURPOSE: text`)."""
+        return frozenset(self.doc.purposes) or PURPOSES
 
     # --- who may send what to whom ------------------------------------------------
 
@@ -141,14 +153,42 @@ class Policy:
 
     # --- minimisation ---------------------------------------------------------------
 
+    def special_allowed(self, schema: str, recipient_kind: str) -> frozenset[str]:
+        """The special-category fields (Art 10) this recipient kind may have."""
+        allowed = self.doc.special.get(schema, {}).get(recipient_kind, [])  # type: ignore[call-overload]
+        return frozenset(allowed)
+
     def view(
-        self, schema: str, recipient_kind: str, body: dict[str, Any], consents: set[str]
+        self,
+        schema: str,
+        recipient_kind: str,
+        body: dict[str, Any],
+        consents: set[str],
+        special: Sequence[str] = (),
     ) -> View:
         """The body a recipient kind may receive, and the field paths removed from it.
 
         Paths name fields, never values: `identifiers`, `risk.narrative`,
-        `conditions[2]`.
+        `conditions[2]`. `special` lists the schema's special-category fields
+        (Art 10: dotted paths, `*` for array items); those the policy's
+        `special` section does not allow this kind are removed too.
         """
+        view = self._view(schema, recipient_kind, body, consents)
+        allowed = self.special_allowed(schema, recipient_kind)
+        refused = [path for path in special if path not in allowed]
+        if not refused:
+            return view
+        reduced = copy.deepcopy(view.body)
+        removed = list(view.removed)
+        for path in refused:
+            _remove_path(reduced, path.split("."), "", removed)
+        if len(removed) == len(view.removed):
+            return view
+        return View(body=reduced, removed=removed, consent_missing=list(view.consent_missing))
+
+    def _view(
+        self, schema: str, recipient_kind: str, body: dict[str, Any], consents: set[str]
+    ) -> View:
         rule = self.doc.views.get(schema, {}).get(recipient_kind)  # type: ignore[call-overload]
         if rule is None:
             return View(body=body)
@@ -203,3 +243,24 @@ class Policy:
         """(rule, fallback): the fallback applies while the rule's anchor date is unknown."""
         rule = self.doc.retention.schemas.get(schema, self.doc.retention.default)
         return rule, self.doc.retention.fallback
+
+
+def _remove_path(node: object, parts: list[str], prefix: str, removed: list[str]) -> None:
+    """Remove the field at a dotted path (`*`: every item of an array) from `node`,
+    naming each removal (`resettlement[0].notes`)."""
+    head, rest = parts[0], parts[1:]
+    if head == "*":
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                where = f"{prefix}[{index}]"
+                if rest:
+                    _remove_path(item, rest, where, removed)
+        return
+    if not isinstance(node, dict) or head not in node:
+        return
+    where = f"{prefix}.{head}" if prefix else head
+    if rest:
+        _remove_path(node[head], rest, where, removed)
+    else:
+        del node[head]
+        removed.append(where)

@@ -91,7 +91,7 @@ class Rectification:
                 or `unknown_recipient` for a corrected body or recipient refused.
             BodyUnavailable: the held body cannot be decrypted.
         """
-        why = require_justification(justification)
+        why = require_justification(justification, self.workflow.policy.purposes)
         if action not in ACTIONS:
             raise RequestRefused(ErrorCode.BAD_REQUEST, f"'action' is one of {', '.join(ACTIONS)}")
         if reason not in self.reasons:
@@ -121,9 +121,12 @@ class Rectification:
         async with self.db.connection() as conn:
             target = await lifecycle_store.held_one(conn, "sent", pid, None)
             deliveries = await lifecycle_store.deliveries(conn, pid)
-            consents = (
-                await self.workflow.consents(conn, target.case_ref) if target is not None else set()
-            )
+            # Per recipient: a consent covers only the nodes it names (Art 8).
+            consents = {
+                d.node: await self.workflow.consents(conn, target.case_ref, d.node)
+                for d in deliveries
+                if target is not None
+            }
         if target is None:
             raise RequestRefused(ErrorCode.NOT_FOUND, "this node sent no packet with that pid")
         if target.erased_at is not None:
@@ -161,10 +164,16 @@ class Rectification:
             own_copy = views[nodes[0]][0]
             if quality is None:
                 quality = corrected_body.get("quality")
+        if quality is None and target.body_box is not None:
+            # A notice carries the basis of what it corrects (Art 7(2)), never FACT by default.
+            quality = self.corrections.vault.open(pid, target.body_box).get("quality")
+        if isinstance(quality, dict):
+            # Field groups belong to the target's schema, not to the notice's.
+            quality = {k: v for k, v in quality.items() if k != "groups"}
         base["quality"] = quality or {
             "as_of": _today(now),
             "source_system": "handover",
-            "basis": "FACT",
+            "basis": "ASSESSMENT",
         }
 
         # One notice per distinct body (views differ by recipient kind).
@@ -239,7 +248,7 @@ class Rectification:
         target: HeldCopy,
         corrected: dict[str, Any],
         nodes: list[str],
-        consents: set[str],
+        consents: dict[str, set[str]],
     ) -> dict[str, tuple[dict[str, Any], list[str]]]:
         """The corrected body each recipient may receive (its kind's policy view)."""
         try:
@@ -258,13 +267,20 @@ class Rectification:
                     ErrorCode.NOT_PERMITTED, f"the agency kind of {node} is unknown"
                 )
             scope = self.policy.packet_consent(target.schema_id, kind)
-            if scope is not None and scope not in consents:
+            in_force = consents.get(node, set())
+            if scope is not None and scope not in in_force:
                 raise RequestRefused(
                     ErrorCode.CONSENT_REQUIRED,
                     f"{node} ({kind}) may receive {target.schema_id} only with {scope} consent,"
                     " which is no longer in force: ERASE or RESTRICT the packet instead",
                 )
-            view = self.policy.view(target.schema_id, kind, corrected, consents)
+            view = self.policy.view(
+                target.schema_id,
+                kind,
+                corrected,
+                in_force,
+                self.workflow.special_fields(target.schema_id),
+            )
             if view.removed:
                 try:
                     self.registry.validate(target.schema_id, view.body)

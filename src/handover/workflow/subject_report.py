@@ -119,10 +119,8 @@ def _content_lines(item: dict[str, Any]) -> list[str]:
         on = f" on {_date(when)}" if when is not None else ""
         return [f"- Content: erased{on}. Only the record that this item existed is kept."]
     if item.get("restricted"):
-        reason = item.get("restriction_reason")
-        because = f" (recorded reason: {_text(reason)})" if reason else ""
         return [
-            f"- Content: withheld. Use of this item is restricted{because}; it is listed"
+            "- Content: withheld. Use of this item is restricted; it is listed"
             " here, but its content is not shown."
         ]
     body = item.get("body")
@@ -241,11 +239,9 @@ def render_markdown(export: dict[str, Any]) -> str:
     if not limited and not erased:
         out.append("No item is restricted or erased.")
     for number, item in limited:
-        reason = item.get("restriction_reason")
         out.append(
-            f"- {number}. {_title(item.get('schema'))}: restricted"
-            + (f" (recorded reason: {_text(reason)})" if reason else "")
-            + "; its content is not shown in this report."
+            f"- {number}. {_title(item.get('schema'))}: restricted;"
+            " its content is not shown in this report."
         )
     for number, item in erased:
         when = item.get("erased_at")
@@ -264,4 +260,19 @@ def render_markdown(export: dict[str, Any]) -> str:
             f"- {_date(c.get('recorded_at'))}: {_label(c.get('scope'))} {state}"
             f" ({_label(c.get('basis'))}, recorded by {_text(c.get('author'))})"
         )
+    out += _legal_lines(export)
     return "\n".join(out) + "\n"
+
+
+def _legal_lines(export: dict[str, Any]) -> list[str]:
+    """Legal basis, rights and the supervisory authority (Art 13, 14)."""
+    out = ["", "## The law and your rights", ""]
+    if export.get("legal_basis"):
+        out.append(f"- Legal basis: {_text(export['legal_basis'])}")
+    for right in export.get("rights") or []:
+        out.append(f"- {_text(right.get('text'))}")
+    if export.get("supervisory_authority"):
+        out.append(f"- Supervisory authority: {_text(export['supervisory_authority'])}")
+    if export.get("withheld_notice"):
+        out.append(f"- {_text(export['withheld_notice'])}")
+    return out

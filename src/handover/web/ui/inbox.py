@@ -13,9 +13,11 @@ from handover.protocol.timeutil import DAY_MS
 from handover.store import inbox_view
 from handover.store import received as received_store
 from handover.web.attachments import stream_download
+from handover.web.consult import check_case, consulted, visible_items
 from handover.web.edge import NODE_KEY
 from handover.web.ui import forms
 from handover.web.ui.base import SESSION_KEY, form_text, page, render
+from handover.workflow.access import JUSTIFICATION_ERRORS
 from handover.workflow.engine import date_ms
 from handover.workflow.errors import ErrorCode, RequestRefused
 
@@ -74,7 +76,16 @@ async def owed_items(request: web.Request) -> list[dict[str, Any]]:
 
 @page("read")
 async def inbox(request: web.Request) -> web.StreamResponse:
-    return render(request, "inbox.html", items=await annotated(request))
+    operator = request[SESSION_KEY].operator
+    items = await visible_items(request, await annotated(request), operator)
+    await consulted(
+        request,
+        "ui_inbox_list",
+        operator=operator,
+        count=len(items),
+        cases=[i.get("case_ref") for i in items],
+    )
+    return render(request, "inbox.html", items=items)
 
 
 async def _item(request: web.Request, pid: str) -> dict[str, Any]:
@@ -103,12 +114,13 @@ async def packet_read(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     pid = request.match_info["pid"]
     item = await _item(request, pid)
+    await check_case(request, item["case_ref"], request[SESSION_KEY].operator)
     form = await request.post()
     justification = form_text(form, "justification", 1001)
     try:
         opened = await node.inbox.read(request[SESSION_KEY].operator, pid, justification)
     except RequestRefused as exc:
-        if exc.code not in (ErrorCode.JUSTIFICATION_REQUIRED, ErrorCode.JUSTIFICATION_TOO_LONG):
+        if exc.code not in JUSTIFICATION_ERRORS:
             raise
         return render(
             request, "read.html", status=400, item=item, fields=None, error=exc.message, answers=[]

@@ -10,9 +10,12 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from handover.node.consultation import COMBINATION
+from handover.web.consult import check_case, consulted, visible_items
 from handover.web.edge import MAX_PAGE, NODE_KEY
 from handover.web.ui.base import SESSION_KEY, form_text, page, redirect, render
 from handover.web.ui.inbox import owed_items
+from handover.workflow.access import JUSTIFICATION_ERRORS
 from handover.workflow.errors import ErrorCode, RequestRefused
 from handover.workflow.subject_report import render_markdown
 
@@ -24,14 +27,33 @@ AUDIT_QUERY = ("case", "operator", "op", "from", "to")
 @page("read")
 async def cases(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
+    operator = request[SESSION_KEY].operator
     items = await node.cases.list_cases(limit=MAX_PAGE, before=None)
+    items = await visible_items(request, items, operator)
+    await consulted(
+        request,
+        "ui_case_list",
+        operator=operator,
+        count=len(items),
+        cases=[i["case_ref"] for i in items],
+    )
     return render(request, "cases.html", items=items)
 
 
 @page("read")
 async def case(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
+    operator = request[SESSION_KEY].operator
     shown = await node.cases.show(request.match_info["ref"])
+    await check_case(request, shown["case_ref"], operator)
+    await consulted(
+        request,
+        "ui_case_view",
+        operator=operator,
+        case_ref=shown["case_ref"],
+        fields=sorted(shown),
+        count=len(shown.get("timeline", [])),
+    )
     done = request.query.get("done", "")[:80] or None
     return render(request, "case.html", case=shown, error=None, message=done)
 
@@ -41,7 +63,16 @@ async def set_local_id(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     form = await request.post()
     value = form_text(form, "local_id", 200).strip()
+    operator = request[SESSION_KEY].operator
+    await check_case(request, await node.cases.resolve(request.match_info["ref"]), operator)
     shown = await node.cases.set_local_id(request.match_info["ref"], value or None)
+    await consulted(
+        request,
+        "local_id_set" if value else "local_id_cleared",
+        op=COMBINATION,
+        operator=operator,
+        case_ref=shown["case_ref"],
+    )
     return redirect(f"/ui/cases/{shown['case_ref']}?" + urlencode({"done": "local id saved"}))
 
 
@@ -65,8 +96,16 @@ async def overdue(request: web.Request) -> web.StreamResponse:
     """What this node waits for (expectations of its sent packets past their
     deadline) and what it owes (received packets that expect an answer from it)."""
     node = request.app[NODE_KEY]
-    waiting = await node.cases.overdue()
-    owed = await owed_items(request)
+    operator = request[SESSION_KEY].operator
+    waiting = await visible_items(request, await node.cases.overdue(), operator)
+    owed = await visible_items(request, await owed_items(request), operator)
+    await consulted(
+        request,
+        "ui_overdue_list",
+        operator=operator,
+        count=len(waiting) + len(owed),
+        cases=[i.get("case_ref") for i in waiting + owed],
+    )
     return render(request, "overdue.html", waiting=waiting, owed=owed)
 
 
@@ -79,10 +118,12 @@ async def export(request: web.Request) -> web.StreamResponse:
     if fmt not in ("json", "markdown"):
         raise RequestRefused(ErrorCode.BAD_REQUEST, "the format is json or markdown")
     justification = form_text(form, "justification", 1001)
+    if node.assignments.limited(request[SESSION_KEY].operator):
+        await check_case(request, await node.cases.resolve(ref), request[SESSION_KEY].operator)
     try:
         data = await node.subject_access.export(request[SESSION_KEY].operator, ref, justification)
     except RequestRefused as exc:
-        if exc.code not in (ErrorCode.JUSTIFICATION_REQUIRED, ErrorCode.JUSTIFICATION_TOO_LONG):
+        if exc.code not in JUSTIFICATION_ERRORS:
             raise
         shown = await node.cases.show(ref)
         return render(request, "case.html", status=400, case=shown, error=exc.message, message=None)
@@ -130,6 +171,14 @@ async def audit(request: web.Request) -> web.StreamResponse:
         counterpart = ", ".join(to) if isinstance(to, list) else entry.get("counterpart", "")
         found.append({"seq": row["seq"], "at": at, "entry": entry, "with": counterpart})
     found = found[-AUDIT_SHOWN:][::-1]
+    # Reading the audit log is itself logged (Art 25).
+    await consulted(
+        request,
+        "ui_audit_read",
+        operator=request[SESSION_KEY].operator,
+        case_ref=q["case"] or None,
+        count=len(found),
+    )
     ops = sorted({str(r["entry"].get("op")) for r in scanned})
     return render(
         request,

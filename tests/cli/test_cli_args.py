@@ -33,6 +33,10 @@ PID_COMMANDS: dict[str, tuple[list[str], list[list[str]]]] = {
         ["reviews", "decide"],
         [["--outcome", "EXTEND"], ["--justification", "still needed"], ["--dir", "prison"]],
     ),
+    "reviews approve": (
+        ["reviews", "approve"],
+        [["--justification", "checked the request"], ["--dir", "prison"]],
+    ),
     "rectify": (
         ["rectify"],
         [["--action", "ERASE"], ["--reason", "INACCURATE"], ["--justification", "wrong person"]],

@@ -338,5 +338,19 @@ def test_a_caseworker_cannot_erase_before_the_review_is_due(fed: Federation) -> 
     assert "admin" in answer["message"]
     (row,) = probation.sql("SELECT body_box FROM received WHERE pid = $1", pid)
     assert row["body_box"] is not None
-    status, state = probation.api("POST", f"/api/v1/reviews/{pid}", payload, role="admin")
+    # An admin's early erasure is a proposal (issue 16): a second admin approves it.
+    status, answer = probation.api("POST", f"/api/v1/reviews/{pid}", payload, role="admin")
+    assert (status, answer["error"]) == (400, "reason_required")
+    early = {**payload, "reason_code": "PURPOSE_FULFILLED"}
+    status, state = probation.api("POST", f"/api/v1/reviews/{pid}", early, role="admin")
+    assert status == 202 and state["state"] == "pending_approval" and state["erased"] is False
+    second = probation.tokens.get("admin-2")
+    if second is None:
+        first = probation.tokens["admin"]
+        second = probation.add_operator("admin-2", "admin")
+        probation.tokens["admin"], probation.tokens["admin-2"] = first, second
+    approve = f"/api/v1/reviews/{pid}/approve"
+    status, state = probation.api(
+        "POST", approve, {"justification": "agreed with the proposal"}, token=second
+    )
     assert status == 200 and state["erased"] is True

@@ -42,6 +42,8 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
         "default": {"anchor": "supervision_end", "months": 0},
         "fallback": {"anchor": "stored", "months": 0},
         "schemas": {},
+        # Reviews fall due at once; an EXTEND may still reach 2100 (the cap, issue 16).
+        "extend_months": 1200,
     }
     for node in federation.nodes.values():
         (node.dir / "policy.json").write_text(json.dumps(policy), "utf-8")
@@ -274,10 +276,37 @@ def test_erase_removes_the_content_keeps_the_replay_record_and_the_chain(fed: Fe
     assert (status, answer["error"]) == (403, "forbidden")
     (row,) = probation.sql("SELECT body_box FROM received WHERE pid = $1", pid)
     assert row["body_box"] is not None
-    status, state = decide(
+    # An admin proposes it with a reason code; a second admin approves (issue 16).
+    status, answer = decide(
         probation, pid, role="admin", outcome="ERASE", justification="retention ended"
     )
-    assert status == 200 and state["erased"] is True and state["review_at"] is None
+    assert (status, answer["error"]) == (400, "reason_required")
+    status, state = decide(
+        probation,
+        pid,
+        role="admin",
+        outcome="ERASE",
+        reason_code="SUBJECT_REQUEST",
+        justification="retention ended",
+    )
+    assert status == 202 and state["state"] == "pending_approval" and state["erased"] is False
+    assert read(probation, pid)[0] == 200
+    answer = probation.api("GET", "/api/v1/reviews/proposals", role="admin")
+    check_answer("GET", "/api/v1/reviews/proposals", *answer)
+    (waiting,) = [p for p in answer[1]["items"] if p["pid"] == pid]
+    assert (waiting["outcome"], waiting["reason_code"]) == ("ERASE", "SUBJECT_REQUEST")
+    assert "justification" not in waiting
+    approve = f"/api/v1/reviews/{pid}/approve"
+    answer = probation.api("POST", approve, {"justification": "checked it"}, role="admin")
+    check_answer("POST", "/api/v1/reviews/{pid}/approve", *answer)
+    assert (answer[0], answer[1]["error"]) == (403, "second_admin_required")
+    first = probation.tokens["admin"]
+    second = probation.tokens.get("admin-2") or probation.add_operator("admin-2", "admin")
+    probation.tokens["admin"], probation.tokens["admin-2"] = first, second
+    status, state = probation.api("POST", approve, {"justification": "checked it"}, token=second)
+    check_answer("POST", "/api/v1/reviews/{pid}/approve", status, state)
+    assert status == 200 and state["state"] == "approved"
+    assert state["erased"] is True and state["review_at"] is None
     (row,) = probation.sql(
         "SELECT sender, pd, receipt, exp, wire, body_box, erased_at, schema_id, case_ref"
         " FROM received WHERE pid = $1",
@@ -303,11 +332,12 @@ def test_erase_removes_the_content_keeps_the_replay_record_and_the_chain(fed: Fe
     (row,) = probation.sql("SELECT wire, body_box FROM received WHERE pid = $1", pid)
     assert row["wire"] is None and row["body_box"] is None
 
-    # The sender erases its own copy as well.
-    status, state = decide(
-        prison, pid, role="admin", outcome="ERASE", justification="retention ended"
-    )
+    # The sender erases its own copy as well, once its review is due (the list dates it).
+    assert (pid, "sent") in due(prison)
+    status, state = decide(prison, pid, outcome="ERASE", justification="retention ended")
     assert status == 200 and state["direction"] == "sent" and state["erased"] is True
+    # ... and the node that holds it is told (it had erased its copy already).
+    assert [n["to"] for n in state["rectification"]["packets"]] == [[PROBATION]]
     (row,) = prison.sql("SELECT wire, body_box, erased_at, pd FROM outbox WHERE pid = $1", pid)
     assert row["wire"] is None and row["body_box"] is None and row["erased_at"] is not None
 

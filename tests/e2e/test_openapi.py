@@ -357,6 +357,11 @@ def test_a_running_nodes_answers_match_the_document(tmp_path: Path) -> None:
             *probation.api("GET", f"/api/v1/inbox/{pid}?justification=supervision+plan"),
         )
         check_answer("GET", "/api/v1/audit", *probation.api("GET", "/api/v1/audit", role="auditor"))
+        check_answer("GET", "/api/v1/events", *probation.api("GET", "/api/v1/events"))
+        check_answer("GET", "/api/v1/events", *probation.api("GET", "/api/v1/events?wait=99"))
+        check_answer(
+            "GET", "/api/v1/events", *probation.api("GET", "/api/v1/events", role="auditor")
+        )
         check_answer(
             "POST",
             "/api/v1/audit/verify",

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from handover.node.runtime import Node
+from handover.node.shredding import rotate_storage
 from handover.node.transport import Outcome
 from handover.protocol.attachments import encrypt_bytes, make_ticket, new_aid
 from handover.store import attachments as att_store
 from handover.workflow.errors import ErrorCode, RequestRefused
 from inproc import (
-    ADMIN,
     CASEWORKER,
     EXIT,
     PRISON,
@@ -33,6 +33,14 @@ from inproc import (
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def erase_due(node: Node, pid: str) -> None:
+    """ERASE once the packet's review is due (issue 16: earlier needs two admins)."""
+    async with node.db.connection() as conn:
+        for table in ("outbox", "received"):
+            await conn.execute(f"UPDATE {table} SET review_at = 1 WHERE pid = $1", pid)
+    await node.reviews.decide(CASEWORKER, pid, outcome="ERASE", justification=WHY)
 
 
 async def pieces(data: bytes, size: int = 100_000) -> AsyncIterator[bytes]:
@@ -231,14 +239,14 @@ async def test_restriction_and_erasure_apply_to_attachments_and_export_lists_the
     assert [s["operator"] for s in listed["seen_by"]] == ["a member of staff"]
     assert "key" not in listed
     # Restricted: no download.
-    await probation.retention.decide(
+    await probation.reviews.decide(
         CASEWORKER, pid, outcome="RESTRICT", justification=WHY, reason="contested"
     )
     with pytest.raises(RequestRefused) as info:
         await probation.attachment_access.download(CASEWORKER, pid, aid, WHY, sent=False)
     assert info.value.code is ErrorCode.RESTRICTED
     # Erased: the stream and its chunks are gone.
-    await probation.retention.decide(ADMIN, pid, outcome="ERASE", justification=WHY)
+    await erase_due(probation, pid)
     assert await rows(probation, PRISON, aid) is None
     async with probation.db.connection() as conn:
         left = await conn.fetchval("SELECT count(*) FROM attachment_chunks WHERE aid = $1", aid)
@@ -247,7 +255,7 @@ async def test_restriction_and_erasure_apply_to_attachments_and_export_lists_the
         await probation.attachment_access.download(CASEWORKER, pid, aid, WHY, sent=False)
     assert info.value.code is ErrorCode.ERASED
     # The sender's copy goes with the sent packet's erasure (its delivery is finished).
-    await prison.retention.decide(ADMIN, pid, outcome="ERASE", justification=WHY)
+    await erase_due(prison, pid)
     assert await rows(prison, "", aid) is None
 
 
@@ -373,9 +381,9 @@ async def test_a_submission_with_several_views_carries_the_attachments_in_each(
         assert await read_all(receiver, packet["pid"], aid) == data
         assert await read_all(prison, packet["pid"], aid, sent=True) == data
     # The sender's stream stays while any sent packet carries it.
-    await prison.retention.decide(ADMIN, pids[0], outcome="ERASE", justification=WHY)
+    await erase_due(prison, pids[0])
     assert await rows(prison, "", aid) is not None
-    await prison.retention.decide(ADMIN, pids[1], outcome="ERASE", justification=WHY)
+    await erase_due(prison, pids[1])
     assert await rows(prison, "", aid) is None
 
 
@@ -454,3 +462,25 @@ async def test_concurrent_uploads_from_one_peer_are_capped(prison: Node, probati
     release.set()
     assert [a.status for a in await asyncio.gather(*first)] == ["ok", "ok"]
     assert (await probation.upload_patch(aid, ticket, 0, pieces(stream))).status == "ok"
+
+
+async def test_attachments_still_open_after_the_storage_key_is_rotated(
+    prison: Node, probation: Node
+) -> None:
+    """Issue 16: `keys rotate-storage` re-seals the attachment items (sealed with the
+    storage key) on both sides, so nothing held becomes unreadable."""
+    data = b"licence conditions, page 1\n"
+    aid = await upload(prison, data, "licence.txt")
+    pid = await submit(prison, [aid])
+    await deliver(prison, pid)
+    for node in (prison, probation):
+        counts = await rotate_storage(
+            db=node.db,
+            writer=node.writer,
+            vault=node.vault,
+            keys_dir=node.config.keys_dir,
+            org=node.config.node,
+        )
+        assert counts["attachment_items"] >= 1
+    assert await read_all(probation, pid, aid) == data
+    assert await read_all(prison, pid, aid, sent=True) == data

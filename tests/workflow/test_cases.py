@@ -174,7 +174,7 @@ async def test_a_restricted_agreement_cannot_be_acknowledged(prison: Node, proba
     agreement = agreement_for([PRISON, PROBATION])
     case = agreement["case_ref"]
     pid = await send_delivered(prison, [PROBATION], AGREEMENT, agreement)
-    await probation.retention.decide(
+    await probation.reviews.decide(
         CASEWORKER, pid, outcome="RESTRICT", justification=WHY, reason="contested"
     )
     code = await refused(

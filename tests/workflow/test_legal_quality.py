@@ -76,8 +76,10 @@ async def test_a_rectification_notice_carries_the_basis_of_what_it_corrects(
     )
     (notice,) = result["packets"]
     async with probation.db.connection() as conn:
-        box = await conn.fetchval("SELECT body_box FROM outbox WHERE pid = $1", notice["pid"])
-    sent = probation.sender.vault.open(notice["pid"], bytes(box))
+        row = await conn.fetchrow(
+            "SELECT body_box, data_key FROM outbox WHERE pid = $1", notice["pid"]
+        )
+    sent = probation.sender.vault.open(notice["pid"], row["body_box"], row["data_key"])
     assert sent["quality"]["basis"] == "ASSESSMENT"
 
 

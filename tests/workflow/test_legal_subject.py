@@ -44,7 +44,7 @@ async def _case(prison: Node) -> tuple[str, str, dict[str, Any]]:
 
 async def test_a_restriction_is_listed_without_its_reason(prison: Node, probation: Node) -> None:
     pid, case_ref, _ = await _case(prison)
-    await probation.retention.decide(
+    await probation.reviews.decide(
         ADMIN,
         pid,
         outcome="RESTRICT",

@@ -53,7 +53,14 @@ async def review_of(node: Node, pid: str, now: int) -> dict[str, Any] | None:
 async def decide(node: Node, pid: str, outcome: str, **kwargs: Any) -> dict[str, Any]:
     operator = kwargs.pop("operator", CASEWORKER)
     kwargs.setdefault("justification", WHY)
-    return await node.retention.decide(operator, pid, outcome=outcome, **kwargs)
+    return await node.reviews.decide(operator, pid, outcome=outcome, **kwargs)
+
+
+async def make_due(node: Node, pid: str) -> None:
+    """Bring a held packet's review date into the past (as if its time had come)."""
+    async with node.db.connection() as conn:
+        for table in ("outbox", "received"):
+            await conn.execute(f"UPDATE {table} SET review_at = 1 WHERE pid = $1", pid)
 
 
 async def refused(node: Node, pid: str, outcome: str, **kwargs: Any) -> ErrorCode:
@@ -97,7 +104,8 @@ async def test_extend_sets_a_later_review_that_a_recomputed_rule_cannot_bring_fo
 ) -> None:
     notice = release_notice()
     packet = await receive(prison, probation, notice)
-    later = in_days(3000)
+    await make_due(probation, packet.pid)
+    later = in_days(2000)
     state = await decide(probation, packet.pid, "EXTEND", new_date=later)
     assert state["review_at"] == date_ms(later) and state["erased"] is False
     (entry,) = [
@@ -124,6 +132,12 @@ async def test_extend_sets_a_later_review_that_a_recomputed_rule_cannot_bring_fo
         ("EXTEND", {"new_date": "2001-01-01"}, ErrorCode.BAD_REQUEST),
         ("EXTEND", {"new_date": "soon"}, ErrorCode.BAD_REQUEST),
         ("EXTEND", {"new_date": "2999-01-01", "reason": "x"}, ErrorCode.BAD_REQUEST),
+        ("EXTEND", {"new_date": "2199-01-01"}, ErrorCode.EXTENSION_TOO_LONG),
+        ("EXTEND", {"new_date": in_days(30)}, ErrorCode.FORBIDDEN),
+        ("EXTEND", {"new_date": in_days(30), "operator": ADMIN}, ErrorCode.REASON_REQUIRED),
+        ("ERASE", {}, ErrorCode.FORBIDDEN),
+        ("ERASE", {"operator": ADMIN}, ErrorCode.REASON_REQUIRED),
+        ("ERASE", {"operator": ADMIN, "reason_code": "BORED"}, ErrorCode.BAD_REQUEST),
         ("ERASE", {"new_date": "2999-01-01"}, ErrorCode.BAD_REQUEST),
         ("RESTRICT", {}, ErrorCode.REASON_REQUIRED),
         ("RESTRICT", {"reason": " "}, ErrorCode.REASON_REQUIRED),
@@ -155,9 +169,8 @@ async def test_a_pid_held_both_ways_must_be_told_apart(prison: Node, probation: 
     packet = seal_from(prison, probation, RELEASE_NOTICE, release_notice(), pid=sent["pid"])
     await probation.receiver.receive_many([packet.wire])
     assert await refused(probation, packet.pid, "ERASE") is ErrorCode.AMBIGUOUS
-    state = await decide(
-        probation, packet.pid, "ERASE", direction="received", sender=PRISON, operator=ADMIN
-    )
+    await make_due(probation, packet.pid)
+    state = await decide(probation, packet.pid, "ERASE", direction="received", sender=PRISON)
     assert (state["direction"], state["erased"]) == ("received", True)
     assert (await probation.retention.find(packet.pid, "sent")).erased_at is None
 
@@ -197,9 +210,10 @@ async def test_erase_clears_the_content_and_keeps_the_replay_record(
     notice = release_notice()
     packet = await receive(prison, probation, notice)
     (first,) = await probation.receiver.receive_many([packet.wire])
-    # Before the review is due, erasure is an admin's decision.
+    # Before the review is due, erasure is an admin's proposal; once due, a caseworker's.
     assert await refused(probation, packet.pid, "ERASE") is ErrorCode.FORBIDDEN
-    state = await decide(probation, packet.pid, "ERASE", operator=ADMIN)
+    await make_due(probation, packet.pid)
+    state = await decide(probation, packet.pid, "ERASE")
     assert state["erased"] is True
     erasure = (await audit_entries(probation, pid=packet.pid))[-1]
     assert (erasure["op"], erasure["fields"]) == ("erasure", sorted(notice))
@@ -210,7 +224,7 @@ async def test_erase_clears_the_content_and_keeps_the_replay_record(
     assert info.value.code is ErrorCode.ERASED
     (item,) = await probation.inbox.list(limit=5, before=None, case_ref=notice["case_ref"])
     assert item["erased"] is True
-    assert await refused(probation, packet.pid, "ERASE", operator=ADMIN) is ErrorCode.ERASED
+    assert await refused(probation, packet.pid, "ERASE") is ErrorCode.ERASED
     assert await review_of(probation, packet.pid, add_months(probation.clock(), 100)) is None
 
     # A retry of the erased packet gets its first receipt and does not bring the content back.
@@ -231,7 +245,8 @@ async def test_erase_is_not_blocked_by_a_body_that_cannot_be_decrypted(
             PRISON,
             packet.pid,
         )
-    state = await decide(probation, packet.pid, "ERASE", operator=ADMIN)
+    await make_due(probation, packet.pid)
+    state = await decide(probation, packet.pid, "ERASE")
     assert state["erased"] is True
     erasure = (await audit_entries(probation, pid=packet.pid))[-1]
     assert erasure["op"] == "erasure" and "fields" not in erasure

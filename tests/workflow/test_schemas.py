@@ -34,6 +34,7 @@ NAMES = [
     "supervision-end",
     "rectification-notice",
     "case-conference",
+    "rectification-request",
 ]
 IDS = [f"handover/{name}/1" for name in NAMES]
 BASE_URI = "https://schemas.handover.example/"
@@ -144,7 +145,7 @@ UNBOUNDED = re.compile(r"[+*]|\{\d+,\}")
 # ----------------------------------------------------------------------------- the files
 
 
-def test_registry_knows_exactly_the_ten_packet_types(registry: SchemaRegistry) -> None:
+def test_registry_knows_exactly_the_eleven_packet_types(registry: SchemaRegistry) -> None:
     assert registry.ids() == sorted(IDS)
     assert all(SCHEMA_ID_RE.match(schema_id) for schema_id in registry.ids())
 
@@ -309,7 +310,7 @@ ENUMS = [
         {"CHILDREN", "PUBLIC", "KNOWN_ADULT", "STAFF", "PRISONERS"},
     ),
     ("supervision-end", "reason", {"EXPIRY", "RECALL", "RESENTENCED"}),
-    ("rectification-notice", "action", {"RECTIFY", "ERASE", "RESTRICT"}),
+    ("rectification-notice", "action", {"RECTIFY", "ERASE", "RESTRICT", "LIFT"}),
     ("case-conference", "participants.*.kind", {"prison", "probation", "exit"}),
 ]
 DIMENSIONS = [
@@ -494,6 +495,7 @@ WRONG_ENUM = {
     "supervision-end": "/reason",
     "rectification-notice": "/action",
     "case-conference": "/status",
+    "rectification-request": "/concern",
 }
 
 

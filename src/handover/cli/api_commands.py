@@ -179,11 +179,16 @@ def cmd_reviews(args: argparse.Namespace) -> int:
     api = _client(args)
     if args.reviews_cmd == "list":
         return _answer(*api.get("/api/v1/reviews"))
+    if args.reviews_cmd == "proposals":
+        return _answer(*api.get("/api/v1/reviews/proposals"))
     selector = {
         key: value
         for key, value in (("direction", args.direction), ("sender", args.sender))
         if value is not None
     }
+    if args.reviews_cmd == "approve":
+        path = f"/api/v1/reviews/{args.pid}/approve"
+        return _answer(*api.post(path, {"justification": args.justification, **selector}))
     if args.outcome == "LIFT":
         path = f"/api/v1/packets/{args.pid}/restriction/lift"
         return _answer(*api.post(path, {"justification": args.justification, **selector}))
@@ -192,6 +197,8 @@ def cmd_reviews(args: argparse.Namespace) -> int:
         payload["review_at"] = args.review_at
     if args.reason is not None:
         payload["reason"] = args.reason
+    if args.reason_code is not None:
+        payload["reason_code"] = args.reason_code
     return _answer(*api.post(f"/api/v1/reviews/{args.pid}", payload | selector))
 
 
@@ -206,6 +213,8 @@ def cmd_rectify(args: argparse.Namespace) -> int:
         payload["explanation"] = args.explanation
     if args.corrected_body is not None:
         payload["corrected_body"] = _read_json(args.corrected_body)
+    if args.answers is not None:
+        payload["answers"] = args.answers
     if args.attach:
         aids = []
         for name in args.attach:
@@ -277,10 +286,12 @@ def register_cases(sub: Commands) -> None:
 
 
 def register_lifecycle(sub: Commands) -> None:
-    """reviews list|decide, rectify, rectifications."""
+    """reviews list|decide|approve, rectify, rectifications."""
     reviews = sub.add_parser("reviews", help="retention reviews that are due (LED Art 5)")
     reviews_sub = reviews.add_subparsers(dest="reviews_cmd", required=True)
     p = reviews_sub.add_parser("list", help="held packets whose review is due")
+    _api_options(p)
+    p = reviews_sub.add_parser("proposals", help="early ERASE / EXTEND awaiting a second admin")
     _api_options(p)
     p = reviews_sub.add_parser("decide", help="EXTEND, RESTRICT or ERASE a packet; LIFT (admin)")
     _api_options(p)
@@ -289,6 +300,18 @@ def register_lifecycle(sub: Commands) -> None:
     p.add_argument("--justification", required=True, help="why (logged in the audit entry)")
     p.add_argument("--review-at", metavar="YYYY-MM-DD", help="next review (EXTEND; RESTRICT)")
     p.add_argument("--reason", help="why the packet is restricted (RESTRICT)")
+    p.add_argument(
+        "--reason-code",
+        help="ERASE or EXTEND before the review is due (an admin's proposal): why",
+    )
+    p.add_argument("--direction", choices=("sent", "received"), help="if the pid is ambiguous")
+    p.add_argument("--sender", help="the sender, if several sent a packet with this pid")
+    p = reviews_sub.add_parser(
+        "approve", help="approve another admin's proposal to ERASE or EXTEND early (admin)"
+    )
+    _api_options(p)
+    p.add_argument("pid", help=PID_HELP)
+    p.add_argument("--justification", required=True, help="why (logged in the audit entry)")
     p.add_argument("--direction", choices=("sent", "received"), help="if the pid is ambiguous")
     p.add_argument("--sender", help="the sender, if several sent a packet with this pid")
     reviews.set_defaults(func=cmd_reviews)
@@ -298,11 +321,14 @@ def register_lifecycle(sub: Commands) -> None:
     )
     _api_options(p)
     p.add_argument("pid", help=PID_HELP)
-    p.add_argument("--action", required=True, choices=("RECTIFY", "ERASE", "RESTRICT"))
+    p.add_argument("--action", required=True, choices=("RECTIFY", "ERASE", "RESTRICT", "LIFT"))
     p.add_argument("--reason", required=True, help="e.g. INACCURATE, UNLAWFULLY_PROCESSED")
     p.add_argument("--justification", required=True, help="why (logged in the audit entries)")
     p.add_argument("--explanation", help="free text sent with the notice")
     p.add_argument("--corrected-body", metavar="FILE", help="the corrected body (RECTIFY)")
+    p.add_argument(
+        "--answers", metavar="REQUEST_PID", help="the recipient's rectification request it answers"
+    )
     p.add_argument(
         "--attach",
         action="append",

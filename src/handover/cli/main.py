@@ -13,7 +13,17 @@ import sys
 from collections.abc import Sequence
 
 from handover import __version__
-from handover.cli import admin, api_commands, backup, legal, offline, operators, partners
+from handover.cli import (
+    admin,
+    api_commands,
+    backup,
+    legal,
+    offline,
+    operators,
+    partners,
+    storage,
+    webhooks,
+)
 from handover.cli.args import Parser
 from handover.cli.output import EXIT_ERROR, CliError
 from handover.protocol.errors import HandoverError
@@ -24,7 +34,9 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"handover {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # The order here is the order of `handover --help`.
-    admin.register_keys(offline.register_keys(sub))
+    keys_sub = offline.register_keys(sub)
+    admin.register_keys(keys_sub)
+    storage.register(keys_sub)
     offline.register_packet(sub)
     admin.register_init(sub)
     offline.register_schemas(sub)
@@ -33,6 +45,7 @@ def build_parser() -> Parser:
     partners.register_peers(sub)
     partners.register_profile(sub)
     backup.register(sub)
+    webhooks.register(sub)
     api_commands.register_cases(sub)
     api_commands.register_lifecycle(sub)
     api_commands.register_packets(sub)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from handover.store.auditlog import Appender
     from handover.store.db import Connection
 
-ROLES = ("admin", "caseworker", "auditor")
+ROLES = ("admin", "caseworker", "auditor", "system")
 DAY_MS = 86_400_000
 MAX_EXPIRES_DAYS = 3650
 

@@ -12,7 +12,7 @@ from handover.protocol.attachments import AttachmentError, AttachmentItem
 from handover.store import attachments as store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
-from handover.workflow.access import Operator, require_justification
+from handover.workflow.access import Operator, require_justification, require_staff
 from handover.workflow.errors import BodyUnavailable, ErrorCode, RequestRefused
 
 
@@ -60,6 +60,7 @@ class AttachmentAccess:
             RequestRefused: `justification_required`, `not_found`, `erased`, `restricted`;
             BodyUnavailable: the item or the stream cannot be opened.
         """
+        require_staff(operator)
         why = require_justification(justification)
         async with self.db.connection() as conn:
             held = await store.held_packet(conn, pid, sent=sent)
@@ -100,6 +101,7 @@ class AttachmentAccess:
                 counterpart=held.origin or None,
                 fields=["attachment"],
                 operator=operator.name,
+                on_behalf_of=operator.on_behalf_of,
                 org=self.node,
                 justification=why,
             )

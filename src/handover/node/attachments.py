@@ -273,7 +273,7 @@ class Attachments:
         self, conn: Connection, sender: str, pid: str, items: Sequence[AttachmentItem]
     ) -> None:
         for item in items:
-            box = self.vault.seal(cj_dumps(item.to_json()))
+            box = self.vault.seal_with_storage_key(cj_dumps(item.to_json()))
             scan = "pending" if self.scan_command else None
             await store.claim(conn, sender, item.aid, pid, box, scan)
 
@@ -313,7 +313,7 @@ class Attachments:
             pending += enc.finish()
             position = await self._flush(store.OWN, aid, position, pending)
             item = enc.item(name, media_type)
-            box = self.vault.seal(cj_dumps(item.to_json()))
+            box = self.vault.seal_with_storage_key(cj_dumps(item.to_json()))
             async with self.db.transaction() as conn:
                 await store.finish_own(conn, aid, item.alen, item.ah, box)
         except BaseException:
@@ -356,7 +356,7 @@ class Attachments:
             BodyUnavailable: it does not open or is not an item.
         """
         try:
-            return AttachmentItem.from_json(self.vault.open(pid, box))
+            return AttachmentItem.from_json(self.vault.open(pid, box, None))
         except AttachmentError as exc:
             raise BodyUnavailable(pid) from exc
 

@@ -31,6 +31,7 @@ from handover.protocol.canonical import b64u_encode
 from handover.protocol.errors import InvalidReceipt
 from handover.protocol.receipt import Receipt, parse_receipt, verify_receipt
 from handover.protocol.timeutil import Clock
+from handover.store import events as event_store
 from handover.store import outbox as outbox_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
@@ -176,6 +177,15 @@ class DeliveryWorker:
                 )
                 appender.append(
                     "delivery", pid=pid, counterpart=node, status="expired", org=self.config.node
+                )
+                await event_store.add(
+                    conn,
+                    appender.deferred,
+                    "delivery",
+                    at=now,
+                    pid=pid,
+                    node=node,
+                    status="expired",
                 )
             return [node for _pid, node in rows]
 
@@ -337,6 +347,15 @@ class DeliveryWorker:
                     rid=None if receipt is None else receipt.rid,
                     peer_log=None if receipt is None else receipt.log.to_json(),
                     org=self.config.node,
+                )
+                await event_store.add(
+                    conn,
+                    appender.deferred,
+                    "delivery",
+                    at=now,
+                    pid=final.row.pid,
+                    node=final.row.node,
+                    status=final.status,
                 )
                 done.append((final, queued_at))
             return done

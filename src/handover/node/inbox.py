@@ -10,7 +10,7 @@ from handover.store import received as received_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 from handover.store.receipts import receipt_json
-from handover.workflow.access import Operator, require_justification
+from handover.workflow.access import Operator, require_justification, require_staff
 from handover.workflow.errors import ErrorCode, RequestRefused
 from handover.workflow.vault import Vault
 
@@ -65,6 +65,7 @@ class Inbox:
             RequestRefused: `justification_required`, `restricted`, `not_found`,
                 `erased`; BodyUnavailable when the stored body cannot be decrypted.
         """
+        require_staff(operator)
         why = require_justification(justification, self.purposes)
         async with self.db.connection() as conn:
             row = await received_store.get(conn, pid)
@@ -78,7 +79,7 @@ class Inbox:
                 "this packet is restricted: its content is shown to no one until an admin"
                 " lifts the restriction (POST /api/v1/packets/{pid}/restriction/lift)",
             )
-        body = self.vault.open(pid, row.body_box)
+        body = self.vault.open(pid, row.body_box, row.data_key)
 
         async def job(conn: Connection, appender: Appender) -> None:
             appender.append(
@@ -89,6 +90,7 @@ class Inbox:
                 counterpart=row.sender,
                 fields=sorted(body),
                 operator=operator.name,
+                on_behalf_of=operator.on_behalf_of,
                 org=self.node,
                 justification=why,
                 break_glass=True if break_glass else None,

@@ -372,6 +372,19 @@ def destroy_expired(keys: NodeKeys, now: int) -> list[str]:
     return destroyed
 
 
+def replace_storage_key(directory: Path, new: bytes) -> None:
+    """Make `new` the storage key and destroy the old one: its file is overwritten
+    with zeros (and synced) before the new key takes its name."""
+    path = directory / STORAGE_FILE
+    if path.exists():
+        size = path.stat().st_size
+        with path.open("r+b") as old:
+            old.write(bytes(size))
+            old.flush()
+            os.fsync(old.fileno())
+    write_private(path, b64u_encode(new).encode() + b"\n")
+
+
 def storage_key(directory: Path) -> bytes:
     """The key that encrypts bodies at rest in this node's database (created once).
 

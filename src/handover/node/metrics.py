@@ -135,6 +135,15 @@ class Metrics:
         self.overdue = Gauge(
             r, "handover_overdue_expectations", "Overdue continuity-of-care items."
         )
+        self.webhook_queue = Gauge(
+            r,
+            "handover_webhook_queue",
+            "Webhook deliveries queued, by state (pending, failed: given up after 3 days).",
+            ["state"],
+        )
+        self.event_waits = Gauge(
+            r, "handover_event_waits", "Event long-polls and streams open now."
+        )
         self.audit_chain_ok = Gauge(
             r,
             "handover_audit_chain_ok",

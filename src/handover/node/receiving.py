@@ -41,6 +41,7 @@ from handover.protocol.opening import (
 )
 from handover.protocol.receipt import make_receipt, parse_receipt
 from handover.protocol.timeutil import Clock
+from handover.store import events as event_store
 from handover.store import received as received_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
@@ -290,6 +291,7 @@ class Receiver:
             now=now,
         )
         defer = appender.deferred
+        stored = self.vault.seal(opened.body_cj) if accepted else None
         await received_store.insert(
             conn,
             defer,
@@ -308,13 +310,26 @@ class Receiver:
             sender_seq=opened.log.seq,
             sender_head=opened.log.head,
             keyset_serial=opened.keyset.serial,
-            wire=opened.wire if accepted else None,
-            body_box=self.vault.seal(opened.body_cj) if accepted else None,
+            # The wire opens with our own box key: it is sealed with the body's
+            # data key, so erasing that key shreds both (crypto-shredding).
+            wire=self.vault.seal(opened.wire, stored.key).box if stored else None,
+            body_box=stored.box if stored else None,
+            data_key=stored.key if stored else None,
         )
         if accepted and opened.attachments and self.attachments is not None:
             # Step 10 binds the uploads: they share the packet's retention from now on.
             await self.attachments.bind(conn, opened.sender, opened.pid, opened.attachments)
         if accepted:
+            await event_store.add(
+                conn,
+                defer,
+                "inbox",
+                at=now,
+                pid=opened.pid,
+                case_ref=case_ref,
+                node=opened.sender,
+                schema=opened.schema,
+            )
             received = await self.workflow.after_receive(
                 conn,
                 pid=opened.pid,

@@ -26,6 +26,7 @@ from handover.node.config import NodeConfig, load_config
 from handover.node.consultation import Consultations
 from handover.node.delivery import DeliveryWorker
 from handover.node.directory import Directory
+from handover.node.events import EventFeed
 from handover.node.inbox import Inbox
 from handover.node.metrics import Metrics
 from handover.node.pairing import Identity, Pairing
@@ -35,11 +36,14 @@ from handover.node.scanning import Scanner, parse_command
 from handover.node.security import SecurityLog
 from handover.node.sending import Sender
 from handover.node.sessions import WebSessions
+from handover.node.shredding import wrap_legacy
 from handover.node.transport import Answer, Transport, UploadAnswer
 from handover.node.uploading import Uploader
+from handover.node.webhooks import WebhookWorker
 from handover.protocol.errors import ConfigError, HandoverError
 from handover.protocol.timeutil import DAY_MS, Clock, now_ms
 from handover.store import continuity as continuity_store
+from handover.store import events as event_store
 from handover.store import outbox as outbox_store
 from handover.store.auditlog import AuditWriter, verify_chain
 from handover.store.db import Database
@@ -50,6 +54,7 @@ from handover.workflow.engine import Workflow
 from handover.workflow.policy import Policy
 from handover.workflow.rectification import Rectification
 from handover.workflow.retention import Retention
+from handover.workflow.reviews import Reviews
 from handover.workflow.schemas import SchemaRegistry, default_registry
 from handover.workflow.subject_access import SubjectAccess
 from handover.workflow.subject_rules import SubjectSettings
@@ -85,6 +90,7 @@ class Node:
         clock: Clock,
     ) -> None:
         self.config = config
+        self.vault = vault
         self.db = db
         self.directory = directory
         self.transport = transport
@@ -182,6 +188,14 @@ class Node:
             submitter=self.sender,
             clock=clock,
         )
+        self.reviews = Reviews(
+            db=db,
+            writer=writer,
+            policy=self.policy,
+            retention=self.retention,
+            rectification=self.rectification,
+            clock=clock,
+        )
         self.cases = Cases(node=config.node, db=db, vault=vault, submitter=self.sender, clock=clock)
         self.subject_access = SubjectAccess(
             node=config.node,
@@ -222,6 +236,10 @@ class Node:
         )
         self.auth = Authenticator(db, clock)
         self.web_sessions = WebSessions(db, writer, clock, config.node)
+        self.events = EventFeed(db=db, writer=writer, clock=clock)
+        self.webhooks = WebhookWorker(
+            db=db, storage_key=keystore.storage_key(config.keys_dir), clock=clock
+        )
         self.profiles = Profiles(
             node=config.node, kind=config.kind, db=db, writer=writer, directory=directory,
             transport=transport, clock=clock,
@@ -276,14 +294,17 @@ class Node:
         if not tail.ok:
             log.error("audit_chain_broken", bad_seq=tail.bad_seq, problem=tail.problem)
         self.writer.start()
+        await wrap_legacy(self.db, self.vault)
         self.directory.maintain_own_keyset()
         await self.db.listen(
             outbox=self.delivery.wake.set,
             peers=lambda: asyncio.get_running_loop().create_task(self.directory.load()),
             keys=self._reload_keys,
+            events=self._events_committed,
             operators=self.auth.forget,
         )
         self.delivery.start()
+        self.webhooks.start()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
         self._tasks.append(asyncio.create_task(self._witness_loop(), name="witness"))
         self._tasks.append(asyncio.create_task(self._flush_security(), name="security"))
@@ -298,15 +319,22 @@ class Node:
                 await task
         self._tasks = []
         await self.delivery.stop()
+        await self.webhooks.stop()
         with contextlib.suppress(HandoverError):
             await self.security.flush()
         await self.writer.stop()
         await self.transport.close()
         await self.db.close()
 
+    def _events_committed(self) -> None:
+        self.events.wake()
+        self.webhooks.wake.set()
+
     def _reload_keys(self) -> None:
         try:
             self.directory.reload_keys()
+            # After `keys rotate-storage`: data keys are now wrapped by the new key.
+            self.vault.rekey(keystore.storage_key(self.config.keys_dir))
             log.info("keys_reloaded", serial=self.directory.keys.keyset.serial)
         except ConfigError as exc:
             log.error("keys_reload_failed", error=str(exc))
@@ -319,8 +347,11 @@ class Node:
                 await self.directory.refresh_due()
                 await self.profiles.refresh_due()
                 await self.retention.sweep()
+                await self.rectification.retry()
                 await self.attachments.sweep()
                 await self.security.prune()
+                await self.events.note_overdue()
+                await self.events.prune()
             except HandoverError as exc:
                 log.error("maintenance_failed", error=str(exc))
             # Every minute, or soon after a case's review dates were cleared (the
@@ -429,3 +460,7 @@ class Node:
                 oldest = await outbox_store.oldest_pending(conn)
                 self.metrics.outbox_oldest.set(0 if oldest is None else (now - oldest) / 1000)
                 self.metrics.overdue.set(await continuity_store.overdue_count(conn, self.clock()))
+                pending, failed = await event_store.queue_counts(conn)
+                self.metrics.webhook_queue.set(pending, state="pending")
+                self.metrics.webhook_queue.set(failed, state="failed")
+        self.metrics.event_waits.set(self.events.open_streams)

@@ -36,7 +36,7 @@ from handover.store import outbox as outbox_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 from handover.store.receipts import receipt_json
-from handover.workflow.access import Operator, require_justification
+from handover.workflow.access import Operator, require_justification, require_staff
 from handover.workflow.engine import SentHook, Workflow, case_ref_of
 from handover.workflow.errors import ErrorCode, RequestRefused
 from handover.workflow.quality import check_quality, judicial_fields
@@ -113,6 +113,7 @@ class Sender:
                 and the recipient).
         """
         started = time.perf_counter()
+        require_staff(operator)
         why = require_justification(justification, self.workflow.policy.purposes)
         self._check(to, schema_id, body, minimise)
         assert isinstance(to, list) and isinstance(schema_id, str) and isinstance(body, dict)
@@ -148,6 +149,7 @@ class Sender:
                     judicial=judicial_fields(self.registry, schema_id, packet.body) or None,
                     attachments=aids or None,
                     operator=operator.name,
+                    on_behalf_of=operator.on_behalf_of,
                     org=self.node,
                     justification=why,
                 )
@@ -165,6 +167,7 @@ class Sender:
                     body_cj=body_cj,
                     attachments=items,
                 )
+                stored = self.vault.seal(body_cj)
                 await outbox_store.insert(
                     conn,
                     pid=pid,
@@ -178,7 +181,8 @@ class Sender:
                     log_seq=position.seq,
                     recipients=sealed.to,
                     now=now,
-                    body_box=self.vault.seal(body_cj),
+                    body_box=stored.box,
+                    data_key=stored.key,
                     fields=sorted(packet.body),
                     removed=packet.removed,
                     consents=packet.consents,

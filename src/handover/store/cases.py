@@ -302,16 +302,21 @@ async def recipients_under_consent(conn: Connection, case_ref: str, scope: str) 
     return [r["node"] for r in rows]
 
 
-async def held_body(conn: Connection, pid: str) -> tuple[bytes | None, bool]:
-    """The sealed-at-rest body this node holds for a packet (received or sent)
-    and whether it is restricted."""
+async def held_body(conn: Connection, pid: str) -> tuple[bytes | None, bool, bytes | None]:
+    """The sealed-at-rest body this node holds for a packet (received or sent),
+    whether it is restricted, and its wrapped data key."""
     row = await conn.fetchrow(
-        "SELECT body_box, restricted IS NOT NULL AS restricted FROM received"
+        "SELECT body_box, restricted IS NOT NULL AS restricted, data_key FROM received"
         " WHERE pid = $1 AND status = 'accepted'"
-        " UNION ALL SELECT body_box, restricted IS NOT NULL FROM outbox WHERE pid = $1 LIMIT 1",
+        " UNION ALL SELECT body_box, restricted IS NOT NULL, data_key FROM outbox WHERE pid = $1"
+        " LIMIT 1",
         pid,
     )
     if row is None:
-        return None, False
-    box = row["body_box"]
-    return (None if box is None else bytes(box)), bool(row["restricted"])
+        return None, False, None
+    box, key = row["body_box"], row["data_key"]
+    return (
+        None if box is None else bytes(box),
+        bool(row["restricted"]),
+        None if key is None else bytes(key),
+    )

@@ -119,7 +119,8 @@ async def satisfy(
 async def move_deadline(conn: Connection, pid: str, deadline: int) -> None:
     """A rectified release date moves the open expectations its packet opened."""
     await conn.execute(
-        "UPDATE expectations SET deadline = $2 WHERE pid = $1 AND satisfied_pid IS NULL",
+        "UPDATE expectations SET deadline = $2, overdue_noted = false"
+        " WHERE pid = $1 AND satisfied_pid IS NULL",
         pid,
         deadline,
     )

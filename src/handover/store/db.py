@@ -120,8 +120,13 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate(conn: Connection) -> int:
-    """Apply pending migrations in one transaction each; returns the schema version."""
+async def migrate(conn: Connection, available: list[tuple[int, str, str]] | None = None) -> int:
+    """Apply every migration not yet recorded, in order; returns the schema version.
+
+    A missing number below the highest applied one is applied too: branches of
+    the project are merged with their own numbers, so a database that already
+    has 012 may still lack 011.
+    """
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         await conn.execute(
@@ -129,16 +134,16 @@ async def migrate(conn: Connection) -> int:
             " version integer PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
-        for version, name, sql in migrations():
-            if version <= current:
+        applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_version")}
+        for version, name, sql in migrations() if available is None else available:
+            if version in applied:
                 continue
             await conn.execute(sql)
             await conn.execute(
                 "INSERT INTO schema_version (version, name) VALUES ($1, $2)", version, name
             )
-            current = version
-    return int(current)
+            applied.add(version)
+    return max(applied, default=0)
 
 
 class EmbeddedPostgres:

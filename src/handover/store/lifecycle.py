@@ -29,8 +29,10 @@ class HeldCopy:
     review_at: int | None
     review_extended: int | None  # the date an EXTEND decision set
     restricted: str | None  # the reason, while restricted
+    restricted_by: str | None  # a received copy: the originator whose notice restricted it
     erased_at: int | None
     body_box: bytes | None
+    data_key: bytes | None  # the body's data key, wrapped (None: sealed before 014)
     fields: tuple[str, ...] | None  # what a sent packet disclosed; None when received
     counterparts: tuple[str, ...]  # the recipients, or the sender
     pending: int  # deliveries still pending
@@ -76,8 +78,9 @@ class RectificationRecipient:
 
 _HELD = (
     "SELECT 'sent' AS direction, o.pid, NULL::text AS sender, o.schema_id, o.case_ref,"
-    " o.created_at AS stored_at, o.review_at, o.review_extended, o.restricted, o.erased_at,"
-    " o.body_box, o.fields,"
+    " o.created_at AS stored_at, o.review_at, o.review_extended, o.restricted,"
+    " NULL::text AS restricted_by, o.erased_at,"
+    " o.body_box, o.data_key, o.fields,"
     " (SELECT coalesce(array_agg(d.node ORDER BY d.node), '{{}}') FROM deliveries d"
     "  WHERE d.pid = o.pid) AS counterparts,"
     " (SELECT count(*) FROM deliveries d WHERE d.pid = o.pid AND d.status = 'pending')"
@@ -85,7 +88,9 @@ _HELD = (
     " FROM outbox o WHERE {outbox}"
     " UNION ALL"
     " SELECT 'received', r.pid, r.sender, r.schema_id, r.case_ref, r.received_at,"
-    " r.review_at, r.review_extended, r.restricted, r.erased_at, r.body_box, NULL::text[],"
+    " r.review_at, r.review_extended, r.restricted, r.restricted_by, r.erased_at, r.body_box,"
+    " r.data_key,"
+    " NULL::text[],"
     " ARRAY[r.sender], 0"
     " FROM received r WHERE r.status = 'accepted' AND {received}"
 )
@@ -213,11 +218,28 @@ async def set_review(
 
 
 async def set_restricted(
-    conn: Connection, direction: str, pid: str, sender: str | None, reason: str | None
+    conn: Connection,
+    direction: str,
+    pid: str,
+    sender: str | None,
+    reason: str | None,
+    *,
+    by: str | None = None,
 ) -> None:
-    """Restrict (with the reason) or, with None, lift the restriction."""
+    """Restrict (with the reason) or, with None, lift the restriction; `by` names the
+    originator whose notice imposed it on a received copy."""
+    if direction == "received":
+        await conn.execute(
+            f"UPDATE received SET restricted = $3, restricted_by = $4"  # noqa: S608 - fixed
+            f" WHERE {_filter(direction)}",
+            pid,
+            sender,
+            reason,
+            by if reason is not None else None,
+        )
+        return
     await conn.execute(
-        f"UPDATE {_table(direction)} SET restricted = $3"  # noqa: S608 - fixed names
+        f"UPDATE outbox SET restricted = $3"  # noqa: S608 - fixed names
         f" WHERE {_filter(direction)}",
         pid,
         sender,
@@ -232,19 +254,26 @@ async def replace_body(
     sender: str | None,
     *,
     body_box: bytes,
+    data_key: bytes,
     rectified_by: str | None,
 ) -> None:
     """A rectified body (encrypted at rest); a received copy names the notice."""
     if direction == "sent":
-        await conn.execute("UPDATE outbox SET body_box = $2 WHERE pid = $1", pid, body_box)
+        await conn.execute(
+            "UPDATE outbox SET body_box = $2, data_key = $3 WHERE pid = $1",
+            pid,
+            body_box,
+            data_key,
+        )
     else:
         await conn.execute(
-            "UPDATE received SET body_box = $3, rectified_by = $4"
+            "UPDATE received SET body_box = $3, rectified_by = $4, data_key = $5"
             " WHERE pid = $1 AND sender = $2 AND status = 'accepted'",
             pid,
             sender,
             body_box,
             rectified_by,
+            data_key,
         )
 
 
@@ -258,7 +287,7 @@ async def erase(conn: Connection, direction: str, pid: str, sender: str | None, 
     """
     if direction == "sent":
         result: str = await conn.execute(
-            "UPDATE outbox SET body_box = NULL, review_at = NULL, erased_at = $2,"
+            "UPDATE outbox SET body_box = NULL, data_key = NULL, review_at = NULL, erased_at = $2,"
             " wire = CASE WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.pid = outbox.pid"
             "  AND d.status = 'pending') THEN wire END"
             " WHERE pid = $1 AND erased_at IS NULL",
@@ -267,7 +296,8 @@ async def erase(conn: Connection, direction: str, pid: str, sender: str | None, 
         )
     else:
         result = await conn.execute(
-            "UPDATE received SET wire = NULL, body_box = NULL, review_at = NULL, erased_at = $3"
+            "UPDATE received SET wire = NULL, body_box = NULL, data_key = NULL, review_at = NULL,"
+            " erased_at = $3"
             " WHERE pid = $1 AND sender = $2 AND status = 'accepted' AND erased_at IS NULL",
             pid,
             sender,

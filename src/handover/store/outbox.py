@@ -15,7 +15,7 @@ class Delivery:
     """One recipient's delivery of a sent packet; `receipt` is the signed receipt's wire."""
 
     node: str
-    status: str  # pending | delivered | rejected | expired
+    status: str  # pending | delivered | rejected | expired | cancelled
     attempts: int
     receipt: bytes | None
     reason: str | None
@@ -77,6 +77,7 @@ async def insert(
     recipients: Sequence[str],
     now: int,
     body_box: bytes | None = None,
+    data_key: bytes | None = None,
     fields: Sequence[str] = (),
     removed: Sequence[str] = (),
     consents: Sequence[str] = (),
@@ -86,8 +87,8 @@ async def insert(
         conn,
         defer,
         "INSERT INTO outbox (pid, schema_id, case_ref, wire, pd, iat, exp, operator, log_seq,"
-        " created_at, body_box, fields, removed, consents)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        " created_at, body_box, fields, removed, consents, data_key)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         pid,
         schema_id,
         case_ref,
@@ -102,6 +103,7 @@ async def insert(
         list(fields),
         list(removed),
         list(consents),
+        data_key,
     )
     for node in recipients:
         await write(
@@ -148,7 +150,10 @@ async def claim_due(
     due = await conn.fetch(
         "SELECT d.pid, d.node, octet_length(o.wire) AS size"
         " FROM deliveries d JOIN outbox o USING (pid)"
+        # An erased packet's deliveries are cancelled with the erasure; the
+        # check here also holds against a row cancelled after it was read.
         " WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND o.exp >= $1"
+        " AND o.erased_at IS NULL AND o.restricted IS NULL"
         " ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
         now,
         limit,
@@ -237,13 +242,18 @@ async def finish_many(
     now: int,
 ) -> dict[tuple[str, str], int]:
     """Record final states for (pid, node, status, receipt, receipt_serial, reason) rows
-    still pending; returns when each updated row's packet was queued."""
+    still pending; returns when each updated row's packet was queued.
+
+    A delivery cancelled (its packet erased or restricted) while its POST was in
+    flight still records a receipt that says the recipient holds the packet: the
+    erasure's notice was sent to it too (`Rectification`)."""
     updated = await conn.fetch(
         "UPDATE deliveries d SET status = u.status, receipt = u.receipt,"
         " receipt_serial = u.serial, reason = u.reason, finished_at = $7, last_error = NULL"
         " FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bigint[],"
         " $6::text[]) AS u(pid, node, status, receipt, serial, reason), outbox o"
-        " WHERE d.pid = u.pid AND d.node = u.node AND d.status = 'pending' AND o.pid = d.pid"
+        " WHERE d.pid = u.pid AND d.node = u.node AND o.pid = d.pid AND (d.status = 'pending'"
+        "  OR (d.status = 'cancelled' AND u.status = 'delivered'))"
         " RETURNING d.pid, d.node, o.created_at",
         [r[0] for r in rows],
         [r[1] for r in rows],

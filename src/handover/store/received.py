@@ -46,7 +46,9 @@ class ReceivedPacket:
     sender_head: bytes
     keyset_serial: int
     body_box: bytes | None
+    data_key: bytes | None
     restricted: str | None  # the reason, while restricted
+    restricted_by: str | None  # the originator that imposed it by its notice
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +111,8 @@ async def get(conn: Connection, pid: str) -> ReceivedPacket | None:
     have used the same pid)."""
     row = await conn.fetchrow(
         "SELECT sender, pid, pd, status, reason, receipt, schema_id, case_ref, iat, exp,"
-        " received_at, log_seq, sender_seq, sender_head, keyset_serial, body_box, restricted"
+        " received_at, log_seq, sender_seq, sender_head, keyset_serial, body_box, data_key,"
+        " restricted, restricted_by"
         " FROM received WHERE pid = $1 AND status = 'accepted' ORDER BY received_at LIMIT 1",
         pid,
     )

@@ -23,6 +23,7 @@ class ReceivedRecord:
     received_at: int
     log_seq: int
     body_box: bytes | None
+    data_key: bytes | None
     review_at: int | None
     restricted: str | None
     erased_at: int | None
@@ -49,6 +50,7 @@ class SentRecord:
     operator: str | None
     log_seq: int
     body_box: bytes | None
+    data_key: bytes | None
     fields: tuple[str, ...] | None
     removed: tuple[str, ...] | None
     consents: tuple[str, ...] | None
@@ -61,7 +63,8 @@ class SentRecord:
 async def received(conn: Connection, case_ref: str) -> list[ReceivedRecord]:
     """Accepted received packets of the case, oldest first, with their sealed bodies."""
     rows = await conn.fetch(
-        "SELECT sender, pid, schema_id, iat, exp, received_at, log_seq, body_box, review_at,"
+        "SELECT sender, pid, schema_id, iat, exp, received_at, log_seq, body_box, data_key,"
+        " review_at,"
         " restricted, erased_at, rectified_by FROM received"
         " WHERE case_ref = $1 AND status = 'accepted' ORDER BY received_at, pid",
         case_ref,
@@ -72,7 +75,8 @@ async def received(conn: Connection, case_ref: str) -> list[ReceivedRecord]:
 async def sent(conn: Connection, case_ref: str) -> list[SentRecord]:
     """Packets this node sent for the case, oldest first, each with its deliveries."""
     rows = await conn.fetch(
-        "SELECT pid, schema_id, created_at, operator, log_seq, body_box, fields, removed,"
+        "SELECT pid, schema_id, created_at, operator, log_seq, body_box, data_key, fields,"
+        " removed,"
         " consents, review_at, restricted, erased_at FROM outbox WHERE case_ref = $1"
         " ORDER BY created_at, pid",
         case_ref,

@@ -22,6 +22,7 @@ from handover.web import (
     attachments,
     batch,
     cases,
+    events,
     federation,
     lifecycle,
     ops,
@@ -54,6 +55,7 @@ def create_app(node: Node, surface: Surface = "both") -> web.Application:
         batch.add_routes(app)
         attachments.add_routes(app)
         cases.add_routes(app)
+        events.add_routes(app)
         subject.add_routes(app)
         lifecycle.add_routes(app)
         assignment.add_routes(app)

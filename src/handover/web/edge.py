@@ -4,11 +4,14 @@ An aiohttp handler authenticates here, parses, calls the node and turns the
 result into a response; inner code never re-reads headers. Roles: `admin`
 (operators, peers, keys, and everything a caseworker and an auditor may do),
 `caseworker` (send, read the inbox and cases), `auditor` (read and verify the
-audit log; never bodies).
+audit log; never bodies), `system` (a case management system: what a
+caseworker may do, reading bodies and sending only with a
+`Handover-On-Behalf-Of: STAFF-ID` header, recorded in the audit entries).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,7 +21,7 @@ from aiohttp import web
 from handover.node.auth import Refusal
 from handover.node.runtime import Node
 from handover.web.intake import Intake
-from handover.workflow.access import Operator
+from handover.workflow.access import SYSTEM, Operator, staff_id
 from handover.workflow.errors import ErrorCode, RequestRefused
 
 NODE_KEY: web.AppKey[Node] = web.AppKey("node")
@@ -37,7 +40,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"send", "read", "audit", "admin"}),
     "caseworker": frozenset({"send", "read"}),
     "auditor": frozenset({"audit"}),
+    "system": frozenset({"send", "read"}),
 }
+ON_BEHALF_OF = "Handover-On-Behalf-Of"
 
 
 _TOKEN_REFUSED = {
@@ -93,6 +98,9 @@ def requires(permission: str) -> Callable[[Handler], Handler]:
                     f"role {operator.role} may not {permission}",
                     operator.name,
                 )
+            staff = request.headers.get(ON_BEHALF_OF)
+            if staff is not None and operator.role == SYSTEM:
+                operator = dataclasses.replace(operator, on_behalf_of=staff_id(staff.strip()))
             request[OPERATOR_KEY] = operator
             return await handler(request)
 

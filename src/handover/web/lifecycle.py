@@ -11,11 +11,21 @@ from handover.web.errors import json_response
 from handover.workflow.errors import ErrorCode, RequestRefused
 
 DECISION_MEMBERS = frozenset(
-    {"outcome", "justification", "review_at", "reason", "direction", "sender"}
+    {"outcome", "justification", "review_at", "reason", "reason_code", "direction", "sender"}
 )
+APPROVE_MEMBERS = frozenset({"justification", "direction", "sender"})
 LIFT_MEMBERS = frozenset({"justification", "direction", "sender"})
 RECTIFY_MEMBERS = frozenset(
-    {"action", "reason", "explanation", "corrected_body", "quality", "justification", "attachments"}
+    {
+        "action",
+        "reason",
+        "explanation",
+        "corrected_body",
+        "quality",
+        "justification",
+        "answers",
+        "attachments",
+    }
 )
 
 
@@ -52,13 +62,41 @@ async def decide_review(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     data = await json_body(request)
     _only(data, DECISION_MEMBERS)
-    state = await node.retention.decide(
+    state = await node.reviews.decide(
         operator_of(request),
         request.match_info["pid"],
         outcome=data.get("outcome"),
         justification=data.get("justification"),
         new_date=data.get("review_at"),
         reason=data.get("reason"),
+        reason_code=data.get("reason_code"),
+        direction=data.get("direction"),
+        sender=data.get("sender"),
+    )
+    # A proposal waits for a second admin: accepted, nothing changed yet.
+    return json_response(state, status=202 if state["state"] == "pending_approval" else 200)
+
+
+@requires("admin")
+async def list_proposals(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    try:
+        limit = max(1, min(int(request.query.get("limit", str(MAX_PAGE))), MAX_PAGE))
+    except ValueError as exc:
+        raise RequestRefused(ErrorCode.BAD_REQUEST, "limit must be an integer") from exc
+    items = await node.reviews.proposals(limit)
+    return json_response({"items": items, "truncated": len(items) == limit})
+
+
+@requires("admin")
+async def approve_review(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    data = await json_body(request)
+    _only(data, APPROVE_MEMBERS)
+    state = await node.reviews.approve(
+        operator_of(request),
+        request.match_info["pid"],
+        justification=data.get("justification"),
         direction=data.get("direction"),
         sender=data.get("sender"),
     )
@@ -70,7 +108,7 @@ async def lift_restriction(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     data = await json_body(request)
     _only(data, LIFT_MEMBERS)
-    state = await node.retention.lift(
+    state = await node.reviews.lift(
         operator_of(request),
         request.match_info["pid"],
         data.get("justification"),
@@ -94,6 +132,7 @@ async def rectify_packet(request: web.Request) -> web.Response:
         explanation=data.get("explanation"),
         corrected_body=data.get("corrected_body"),
         quality=data.get("quality"),
+        answers=data.get("answers"),
         attachments=data.get("attachments"),
     )
     return json_response(result, status=202)
@@ -116,7 +155,9 @@ async def list_rectifications(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/reviews", list_reviews)
+    app.router.add_get("/api/v1/reviews/proposals", list_proposals)
     app.router.add_post("/api/v1/reviews/{pid}", decide_review)
+    app.router.add_post("/api/v1/reviews/{pid}/approve", approve_review)
     app.router.add_post("/api/v1/packets/{pid}/restriction/lift", lift_restriction)
     app.router.add_post("/api/v1/packets/{pid}/rectify", rectify_packet)
     app.router.add_get("/api/v1/packets/{pid}/rectifications", list_rectifications)

@@ -11,6 +11,7 @@ conditions`). The audit writer records that code as the entry's own
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from importlib import resources
@@ -19,6 +20,9 @@ from handover.store.audit import purpose_of
 from handover.workflow.errors import ErrorCode, RequestRefused
 
 MAX_JUSTIFICATION = 1000
+# What `Handover-On-Behalf-Of` may hold: a staff id of the case management system.
+STAFF_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SYSTEM = "system"
 MIN_JUSTIFICATION = 10
 MIN_WORDS = 2
 RULE = (
@@ -39,9 +43,12 @@ PURPOSES = _shipped_purposes()
 __all__ = [
     "JUSTIFICATION_ERRORS",
     "PURPOSES",
+    "SYSTEM",
     "Operator",
     "purpose_of",
     "require_justification",
+    "require_staff",
+    "staff_id",
 ]
 # The refusals of a justification: a form shows them next to its field.
 JUSTIFICATION_ERRORS = frozenset(
@@ -60,6 +67,38 @@ class Operator:
 
     name: str
     role: str
+    # For a `system` operator: the member of staff it acts for (audit entries
+    # record it beside the operator as `on_behalf_of`).
+    on_behalf_of: str | None = None
+
+
+def staff_id(value: str) -> str:
+    """A `Handover-On-Behalf-Of` value, checked.
+
+    Raises:
+        RequestRefused: `on_behalf_of_invalid` for anything but a staff id.
+    """
+    if not STAFF_ID.fullmatch(value):
+        raise RequestRefused(
+            ErrorCode.ON_BEHALF_OF_INVALID,
+            "Handover-On-Behalf-Of must be a staff id: 1 to 64 letters, digits, '.', '_'"
+            " or '-', starting with a letter or digit",
+        )
+    return value
+
+
+def require_staff(operator: Operator) -> None:
+    """A `system` operator may read bodies and send only on behalf of staff.
+
+    Raises:
+        RequestRefused: `on_behalf_of_required` without `Handover-On-Behalf-Of`.
+    """
+    if operator.role == SYSTEM and operator.on_behalf_of is None:
+        raise RequestRefused(
+            ErrorCode.ON_BEHALF_OF_REQUIRED,
+            "a system operator reads bodies and sends only for a member of staff:"
+            " add the header Handover-On-Behalf-Of: STAFF-ID",
+        )
 
 
 def require_justification(justification: object, purposes: Collection[str] | None = None) -> str:

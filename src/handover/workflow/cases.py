@@ -195,7 +195,7 @@ class Cases:
             agreement = await continuity_store.current_agreement(conn, case_ref)
             if agreement is None or agreement.agreement_id != agreement_id:
                 raise RequestRefused(ErrorCode.NOT_FOUND, "no such current agreement on this case")
-            body_box, restricted = await case_store.held_body(conn, agreement.pid)
+            body_box, restricted, data_key = await case_store.held_body(conn, agreement.pid)
         if node not in agreement.parties:
             raise RequestRefused(ErrorCode.FORBIDDEN, "this node is not a party to the agreement")
         if restricted:
@@ -204,7 +204,7 @@ class Cases:
             )
         if body_box is None:
             raise RequestRefused(ErrorCode.ERASED, "the agreement's content is no longer held")
-        body = self.vault.open(agreement.pid, body_box)
+        body = self.vault.open(agreement.pid, body_box, data_key)
         acks = [a for a in body.get("acknowledgements", []) if a["node"] != node]
         acks.append({"node": node, "acknowledged_at": date_time(self.clock())})
         body["acknowledgements"] = acks

@@ -20,6 +20,7 @@ from handover.protocol.timeutil import Clock
 from handover.store import attachments as attachment_store
 from handover.store import cases as case_store
 from handover.store import continuity as continuity_store
+from handover.store import erasure as erasure_store
 from handover.store import lifecycle as lifecycle_store
 from handover.store.auditlog import Appender
 from handover.store.db import Connection
@@ -32,6 +33,7 @@ from handover.workflow.vault import Vault
 log = structlog.get_logger(__name__)
 
 RECTIFICATION = "handover/rectification-notice/1"
+REQUEST = "handover/rectification-request/1"
 
 
 class Corrections:
@@ -66,8 +68,19 @@ class Corrections:
             return
         if action == "RESTRICT":
             await lifecycle_store.set_restricted(
-                conn, held.direction, held.pid, held.sender, restriction
+                conn,
+                held.direction,
+                held.pid,
+                held.sender,
+                restriction,
+                by=held.sender if notice_pid is not None else None,
             )
+            if held.direction == "sent":
+                await erasure_store.cancel_pending(conn, held.pid, "restricted", self.clock())
+            changed = ["restricted"]
+        elif action == "LIFT":
+            # The originator lifts the restriction it imposed (its notice), or its own.
+            await lifecycle_store.set_restricted(conn, held.direction, held.pid, held.sender, None)
             changed = ["restricted"]
         else:
             assert corrected is not None
@@ -78,7 +91,8 @@ class Corrections:
                 held.direction,
                 held.pid,
                 held.sender,
-                body_box=self.vault.seal_body(corrected),
+                body_box=(stored := self.vault.seal_body(corrected, held.data_key)).box,
+                data_key=stored.key,
                 rectified_by=notice_pid,
             )
             if held.schema_id in ANCHOR_SCHEMAS and held.case_ref is not None:
@@ -106,7 +120,7 @@ class Corrections:
         """
         if held.body_box is None:
             return {}
-        return self.vault.open(held.pid, held.body_box)
+        return self.vault.open(held.pid, held.body_box, held.data_key)
 
     async def _correct_case_dates(
         self, conn: Connection, held: HeldCopy, corrected: dict[str, Any]
@@ -142,7 +156,10 @@ class Corrections:
     async def check(
         self, conn: Connection, sender: str, schema: str, body: dict[str, Any]
     ) -> Rejected | None:
-        """Step 9 for a rectification notice: the target is ours from this sender."""
+        """Step 9 for a rectification notice (the target is ours from this sender) and
+        a rectification request (the target is a packet we delivered to this sender)."""
+        if schema == REQUEST:
+            return await self._check_request(conn, sender, body)
         if schema != RECTIFICATION:
             return None
         target = await lifecycle_store.held_one(conn, "received", body["target_pid"], sender)
@@ -153,6 +170,8 @@ class Corrections:
             problem = "the target's schema differs"
         elif target.case_ref != body["case_ref"]:
             problem = "the target's case differs"
+        elif body["action"] == "LIFT" and target.restricted_by != sender:
+            problem = "the target holds no restriction this sender imposed"
         elif (
             body["action"] == "RECTIFY"
             and body["corrected_body"].get("case_ref") != body["case_ref"]
@@ -183,6 +202,25 @@ class Corrections:
         )
         return Rejected(RejectCode.NOT_PERMITTED, f"rectification refused: {problem}")
 
+    async def _check_request(
+        self, conn: Connection, sender: str, body: dict[str, Any]
+    ) -> Rejected | None:
+        target = await lifecycle_store.held_one(conn, "sent", body["target_pid"], None)
+        problem = None
+        if target is None:
+            problem = "this node sent no packet with the target pid"
+        elif not any(
+            d.node == sender and d.status == "delivered"
+            for d in await lifecycle_store.deliveries(conn, target.pid)
+        ):
+            problem = "the target was not delivered to this sender"
+        elif target.schema_id != body["target_schema"] or target.case_ref != body["case_ref"]:
+            problem = "the target's schema or case differs"
+        if problem is None:
+            return None
+        log.warning("rectification_request_refused", sender=sender, problem=problem)
+        return Rejected(RejectCode.NOT_PERMITTED, f"rectification request refused: {problem}")
+
     def _readable(self, held: HeldCopy) -> bool:
         try:
             self._open(held)
@@ -192,7 +230,20 @@ class Corrections:
         return True
 
     async def on_received(self, conn: Connection, context: ReceivedContext) -> None:
-        """Apply an accepted notice to our copy of the target (`check` let it through)."""
+        """Apply an accepted notice to our copy of the target (`check` let it through);
+        record an accepted request for our caseworkers to answer."""
+        if context.schema == REQUEST:
+            await erasure_store.add_request(
+                conn,
+                sender=context.sender,
+                pid=context.pid,
+                target_pid=context.body["target_pid"],
+                concern=context.body["concern"],
+                fields=context.body.get("fields", []),
+                now=context.now,
+            )
+            log.info("rectification_requested", target=context.body["target_pid"])
+            return
         if context.schema != RECTIFICATION:
             return
         if context.appender is None:

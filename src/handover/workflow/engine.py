@@ -28,6 +28,7 @@ from handover.protocol.errors import RejectCode, Rejected, SchemaInvalid, Unknow
 from handover.protocol.timeutil import DAY_MS, Clock, date_time
 from handover.store import cases as case_store
 from handover.store import continuity as continuity_store
+from handover.store import events as event_store
 from handover.store.auditlog import Appender
 from handover.store.db import Connection, Deferred
 from handover.workflow.errors import ErrorCode, RequestRefused
@@ -346,6 +347,17 @@ class Workflow:
                 in_reply_to=reply_to if isinstance(reply_to, str) else None,
             )
         if satisfied:
+            await event_store.add(
+                conn,
+                defer,
+                "acknowledgement",
+                at=now,
+                pid=pid,
+                case_ref=case_ref,
+                node=sender,
+                schema=schema,
+            )
+        if satisfied:
             log.info("expectation_satisfied", case=case_ref, by=pid, expectations=satisfied)
         return ReceivedContext(pid, schema, case_ref, body, sender, now, appender, changed, defer)
 
@@ -395,6 +407,16 @@ class Workflow:
                 ),
                 expires_on=body.get("expires_on"),
             )
+            await event_store.add(
+                conn,
+                defer,
+                "consent",
+                at=now,
+                pid=pid,
+                case_ref=case_ref,
+                node=author,
+                schema=schema,
+            )
         elif schema == AGREEMENT:
             await continuity_store.record_agreement(
                 conn,
@@ -421,4 +443,15 @@ class Workflow:
                 acknowledged_at=date_time(now),
                 pid=pid,
             )
+            if author != self.node:
+                await event_store.add(
+                    conn,
+                    defer,
+                    "acknowledgement",
+                    at=now,
+                    pid=pid,
+                    case_ref=case_ref,
+                    node=author,
+                    schema=schema,
+                )
         return changed

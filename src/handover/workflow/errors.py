@@ -44,6 +44,12 @@ class ErrorCode(StrEnum):
     """The request conflicts with what is stored (for example a taken local id)."""
     NOT_RESTRICTED = "not_restricted"
     """Lifting a restriction of an item that is not restricted."""
+    RESTRICTED_BY_ORIGINATOR = "restricted_by_originator"
+    """The originator restricted this copy by its notice: only its notice lifts it."""
+    SECOND_ADMIN_REQUIRED = "second_admin_required"
+    """A proposal must be approved by an admin other than the one who made it."""
+    EXTENSION_TOO_LONG = "extension_too_long"
+    """EXTEND would move the review beyond the policy's retention period."""
     DELIVERY_PENDING = "delivery_pending"
     """A delivery of the packet is still pending; wait for it to finish."""
     ATTACHMENT_INCOMPLETE = "attachment_incomplete"
@@ -93,6 +99,15 @@ class ErrorCode(StrEnum):
     expired after its hour, used once, or ended after three failed attempts)."""
     BODY_UNAVAILABLE = "body_unavailable"
     """A stored body could not be decrypted (storage key missing or wrong)."""
+    ON_BEHALF_OF_REQUIRED = "on_behalf_of_required"
+    """A `system` operator reads bodies and sends only for a named member of staff:
+    add the header `Handover-On-Behalf-Of: STAFF-ID`."""
+    ON_BEHALF_OF_INVALID = "on_behalf_of_invalid"
+    """`Handover-On-Behalf-Of` is not a staff id (1 to 64 of `A-Z a-z 0-9 . _ -`,
+    starting with a letter or digit)."""
+    CURSOR_EXPIRED = "cursor_expired"
+    """Events after this cursor were deleted by retention: read the current state,
+    then follow the feed again without a cursor."""
     UNAVAILABLE = "unavailable"
     """The database is unavailable; try again later."""
     INTERNAL_ERROR = "internal_error"

@@ -54,6 +54,9 @@ class Retention(_Strict):
     default: RetentionRule
     fallback: RetentionRule
     schemas: dict[str, RetentionRule] = Field(default_factory=dict)
+    # How far ahead (months from the decision) an EXTEND may set a review; None:
+    # the longer of the schema's rule and the fallback.
+    extend_months: int | None = Field(default=None, ge=0, le=1200)
 
 
 class Continuity(_Strict):

@@ -21,23 +21,24 @@ from typing import Any
 import structlog
 
 from handover.protocol.canonical import cj_dumps
-from handover.protocol.errors import SchemaInvalid, UnknownSchema
+from handover.protocol.errors import HandoverError, SchemaInvalid, UnknownSchema
 from handover.protocol.timeutil import Clock
 from handover.store import attachments as attachment_store
+from handover.store import erasure as erasure_store
 from handover.store import lifecycle as lifecycle_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 from handover.store.lifecycle import HeldCopy
 from handover.store.receipts import receipt_json
-from handover.workflow.access import Operator, require_justification
+from handover.workflow.access import Operator, require_justification, require_staff
 from handover.workflow.corrections import RECTIFICATION, Corrections
 from handover.workflow.engine import Workflow
-from handover.workflow.errors import ErrorCode, RequestRefused
+from handover.workflow.errors import BodyUnavailable, ErrorCode, RequestRefused
 from handover.workflow.ports import Peers, Submitter
 
 log = structlog.get_logger(__name__)
 
-ACTIONS = ("RECTIFY", "ERASE", "RESTRICT")
+ACTIONS = ("RECTIFY", "ERASE", "RESTRICT", "LIFT")
 
 
 def _today(now: int) -> str:
@@ -64,6 +65,7 @@ class Rectification:
         self.peers = peers
         self.corrections = corrections
         self.submitter = submitter
+        self.vault = corrections.vault
         self.clock = clock
         notice = self.registry.document(RECTIFICATION)["properties"]
         self.reasons: list[str] = list(notice["reason"]["enum"])
@@ -80,9 +82,16 @@ class Rectification:
         explanation: object = None,
         corrected_body: object = None,
         quality: object = None,
+        audit: dict[str, Any] | None = None,
+        answers: object = None,
+        note: str | None = None,
         attachments: object = None,
     ) -> dict[str, Any]:
         """Rectify, erase or restrict a packet this node sent, and notify its recipients.
+
+        ERASE and RESTRICT cancel the packet's pending deliveries. `audit` adds
+        members to the audit entry of the local change (a review's decision);
+        `note` is the own copy's restriction reason (a review's, default `reason`).
 
         Raises:
             RequestRefused: `bad_request` for a malformed request; `not_found`
@@ -91,12 +100,17 @@ class Rectification:
                 or `unknown_recipient` for a corrected body or recipient refused.
             BodyUnavailable: the held body cannot be decrypted.
         """
+        require_staff(operator)
         why = require_justification(justification, self.workflow.policy.purposes)
         if action not in ACTIONS:
             raise RequestRefused(ErrorCode.BAD_REQUEST, f"'action' is one of {', '.join(ACTIONS)}")
         if reason not in self.reasons:
             raise RequestRefused(
                 ErrorCode.BAD_REQUEST, f"'reason' is one of {', '.join(self.reasons)}"
+            )
+        if answers is not None and not isinstance(answers, str):
+            raise RequestRefused(
+                ErrorCode.BAD_REQUEST, "'answers' is a rectification request's pid"
             )
         if explanation is not None and not isinstance(explanation, str):
             raise RequestRefused(ErrorCode.BAD_REQUEST, "'explanation' is a string")
@@ -121,6 +135,10 @@ class Rectification:
         async with self.db.connection() as conn:
             target = await lifecycle_store.held_one(conn, "sent", pid, None)
             deliveries = await lifecycle_store.deliveries(conn, pid)
+            tried = await erasure_store.tried_nodes(conn, pid)
+            open_requests = {
+                r.pid for r in await erasure_store.requests_for(conn, pid) if r.answered_by is None
+            }
             # Per recipient: a consent covers only the nodes it names (Art 8).
             consents = {
                 d.node: await self.workflow.consents(conn, target.case_ref, d.node)
@@ -129,6 +147,10 @@ class Rectification:
             }
         if target is None:
             raise RequestRefused(ErrorCode.NOT_FOUND, "this node sent no packet with that pid")
+        if answers is not None and answers not in open_requests:
+            raise RequestRefused(
+                ErrorCode.NOT_FOUND, "no open rectification request about this packet has that pid"
+            )
         if target.erased_at is not None:
             raise RequestRefused(
                 ErrorCode.ERASED, "the content of this packet has already been erased"
@@ -137,13 +159,21 @@ class Rectification:
             raise RequestRefused(
                 ErrorCode.NOT_PERMITTED, f"a {target.schema_id} cannot be rectified"
             )
-        if target.pending:
+        if action == "LIFT" and target.restricted is None:
+            raise RequestRefused(ErrorCode.NOT_RESTRICTED, "this packet is not restricted")
+        if target.pending and action == "RECTIFY":
             raise RequestRefused(
                 ErrorCode.DELIVERY_PENDING,
                 "a delivery of this packet is still pending: wait until it is delivered or"
                 " expired (`handover status PID --wait`), then rectify it",
             )
-        holders = [d.node for d in deliveries if d.status == "delivered"]
+        # ERASE and RESTRICT cancel pending deliveries (in the same transaction as
+        # the local change); a node whose delivery was already attempted may hold
+        # the packet, so it is told too (it refuses the notice if it does not).
+        holders = sorted(
+            {d.node for d in deliveries if d.status == "delivered"}
+            | (set(tried) if action in ("ERASE", "RESTRICT") else set())
+        )
         now = self.clock()
         base: dict[str, Any] = {
             "case_ref": target.case_ref,
@@ -166,7 +196,7 @@ class Rectification:
                 quality = corrected_body.get("quality")
         if quality is None and target.body_box is not None:
             # A notice carries the basis of what it corrects (Art 7(2)), never FACT by default.
-            quality = self.corrections.vault.open(pid, target.body_box).get("quality")
+            quality = self.vault.open(pid, target.body_box, target.data_key).get("quality")
         if isinstance(quality, dict):
             # Field groups belong to the target's schema, not to the notice's.
             quality = {k: v for k, v in quality.items() if k != "groups"}
@@ -186,7 +216,9 @@ class Rectification:
             group = groups.setdefault(cj_dumps(notice), (notice, [], removed))
             group[1].append(node)
         for notice, to, _removed in groups.values():
-            self._check_notice(notice, to)
+            # An erasure or restriction is not held up by a peer whose keyset
+            # lapsed: its notice is kept and queued again until it goes out.
+            self._check_notice(notice, to, require_keyset=action == "RECTIFY")
 
         async def record(conn: Connection, appender: Appender) -> int:
             rect_id = await lifecycle_store.add_rectification(
@@ -204,32 +236,32 @@ class Rectification:
                 target,
                 str(action),
                 corrected=own_copy,
-                restriction=f"{reason} (rectification {rect_id} of this node)",
+                restriction=f"{note or reason} (rectification {rect_id} of this node)",
                 notice_pid=None,
                 operator=operator.name,
+                on_behalf_of=operator.on_behalf_of,
                 justification=why,
                 rectification=rect_id,
                 reason=reason,
+                **(audit or {}),
             )
+            if answers is not None:
+                await erasure_store.answer_request(conn, pid, str(answers), rect_id)
+            # Each notice is kept (sealed) until its recipient acknowledges it: one
+            # that cannot be queued now is queued by the maintenance sweep. (Not
+            # one carrying replacement attachments: the sweep could not resend them.)
+            for notice, to, _removed in groups.values() if attachments is None else ():
+                kept = self.vault.seal_body(notice)
+                await erasure_store.keep_notice(conn, rect_id, to, kept.box, kept.key)
             return rect_id
 
         rect_id: int = await self.writer.run(record)
         packets: list[dict[str, Any]] = []
         for index, (notice, to, removed) in enumerate(groups.values()):
             # Replacement attachments travel in every notice (the same streams).
-            sent = await self.submitter.submit(
-                operator,
-                to=to,
-                schema_id=RECTIFICATION,
-                body=notice,
-                justification=why,
-                attachments=attachments,
-                share_attachments=index > 0,
+            sent = await self._queue(
+                operator, rect_id, notice, to, why, attachments=attachments, share=index > 0
             )
-            async with self.db.transaction() as conn:
-                for packet in sent:
-                    for node in packet["to"]:
-                        await lifecycle_store.set_notice(conn, rect_id, node, packet["pid"])
             packets += [{**p, "removed": removed} for p in sent]
         if attachments is not None:
             async with self.db.transaction() as conn:
@@ -242,6 +274,65 @@ class Rectification:
             notices=[p["pid"] for p in packets],
         )
         return {"rectification": rect_id, "target_pid": pid, "action": action, "packets": packets}
+
+    async def _queue(
+        self,
+        operator: Operator,
+        rect_id: int,
+        notice: dict[str, Any],
+        to: list[str],
+        why: str,
+        *,
+        attachments: object = None,
+        share: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Queue a kept notice; a failure is recorded and left to the sweep."""
+        extra: dict[str, Any] = {}
+        if attachments is not None:
+            extra = {"attachments": attachments, "share_attachments": share}
+        try:
+            sent = await self.submitter.submit(
+                operator, to=to, schema_id=RECTIFICATION, body=notice, justification=why, **extra
+            )
+        except HandoverError as exc:
+            error = exc.code.value if isinstance(exc, RequestRefused) else type(exc).__name__
+            log.warning("rectification_notice_not_queued", rectification=rect_id, error=error)
+            async with self.db.transaction() as conn:
+                for node in to:
+                    await erasure_store.notice_failed(conn, rect_id, node, error)
+            return []
+        async with self.db.transaction() as conn:
+            for packet in sent:
+                for node in packet["to"]:
+                    await erasure_store.notice_queued(conn, rect_id, node, packet["pid"])
+        return sent
+
+    async def retry(self, limit: int = 100) -> int:
+        """Maintenance: queue kept notices never queued, or whose delivery expired, again
+        (one recipient at a time); forget those acknowledged. The number queued."""
+        async with self.db.transaction() as conn:
+            await erasure_store.drop_acknowledged_notices(conn)
+            pending = await erasure_store.notices_to_queue(conn, limit)
+        queued = 0
+        for row in pending:
+            try:
+                notice = self.vault.open(
+                    f"rectification {row.rectification_id}", row.notice_box, row.notice_key
+                )
+            except BodyUnavailable:
+                log.error("rectification_notice_unreadable", rectification=row.rectification_id)
+                continue
+            sent = await self._queue(
+                Operator(row.operator, "system"),
+                row.rectification_id,
+                notice,
+                [row.node],
+                f"rectification {row.rectification_id}: notice queued again until acknowledged",
+            )
+            queued += len(sent)
+        if pending:
+            log.info("rectification_notices_retried", due=len(pending), queued=queued)
+        return queued
 
     def _views(
         self,
@@ -293,7 +384,9 @@ class Rectification:
             views[node] = (view.body, view.removed)
         return views
 
-    def _check_notice(self, notice: dict[str, Any], nodes: list[str]) -> None:
+    def _check_notice(
+        self, notice: dict[str, Any], nodes: list[str], *, require_keyset: bool = True
+    ) -> None:
         """Refuse before anything changes what submitting the notice would refuse."""
         try:
             self.registry.validate(RECTIFICATION, notice)
@@ -307,7 +400,7 @@ class Rectification:
                 raise RequestRefused(
                     ErrorCode.NOT_PERMITTED, f"the sharing policy does not let us notify {node}"
                 )
-            if self.peers.keyset(node) is None:
+            if require_keyset and self.peers.keyset(node) is None:
                 raise RequestRefused(
                     ErrorCode.UNKNOWN_RECIPIENT, f"{node} is not a pinned peer with a valid keyset"
                 )
@@ -321,6 +414,9 @@ class Rectification:
         async with self.db.connection() as conn:
             target = await lifecycle_store.held_one(conn, "sent", pid, None)
             rows = await lifecycle_store.rectifications_of(conn, pid)
+            states = await erasure_store.notice_states(conn, pid)
+            tries = {(s.rectification_id, s.node): s for s in states}
+            requests = await erasure_store.requests_for(conn, pid)
         if target is None:
             raise RequestRefused(ErrorCode.NOT_FOUND, "this node sent no packet with that pid")
         items: dict[int, dict[str, Any]] = {}
@@ -337,6 +433,7 @@ class Rectification:
                 },
             )
             status = "not_sent" if r.notice_pid is None else r.status
+            tried = tries.get((r.id, r.node))
             item["recipients"].append(
                 {
                     "node": r.node,
@@ -346,9 +443,49 @@ class Rectification:
                     "receipt": receipt_json(r.receipt),
                     "reason": r.delivery_reason,
                     "finished_at": r.finished_at,
+                    "attempts": 0 if tried is None else tried.attempts,
+                    "last_error": None if tried is None else tried.last_error,
                 }
             )
         acknowledged = all(
             rec["acknowledged"] for item in items.values() for rec in item["recipients"]
         )
-        return {"pid": pid, "acknowledged": acknowledged, "rectifications": list(items.values())}
+        # Each node's state as of the latest rectification that reached it (Art 16(6)).
+        copies: dict[str, dict[str, Any]] = {}
+        for item in items.values():
+            for rec in item["recipients"]:
+                copies[rec["node"]] = {
+                    "node": rec["node"],
+                    "action": item["action"],
+                    "rectification": item["id"],
+                    "state": _copy_state(rec["status"]),
+                }
+        return {
+            "pid": pid,
+            "acknowledged": acknowledged,
+            "rectifications": list(items.values()),
+            "recipients": sorted(copies.values(), key=lambda c: str(c["node"])),
+            # Inaccuracy reports from recipients (field names only; the request's
+            # explanation is read like any received packet, with its consultation entry).
+            "requests": [
+                {
+                    "pid": r.pid,
+                    "from": r.sender,
+                    "concern": r.concern,
+                    "fields": list(r.fields),
+                    "received_at": r.received_at,
+                    "answered_by": r.answered_by,
+                }
+                for r in requests
+            ],
+        }
+
+
+def _copy_state(status: str | None) -> str:
+    """A recipient's state: `acknowledged` (its signed receipt), `refused` (a signed
+    rejection), or `pending` (queued, or waiting to be queued again)."""
+    if status == "delivered":
+        return "acknowledged"
+    if status == "rejected":
+        return "refused"
+    return "pending"

@@ -21,16 +21,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from calendar import monthrange
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import structlog
 
 from handover.protocol.timeutil import Clock
+from handover.store import erasure as erasure_store
 from handover.store import lifecycle as lifecycle_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 from handover.store.lifecycle import HeldCopy
-from handover.workflow.access import require_justification
 from handover.workflow.engine import (
     RELEASE_NOTICE,
     SUPERVISION_END,
@@ -42,16 +42,12 @@ from handover.workflow.errors import BodyUnavailable, ErrorCode, RequestRefused
 from handover.workflow.policy import Policy, RetentionRule
 from handover.workflow.vault import Vault
 
-if TYPE_CHECKING:
-    from handover.workflow.access import Operator
-
 log = structlog.get_logger(__name__)
 
 OUTCOMES = ("EXTEND", "RESTRICT", "ERASE", "LIFT")
 DIRECTIONS = ("sent", "received")
 # Packets that set a case's anchor dates (Workflow._record): their arrival moves reviews.
 ANCHOR_SCHEMAS = frozenset({SUPERVISION_END, RELEASE_NOTICE})
-MAX_REASON = 1000
 MAX_REVIEWS = 500
 
 
@@ -208,157 +204,12 @@ class Retention:
             )
         return found[0]
 
-    async def decide(
-        self,
-        operator: Operator,
-        pid: str,
-        *,
-        outcome: object,
-        justification: object,
-        new_date: object = None,
-        reason: object = None,
-        direction: object = None,
-        sender: object = None,
-    ) -> dict[str, Any]:
-        """Record a review outcome for a held packet, with its audit entry.
-
-        EXTEND needs `new_date` (YYYY-MM-DD, in the future); RESTRICT needs a
-        `reason` and takes an optional `new_date` for the next review (default:
-        the fallback rule's period from now); ERASE clears the content; LIFT
-        (admin only) lifts a restriction.
-
-        Raises:
-            RequestRefused: `bad_request` / `reason_required` for malformed or
-                missing input; `forbidden` for LIFT by a non-admin, or ERASE by
-                a non-admin before the review is due; `not_found` / `ambiguous`
-                as :meth:`find`; `not_restricted` for LIFT of an unrestricted
-                packet; `erased` when the packet is already erased.
-        """
-        if outcome not in OUTCOMES:
-            raise RequestRefused(
-                ErrorCode.BAD_REQUEST, f"'outcome' is one of {', '.join(OUTCOMES)}"
-            )
-        why = require_justification(justification)
-        if outcome == "LIFT":
-            return await self.lift(operator, pid, why, direction=direction, sender=sender)
-        now = self.clock()
-        if outcome == "ERASE" and new_date is not None:
-            raise RequestRefused(
-                ErrorCode.BAD_REQUEST, "'review_at' is only for EXTEND and RESTRICT"
-            )
-        review_at = self._new_date(new_date, now, required=outcome == "EXTEND")
-        # A date the operator chose is the earliest a recomputed rule date may set.
-        extended = review_at
-        if outcome == "RESTRICT":
-            if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
-                raise RequestRefused(
-                    ErrorCode.REASON_REQUIRED, "RESTRICT needs a 'reason' of 1 to 1000 characters"
-                )
-            if review_at is None:
-                review_at = add_months(now, self.policy.doc.retention.fallback.months)
-        elif reason is not None:
-            raise RequestRefused(ErrorCode.BAD_REQUEST, "'reason' is only for RESTRICT")
-        held = await self.find(pid, direction, sender)
-        if held.erased_at is not None:
-            raise RequestRefused(
-                ErrorCode.ERASED, "the content of this packet has already been erased"
-            )
-        if outcome == "ERASE" and operator.role != "admin" and not _due(held, now):
-            # Erasure cannot be undone: before the review falls due it is an
-            # admin's decision, not a caseworker's.
-            raise RequestRefused(
-                ErrorCode.FORBIDDEN,
-                "this packet's review is not due yet: erasing it before then needs an admin",
-            )
-
-        async def job(conn: Connection, appender: Appender) -> None:
-            if outcome == "ERASE":
-                await self.erase(
-                    conn, appender, held, operator=operator.name, justification=why, outcome="ERASE"
-                )
-                return
-            assert review_at is not None
-            changed = ["review_at"]
-            if outcome == "RESTRICT":
-                await lifecycle_store.set_restricted(
-                    conn, held.direction, held.pid, held.sender, str(reason).strip()
-                )
-                changed.insert(0, "restricted")
-            await lifecycle_store.set_review(
-                conn, held.direction, held.pid, held.sender, review_at=review_at, extended=extended
-            )
-            self._append(
-                appender,
-                "alteration",
-                held,
-                outcome=outcome,
-                changed=changed,
-                review_at=review_at,
-                operator=operator.name,
-                justification=why,
-            )
-
-        await self.writer.run(job)
-        log.info("review_decided", pid=pid, direction=held.direction, outcome=outcome)
-        return await self._state(held)
-
-    async def lift(
-        self,
-        operator: Operator,
-        pid: str,
-        justification: object,
-        *,
-        direction: object = None,
-        sender: object = None,
-    ) -> dict[str, Any]:
-        """Lift a restriction: an admin only, with a justification.
-
-        Raises:
-            RequestRefused: `justification_required`, `forbidden` for a
-                non-admin, `not_found` / `ambiguous` as :meth:`find`,
-                `not_restricted`, `erased`.
-        """
-        if operator.role != "admin":
-            raise RequestRefused(ErrorCode.FORBIDDEN, "only an admin may lift a restriction")
-        why = require_justification(justification)
-        held = await self.find(pid, direction, sender)
-        if held.erased_at is not None:
-            raise RequestRefused(ErrorCode.ERASED, "the content of this packet has been erased")
-        if held.restricted is None:
-            raise RequestRefused(ErrorCode.NOT_RESTRICTED, "this packet is not restricted")
-
-        async def job(conn: Connection, appender: Appender) -> None:
-            await lifecycle_store.set_restricted(conn, held.direction, held.pid, held.sender, None)
-            self._append(
-                appender,
-                "alteration",
-                held,
-                outcome="LIFT",
-                changed=["restricted"],
-                operator=operator.name,
-                justification=why,
-            )
-
-        await self.writer.run(job)
-        log.info("restriction_lifted", pid=pid, direction=held.direction, operator=operator.name)
-        return await self._state(held)
-
-    async def _state(self, held: HeldCopy) -> dict[str, Any]:
+    async def state(self, held: HeldCopy) -> dict[str, Any]:
+        """A held packet's current view (after a decision)."""
         async with self.db.connection() as conn:
             current = await lifecycle_store.held_one(conn, held.direction, held.pid, held.sender)
         assert current is not None
         return held_view(current)
-
-    @staticmethod
-    def _new_date(value: object, now: int, *, required: bool) -> int | None:
-        if value is None and not required:
-            return None
-        at = date_ms(value)
-        if at is None:
-            raise RequestRefused(ErrorCode.BAD_REQUEST, "'review_at' must be a date, YYYY-MM-DD")
-        if at <= now:
-            raise RequestRefused(ErrorCode.BAD_REQUEST, "'review_at' must be a date in the future")
-        return at
 
     # --- primitives (inside a writer job; rectification uses them too) -------------------
 
@@ -369,7 +220,7 @@ class Retention:
         if held.body_box is None:
             return None
         try:
-            return sorted(self.vault.open(held.pid, held.body_box))
+            return sorted(self.vault.open(held.pid, held.body_box, held.data_key))
         except BodyUnavailable:
             # Erasure must never be blocked by a body that cannot be read: the
             # entry then names no fields, and the log says why.
@@ -389,9 +240,14 @@ class Retention:
         """Clear a held packet's content with an `erasure` entry; then the rectification
         notices that carry a corrected copy of it (they would otherwise outlive it)."""
         now = self.clock()
+        if held.direction == "sent":
+            # Art 16(6): what has not gone out yet does not go out (the wire then
+            # goes with the content, as no delivery is pending any more).
+            await erasure_store.cancel_pending(conn, held.pid, "erased", now)
+            await erasure_store.drop_notices_of(conn, held.pid)
         if not await lifecycle_store.erase(conn, held.direction, held.pid, held.sender, now):
             return
-        self._append(
+        self.append(
             appender,
             "erasure",
             held,
@@ -417,7 +273,7 @@ class Retention:
                     erased_with=held.pid,
                 )
 
-    def _append(self, appender: Appender, op: str, held: HeldCopy, **fields: Any) -> None:
+    def append(self, appender: Appender, op: str, held: HeldCopy, **fields: Any) -> None:
         appender.append(
             op,
             pid=held.pid,
@@ -438,8 +294,3 @@ class Retention:
             cleared = await lifecycle_store.clear_erased_wires(conn)
         if scheduled or cleared:
             log.info("retention_sweep", scheduled=scheduled, erased_wires_cleared=cleared)
-
-
-def _due(held: HeldCopy, now: int) -> bool:
-    """True once the packet's review date has come (a packet not yet dated is not due)."""
-    return held.review_at is not None and held.review_at <= now

@@ -33,7 +33,7 @@ from handover.store.attachments import PacketRead, StreamRow
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 from handover.store.subject import ReceivedRecord, SentRecord
-from handover.workflow.access import require_justification
+from handover.workflow.access import require_justification, require_staff
 from handover.workflow.cases import CASE_REF_MAX, Cases
 from handover.workflow.errors import ErrorCode, RequestRefused
 from handover.workflow.policy import Policy
@@ -92,6 +92,7 @@ class SubjectAccess:
                 `not_found` for an unknown case.
             BodyUnavailable: a stored body cannot be decrypted.
         """
+        require_staff(operator)
         why = require_justification(justification, self.policy.purposes)
         if not ref or len(ref) > CASE_REF_MAX:
             raise RequestRefused(ErrorCode.BAD_REQUEST, "a case reference is 1 to 64 characters")
@@ -163,6 +164,7 @@ class SubjectAccess:
                 withheld=withheld or None,
                 left_out=sorted(left_out) or None,
                 operator=operator.name,
+                on_behalf_of=operator.on_behalf_of,
                 org=self.node,
                 justification=why,
             )
@@ -258,7 +260,9 @@ class SubjectAccess:
         item["restricted"] = row.restricted is not None
         if not item["erased"] and not item["restricted"]:
             assert row.body_box is not None
-            item["body"] = shown_body(self.vault.open(row.pid, row.body_box), self.settings)
+            item["body"] = shown_body(
+                self.vault.open(row.pid, row.body_box, row.data_key), self.settings
+            )
         return item
 
     def _attachment_lists(
@@ -273,7 +277,7 @@ class SubjectAccess:
         for s in streams:
             if s.pid is None or s.item_box is None:
                 continue
-            item = self.vault.open(s.pid, s.item_box)
+            item = self.vault.open(s.pid, s.item_box, None)
             out.setdefault(s.pid, []).append(
                 {
                     "aid": s.aid,

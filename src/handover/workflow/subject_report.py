@@ -22,6 +22,7 @@ STATUS_WORDS = {
     "delivered": "delivered",
     "rejected": "refused by the recipient",
     "expired": "not delivered (gave up)",
+    "cancelled": "not delivered (erased or restricted before it went out)",
 }
 
 # Characters that could turn held text into markup: always escaped, except an

@@ -137,5 +137,6 @@ def test_the_command_runs_with_a_dash_pid(
     code = main(["status", "--dir", str(tmp_path), "--token", "hov_t", DASH_PID, "--wait", "0"])
     assert code == 1
     assert capsys.readouterr().err == (
-        f"handover: ConfigError: {tmp_path}/handover.toml not found; run `handover init` first\n"
+        f"handover: ConfigError: no node settings (handover.toml) in {tmp_path}: give --dir"
+        " NODE_DIR (the node's directory) or --api URL (the node's local API)\n"
     )

@@ -22,23 +22,20 @@ SEND_STEP = "--pid-only)\n"
 MAX_SUBMISSIONS = 2000
 DASH_PID_SUBMITTER = """\
 import json, sys
-from handover.cli.client import LocalApi
+from handover.client import Client
 
 url, token, pid, tries = sys.argv[1:]
-api = LocalApi(url, token)
-submission = {
-    "to": ["probation.example"],
-    "schema": "handover/release-notice/1",
-    "body": json.load(open("release-notice.json")),
-    "justification": "release planning for the shared case",
-}
+api = Client(url, token)
+body = json.load(open("release-notice.json"))
 for _ in range(int(tries)):
     if pid.startswith("-"):
         print(pid)
         sys.exit(0)
-    status, answer = api.post("/api/v1/packets", submission)
-    assert status == 202, answer
-    pid = answer["packets"][0]["pid"]
+    sent = api.submit(
+        ["probation.example"], "handover/release-notice/1", body,
+        "release planning for the shared case",
+    )
+    pid = sent[0]["pid"]
 sys.exit(f"no pid began with - in {tries} submissions")
 """
 

@@ -16,7 +16,7 @@ import pytest
 from handover.node.runtime import Node
 from handover.node.shredding import rotate_storage
 from handover.node.transport import Outcome
-from handover.protocol.attachments import encrypt_bytes, make_ticket, new_aid
+from handover.protocol.attachments import encrypt_bytes, make_ticket, new_aid, stream_length
 from handover.store import attachments as att_store
 from handover.workflow.errors import ErrorCode, RequestRefused
 from inproc import (
@@ -176,8 +176,10 @@ async def test_no_byte_is_stored_without_a_valid_ticket(prison: Node, probation:
         assert answer.status == "unauthorized", ticket
     assert consumed == []  # the body was never read
     assert await rows(probation, PRISON, aid) is None
-    # Over the node's limit: 413, also before any byte.
-    huge = await ticket_for(prison, probation, aid, probation.attachments.max_bytes + 1, item.ah)
+    # Over the node's limit (a file of max_attachment_bytes encrypts to
+    # stream_length of it): 413, also before any byte.
+    limit = stream_length(probation.attachments.max_bytes)
+    huge = await ticket_for(prison, probation, aid, limit + 1, item.ah)
     assert (await probation.upload_patch(aid, huge, 0, watched())).status == "too_large"
     assert consumed == []
     # A second ticket with another hash for an existing upload: conflict.
@@ -484,3 +486,22 @@ async def test_attachments_still_open_after_the_storage_key_is_rotated(
         assert counts["attachment_items"] >= 1
     assert await read_all(probation, pid, aid) == data
     assert await read_all(prison, pid, aid, sent=True) == data
+
+
+async def test_max_attachment_bytes_bounds_the_file_not_its_encrypted_stream(
+    prison: Node,
+) -> None:
+    limit = prison.attachments.max_bytes
+    prison.attachments.max_bytes = 70_000  # more than one 64 KiB chunk
+    try:
+        item = await prison.attachments.store_local(
+            pieces(bytes(70_000)), name="exact.pdf", media_type="application/pdf"
+        )
+        assert item.size == 70_000 and item.alen == stream_length(70_000) > 70_000
+        with pytest.raises(RequestRefused) as refused:
+            await prison.attachments.store_local(
+                pieces(bytes(70_001)), name="over.pdf", media_type="application/pdf"
+            )
+        assert refused.value.code == ErrorCode.TOO_LARGE
+    finally:
+        prison.attachments.max_bytes = limit

@@ -13,6 +13,7 @@ from handover.workflow.errors import ErrorCode, RequestRefused
 from inproc import (
     CASEWORKER,
     EXIT,
+    PRISON,
     PROBATION,
     RELEASE_NOTICE,
     WHY,
@@ -91,7 +92,8 @@ async def test_a_schema_the_sender_may_not_send_is_refused(prison: Node) -> None
     [
         ({"to": []}, ErrorCode.BAD_REQUEST, "'to'"),
         ({"to": [PROBATION, PROBATION]}, ErrorCode.BAD_REQUEST, "twice"),
-        ({"to": ["nobody.test"]}, ErrorCode.NOT_PERMITTED, "nobody.test"),
+        ({"to": ["nobody.test"]}, ErrorCode.UNKNOWN_RECIPIENT, "nobody.test is not a pinned"),
+        ({"to": [PRISON]}, ErrorCode.RECIPIENT_IS_SELF, "prison.test is this node"),
         ({"schema_id": "handover/nothing/1"}, ErrorCode.UNKNOWN_SCHEMA, "handover/nothing/1"),
         ({"body": {"case_ref": "HC-1"}}, ErrorCode.SCHEMA_INVALID, ""),
         ({"justification": " "}, ErrorCode.JUSTIFICATION_REQUIRED, "justification"),

@@ -5,7 +5,10 @@ says why a token was refused."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+import structlog
 
 from handover.node.auth import Refusal, token_hash
 from handover.node.runtime import Node
@@ -70,3 +73,42 @@ async def test_the_authenticator_says_why_and_forgets_on_change(lone: Node) -> N
     lone.auth.forget()  # what NOTIFY handover_operators does in a started node
     assert await lone.check_token("t-lee") == Refusal("disabled", "lee")
     assert await lone.authenticate("t-lee") is None
+
+
+async def test_refusals_are_all_counted_but_their_log_is_bounded(lone: Node) -> None:
+    def counted() -> float:
+        value = lone.metrics.registry.get_sample_value(
+            "handover_access_refused_total", {"code": "unauthorized", "reason": "unknown"}
+        )
+        return value or 0.0
+
+    before = counted()
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(100):
+            lone.note_refused_access("unauthorized", "unknown", "/api/v1/inbox")
+        lone.note_refused_access("forbidden", "role", "/api/v1/audit", "ivy")
+    assert counted() == before + 100
+    refused = [e for e in logs if e["event"] == "access_refused"]
+    unknown = [e for e in refused if e["reason"] == "unknown"]
+    assert 20 <= len(unknown) <= 22  # a burst of 20, then about one a second
+    assert unknown[0]["route"] == "/api/v1/inbox" and unknown[0]["operator"] is None
+    # Another reason has its own allowance.
+    assert refused[-1] | {"log_level": None} == {
+        "event": "access_refused",
+        "error": "forbidden",
+        "reason": "role",
+        "route": "/api/v1/audit",
+        "operator": "ivy",
+        "log_level": None,
+    }
+
+
+async def test_a_cached_token_is_not_kept_past_its_expiry(lone: Node) -> None:
+    at = lone.clock()
+    async with lone.db.connection() as conn:
+        await operator_store.add(
+            conn, "mo", "caseworker", token_hash("t-mo"), at, expires_at=at + 1500
+        )
+    assert await lone.check_token("t-mo") == Operator("mo", "caseworker")  # cached now
+    await asyncio.sleep(1.7)
+    assert await lone.check_token("t-mo") == Refusal("expired", "mo")

@@ -108,7 +108,8 @@ async def test_a_role_without_the_permission_is_forbidden(
     ("headers", "words"),
     [
         ({}, "a bearer token is required"),
-        ({"Authorization": "Basic d2ViOndlYg=="}, "a bearer token is required"),
+        ({"Authorization": "Basic d2ViOndlYg=="}, "the 'Bearer ' prefix is missing"),
+        ({"Authorization": "hov_not-a-token"}, "the 'Bearer ' prefix is missing"),
         ({"Authorization": "Bearer "}, "a bearer token is required"),
         ({"Authorization": "Bearer hov_not-a-token"}, "the bearer token is not valid"),
     ],

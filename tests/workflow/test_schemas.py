@@ -832,3 +832,46 @@ def test_empty_directories_and_unreadable_files_are_refused(tmp_path: Path) -> N
     (tmp_path / "broken.v1.json").write_text("{", encoding="utf-8")
     with pytest.raises(ConfigError, match="cannot read"):
         SchemaRegistry.load(tmp_path)
+
+
+# ----------------------------------------------------------------------- messages that help
+
+
+def test_a_field_not_allowed_is_named_with_the_allowed_ones(registry: SchemaRegistry) -> None:
+    schema_id = "handover/release-notice/1"
+    body = first_example(registry, schema_id)
+    body["relase_phase"] = "CONFIRMED"
+    body["quality"]["sourse"] = "x"
+    exc = reject(registry, schema_id, body)
+    assert "(root): additionalProperties: field relase_phase not allowed here" in str(exc)
+    assert "allowed fields case_ref, confirmed_release_date," in str(exc)
+    # Through a $ref: the allowed names are those of the referenced definition.
+    assert "/quality: additionalProperties: field sourse not allowed here" in str(exc)
+    assert "allowed fields as_of, basis, groups, source_system" in str(exc)
+
+
+def test_a_key_not_shaped_like_a_field_name_is_not_repeated(registry: SchemaRegistry) -> None:
+    schema_id = "handover/release-notice/1"
+    body = first_example(registry, schema_id)
+    body["Jane Doe"] = 1
+    exc = reject(registry, schema_id, body)
+    assert "Jane" not in str(exc)
+    assert "1 member(s) whose name is not a field name not allowed" in str(exc)
+
+
+def test_an_enum_lists_the_allowed_values(registry: SchemaRegistry) -> None:
+    schema_id = "handover/release-notice/1"
+    body = first_example(registry, schema_id)
+    body["phase"] = SECRET
+    exc = reject(registry, schema_id, body)
+    assert "/phase: enum: must be one of PLANNED, CONFIRMED, CANCELLED" in str(exc)
+
+
+def test_a_date_in_another_format_says_yyyy_mm_dd_once(registry: SchemaRegistry) -> None:
+    schema_id = "handover/release-notice/1"
+    body = first_example(registry, schema_id)
+    body["expected_release_date"] = "10/12/2026"
+    exc = reject(registry, schema_id, body)
+    assert str(exc).count("/expected_release_date: expected a date as YYYY-MM-DD") == 1
+    assert "10/12" not in str(exc)
+    assert exc.paths == ["/expected_release_date"]

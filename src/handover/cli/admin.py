@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from handover.cli.args import Commands, node_dir
-from handover.cli.output import emit
+from handover.cli.output import EXIT_ERROR, EXIT_UNREACHABLE, emit
 from handover.node import keystore
 from handover.node.config import (
     AGENCY_KINDS,
@@ -137,8 +137,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         uvloop.run(serve(node_dir(args), args.listen))
     return 0
 
-    return 0
-
 
 # --- keys ------------------------------------------------------------------------------
 
@@ -250,15 +248,25 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         sys.stderr.write(
             f"handover: audit chain broken at entry {chain['bad_seq']}: {chain['problem']}\n"
         )
+    broken = not chain["ok"] or not all(f["ok"] for f in report.get("forks", []))
     for peer in report.get("peers", []):
-        if not peer["ok"]:
-            sys.stderr.write(f"handover: peer {peer['node']}: {peer['problem']}\n")
-            for statement in peer.get("conflict", []):
-                sys.stderr.write(
-                    f"  signed {statement['kind']} seq={statement['seq']}"
-                    f" head={statement['head']}: {statement['signed']}\n"
-                )
-    return 1
+        if peer["ok"]:
+            continue
+        if peer.get("unreachable"):
+            sys.stderr.write(
+                f"handover: peer {peer['node']} could not be reached, its log was not"
+                f" checked: {peer['problem']}\n"
+            )
+            continue
+        broken = True
+        sys.stderr.write(f"handover: peer {peer['node']}: {peer['problem']}\n")
+        for statement in peer.get("conflict", []):
+            sys.stderr.write(
+                f"  signed {statement['kind']} seq={statement['seq']}"
+                f" head={statement['head']}: {statement['signed']}\n"
+            )
+    # A broken log (ours or a peer's) outranks a peer that could not be reached.
+    return EXIT_ERROR if broken else EXIT_UNREACHABLE
 
 
 # --- parser ------------------------------------------------------------------------------
@@ -293,7 +301,7 @@ def register_init(sub: Commands) -> None:
 
 
 def register_node(sub: Commands) -> None:
-    """serve, audit verify (operators: cli/operators.py; peers: cli/partners.py)."""
+    """serve, audit verify (peers: cli/partners.py; operators: cli/operators.py)."""
     p = sub.add_parser("serve", help="run the node")
     p.add_argument("--dir", required=True)
     p.add_argument(
@@ -306,7 +314,12 @@ def register_node(sub: Commands) -> None:
     )
     p = audit.add_parser("verify", help="recompute the hash chain; --peers checks peers' logs")
     p.add_argument("--dir", required=True)
-    p.add_argument("--peers", action="store_true", help="also witness every peer's log")
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="also witness every peer's log (exit 1: a log is broken; exit 4: a peer could"
+        " not be reached)",
+    )
     p.set_defaults(func=cmd_audit_verify)
 
 

@@ -13,32 +13,51 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from handover.cli.args import Commands, Parser, node_dir
-from handover.cli.client import LocalApi
-from handover.cli.output import emit
+from handover.cli.args import Commands, Parser, api_node_dir
+from handover.cli.output import EXIT_PENDING, emit, render_page
+from handover.client import Client, is_pending, segment
 from handover.node.config import load_config
 from handover.protocol.attachments import media_type_for
 from handover.protocol.canonical import strict_json_loads
 from handover.protocol.errors import ConfigError, HandoverError
 
 PID_HELP = "packet id (last, after `--`, if it starts with -)"
+INBOX_COLUMNS = render_page(
+    ["pid", "sender", "schema", "case_ref", "received_at", "erased", "restricted"]
+)
+CASE_COLUMNS = render_page(
+    ["case_ref", "local_id", "updated_at", "release_date", "sent", "received", "overdue"]
+)
 
 
-def _client(args: argparse.Namespace) -> LocalApi:
+def _client(args: argparse.Namespace) -> Client:
     token = args.token or os.environ.get("HANDOVER_TOKEN", "")
     if not token:
         raise ConfigError("give --token or set HANDOVER_TOKEN (from `handover operators add`)")
-    return LocalApi(args.api or load_config(node_dir(args)).local_url, token)
+    return Client(args.api or load_config(api_node_dir(args)).local_url, token)
 
 
-def _answer(status: int, data: Any) -> int:
-    emit(data)
+# Refusals whose node message names HTTP parameters: said in the CLI's own flags.
+CLI_WORDS = {
+    "justification_required": "this needs --justification TEXT (why; recorded in the audit log)",
+    "justification_too_long": "--justification is at most 1000 characters",
+    "reason_required": "this outcome needs --reason TEXT",
+    "unauthorized": "the token was refused: give --token TOKEN or set HANDOVER_TOKEN",
+}
+
+
+def _answer(status: int, data: Any, render: Callable[[Any], str] | None = None) -> int:
+    emit(data, render if status < 400 else None)
     if status >= 400:
         message = data.get("message", data.get("error")) if isinstance(data, dict) else data
+        code = data.get("error") if isinstance(data, dict) else None
+        if isinstance(code, str) and code in CLI_WORDS:
+            message = f"{CLI_WORDS[code]} ({code})"
         sys.stderr.write(f"handover: the node answered {status}: {message}\n")
         return 1
     return 0
@@ -82,20 +101,37 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """A sent packet's deliveries; with --wait, exit EXIT_PENDING when one is still
+    pending at the deadline."""
     api = _client(args)
     deadline = time.monotonic() + args.wait
     while True:
-        status, answer = api.get(f"/api/v1/packets/{args.pid}")
-        pending = status == 200 and any(d["status"] == "pending" for d in answer["deliveries"])
+        status, answer = api.get(f"/api/v1/packets/{segment(args.pid)}")
+        pending = status == 200 and is_pending(answer)
         if not pending or time.monotonic() >= deadline:
-            return _answer(status, answer)
+            break
         time.sleep(0.2)
+    code = _answer(status, answer)
+    if pending and args.wait > 0:
+        waiting = [d for d in answer["deliveries"] if d["status"] == "pending"]
+        for delivery in waiting:
+            error = delivery.get("last_error")
+            sys.stderr.write(
+                f"handover: delivery to {delivery['node']} still pending after {args.wait:g} s"
+                f" ({delivery['attempts']} attempts"
+                + (f"; last error: {error})\n" if error else ")\n")
+            )
+        return EXIT_PENDING
+    return code
 
 
 def cmd_inbox(args: argparse.Namespace) -> int:
     api = _client(args)
     if args.pid is None:
-        return _answer(*api.get("/api/v1/inbox"))
+        page = api.get("/api/v1/inbox")
+        return _answer(page.status, page.data, INBOX_COLUMNS)
+    if not args.justification:
+        raise ConfigError("reading a body needs --justification TEXT (recorded in the audit log)")
     justification = quote(args.justification or "")
     status, answer = api.get(f"/api/v1/inbox/{args.pid}?justification={justification}")
     if status == 200 and args.save and answer.get("attachments"):
@@ -120,7 +156,8 @@ def cmd_inbox(args: argparse.Namespace) -> int:
 def cmd_cases(args: argparse.Namespace) -> int:
     api = _client(args)
     if args.cases_cmd == "list":
-        return _answer(*api.get("/api/v1/cases"))
+        page = api.get("/api/v1/cases")
+        return _answer(page.status, page.data, CASE_COLUMNS)
     if args.cases_cmd == "show":
         return _answer(*api.get(f"/api/v1/cases/{quote(args.ref, safe='')}"))
     if args.cases_cmd == "overdue":
@@ -365,7 +402,7 @@ def register_packets(sub: Commands) -> None:
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="wait up to SECONDS until no delivery is pending",
+        help="wait up to SECONDS until no delivery is pending; exit 3 if one still is",
     )
     p.set_defaults(func=cmd_status)
 

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeAlias
+
+from handover.protocol.errors import ConfigError
 
 # What a packet id that begins with `-` looks like (protocol/packet.py `new_pid`).
 DASH_PID = re.compile(r"-[A-Za-z0-9_-]{21}")
@@ -40,6 +43,32 @@ class Parser(argparse.ArgumentParser):
         return super()._parse_optional(arg_string)
 
 
+def parse(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """`parser.parse_args`, with an unknown option (a typo) shown with the usage of
+    the subcommand it was given to (found by following the chosen subcommands)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        used: argparse.ArgumentParser = parser
+        while True:
+            action = next(
+                (a for a in used._actions if isinstance(a, argparse._SubParsersAction)), None
+            )
+            chosen = None if action is None else getattr(args, action.dest, None)
+            if action is None or chosen not in action.choices:
+                break
+            used = action.choices[chosen]
+        used.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def subcommands(parser: argparse.ArgumentParser) -> Commands:
+    """The subcommands of a command made with `add_subparsers` (to add more to it)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    raise LookupError(f"{parser.prog} has no subcommands")
+
+
 Commands: TypeAlias = "argparse._SubParsersAction[Parser]"
 """What `Parser.add_subparsers` returns: each module registers its commands on it."""
 
@@ -47,3 +76,16 @@ Commands: TypeAlias = "argparse._SubParsersAction[Parser]"
 def node_dir(args: argparse.Namespace) -> Path:
     """The node directory a command was given (`--dir`), absolute."""
     return Path(args.dir).resolve()
+
+
+def api_node_dir(args: argparse.Namespace) -> Path:
+    """The node directory of a command that talks to the local API: a missing
+    `handover.toml` asks for `--dir` or `--api`, not for `handover init` (the
+    person is usually a caseworker on another machine, not the operator)."""
+    directory = node_dir(args)
+    if not (directory / "handover.toml").is_file():
+        raise ConfigError(
+            f"no node settings (handover.toml) in {directory}: give --dir NODE_DIR"
+            " (the node's directory) or --api URL (the node's local API)"
+        )
+    return directory

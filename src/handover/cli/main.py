@@ -4,7 +4,9 @@ Commands live by what they need: cli/offline.py (no node: `keys init`,
 `packet seal|open|verify`, `schemas`), cli/admin.py (a node directory on this
 machine: `init`, `serve`, `peers`, `keys rotate|fingerprint`, `audit verify`),
 cli/operators.py (`operators`) and cli/api_commands.py (a running node's local API).
-Output is JSON on stdout; an error is one line on stderr and a non-zero exit.
+Output (cli/output.py) is for people on a terminal and JSON otherwise (`--json`,
+`--human`); an error is one line on stderr and a non-zero exit (the codes are in
+cli/output.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from handover.cli import (
     admin,
     api_commands,
     backup,
+    integrator,
     legal,
     offline,
     operators,
@@ -24,8 +27,8 @@ from handover.cli import (
     storage,
     webhooks,
 )
-from handover.cli.args import Parser
-from handover.cli.output import EXIT_ERROR, CliError
+from handover.cli.args import Parser, parse
+from handover.cli.output import EXIT_ERROR, CliError, add_output_options, set_mode
 from handover.protocol.errors import HandoverError
 
 
@@ -49,13 +52,16 @@ def build_parser() -> Parser:
     api_commands.register_cases(sub)
     api_commands.register_lifecycle(sub)
     api_commands.register_packets(sub)
+    integrator.register(sub)
     legal.register(sub)
+    add_output_options(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
+    set_mode(getattr(args, "json", False), getattr(args, "human", False))
     try:
         code: int = args.func(args)
     except CliError as exc:

@@ -15,7 +15,7 @@ from typing import Any
 
 from handover.cli import offline_attach
 from handover.cli.args import Commands
-from handover.cli.output import CliError, emit, warn
+from handover.cli.output import CliError, emit, emit_json, warn
 from handover.node import keystore
 from handover.protocol.canonical import b64u_decode, b64u_encode, strict_json_loads
 from handover.protocol.errors import (
@@ -211,7 +211,7 @@ def cmd_packet_open(args: argparse.Namespace) -> int:
             if args.save
             else offline_attach.describe(result.attachments)
         )
-    emit(output)
+    emit_json(output)
     return 0
 
 
@@ -249,7 +249,7 @@ def cmd_schemas_example(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from exc
     if not 0 <= args.index < len(examples):
         raise ConfigError(f"{args.schema} has {len(examples)} examples (index 0..)")
-    emit(examples[args.index])
+    emit_json(examples[args.index])
     return 0
 
 

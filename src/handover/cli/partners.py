@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from handover.cli.admin import with_node
 from handover.cli.args import Commands, node_dir
-from handover.cli.output import emit, warn
+from handover.cli.output import cell, emit, warn
 from handover.node.config import AGENCY_KINDS
 from handover.node.errors import PairingRefused, TransportError
 from handover.protocol.errors import ConfigError, InvalidKeyset
 from handover.protocol.pairing import PairingError, safety_number
 from handover.protocol.profile import TEXT_FIELDS
+from handover.store import peers as peer_store
 
 if TYPE_CHECKING:
     from handover.node.runtime import Node
@@ -92,13 +93,19 @@ def cmd_peers_add(args: argparse.Namespace) -> int:
 
 
 def cmd_peers_list(args: argparse.Namespace) -> int:
+    """Pinned peers, their keysets and profiles, and when this node last reached
+    each one (`last_success_at`) and last failed to (`last_failure`, plain words)."""
+
     async def work(node: Node) -> list[dict[str, Any]]:
+        async with node.db.connection() as conn:
+            contacts = {c.node: c for c in await peer_store.contacts(conn)}
         pinned = list(node.directory.peers.values())
         # Each profile is fetched again (at most 10 s each, all at once).
         profiles = await asyncio.gather(*(node.profiles.refresh(p.node) for p in pinned))
         out = []
         recent = node.clock() - RECENT_CHANGE_MS
         for p, profile in zip(pinned, profiles, strict=True):
+            contact = contacts.get(p.node)
             if profile.changed_since(recent) and profile.profile is not None:
                 warn(
                     f"the profile of {p.node} changed (serial {profile.previous_serial} ->"
@@ -113,13 +120,41 @@ def cmd_peers_list(args: argparse.Namespace) -> int:
                     "serial": None if p.keyset is None else p.keyset.serial,
                     "keyset_exp": None if p.keyset is None else p.keyset.exp,
                     "last_error": p.last_error,
+                    "last_success_at": contact and contact.last_success_at,
+                    "last_failure": contact and contact.last_failure,
+                    "last_failure_at": contact and contact.last_failure_at,
                     **profile.to_json(),
                 }
             )
         return out
 
-    emit(with_node(node_dir(args), work))
+    emit(with_node(node_dir(args), work), render_peers)
     return 0
+
+
+def render_peers(peers: list[dict[str, Any]]) -> str:
+    """`peers list` for people: one block per peer, times local."""
+    if not peers:
+        return "no pinned peers"
+    blocks = []
+    for p in peers:
+        success = cell("at", p["last_success_at"]) if p["last_success_at"] else "never"
+        failure = "none"
+        if p["last_failure"]:
+            failure = f"{cell('at', p['last_failure_at'])}: {p['last_failure']}"
+        keyset = "none accepted"
+        if p["serial"] is not None:
+            keyset = f"serial {p['serial']}, valid until {cell('at', p['keyset_exp'])}"
+        profile = p.get("profile")
+        blocks.append(
+            f"{p['node']} ({p['kind'] or 'kind not set'}) {p['url']}\n"
+            f"  fingerprint   {p['fingerprint']}\n"
+            f"  keyset        {keyset}\n"
+            + (f"  profile       {cell('profile', profile)}\n" if profile else "")
+            + f"  last success  {success}\n"
+            f"  last failure  {failure}"
+        )
+    return "\n\n".join(blocks)
 
 
 # --- pairing ---------------------------------------------------------------------------

@@ -120,7 +120,7 @@ class Attachments:
             raise RequestRefused(
                 ErrorCode.UNAUTHORIZED, "missing or invalid upload ticket"
             ) from exc
-        if ticket.alen > self.max_bytes:
+        if ticket.alen > stream_length(self.max_bytes):
             raise RequestRefused(ErrorCode.TOO_LARGE, "attachment over this node's limit")
         return ticket.sender, ticket.alen, ticket.ah, ticket.exp
 
@@ -296,7 +296,7 @@ class Attachments:
         async with self.db.transaction() as conn:
             # alen and ah are known only at the end; the row starts with placeholders.
             await store.create(
-                conn, origin=store.OWN, aid=aid, alen=self.max_bytes, ah=b"",
+                conn, origin=store.OWN, aid=aid, alen=stream_length(self.max_bytes), ah=b"",
                 exp=now + LOCAL_UNCLAIMED_MS, now=now,
             )  # fmt: skip
         position = 0
@@ -304,7 +304,7 @@ class Attachments:
         try:
             async for data in body:
                 pending += enc.update(data)
-                if stream_length(enc.size) > self.max_bytes:
+                if enc.size > self.max_bytes:
                     raise RequestRefused(ErrorCode.TOO_LARGE, "attachment over this node's limit")
                 while len(pending) >= store.PIECE_BYTES:
                     piece = bytes(pending[: store.PIECE_BYTES])

@@ -44,9 +44,9 @@ class Authenticator:
     async def check(self, token: str) -> Operator | Refusal:
         """The operator holding this bearer token, or why it may not be used.
 
-        Accepted tokens are cached for a few seconds; every change of an
-        operator empties the cache of every process (through NOTIFY), and a
-        token that expires stays cached at most TOKEN_CACHE_S past its expiry.
+        Accepted tokens are cached for a few seconds (never past the token's
+        expiry); every change of an operator empties the cache of every
+        process (through NOTIFY).
         """
         now = time.monotonic()
         cached = self._tokens.get(token)
@@ -56,13 +56,17 @@ class Authenticator:
             holder = await operator_store.lookup(conn, token_hash(token))
         if holder is None:
             return Refusal("unknown")
-        reason = holder.refusal(self.clock())
+        at = self.clock()
+        reason = holder.refusal(at)
         if reason is not None:
             return Refusal(reason, holder.name)
         operator = Operator(holder.name, holder.role)
         if len(self._tokens) > MAX_CACHED:
             self._tokens.clear()
-        self._tokens[token] = (operator, now + TOKEN_CACHE_S)
+        keep = TOKEN_CACHE_S
+        if holder.expires_at is not None:
+            keep = min(keep, (holder.expires_at - at) / 1000)
+        self._tokens[token] = (operator, now + keep)
         return operator
 
     async def authenticate(self, token: str) -> Operator | None:

@@ -33,6 +33,7 @@ from handover.protocol.receipt import Receipt, parse_receipt, verify_receipt
 from handover.protocol.timeutil import Clock
 from handover.store import events as event_store
 from handover.store import outbox as outbox_store
+from handover.store import peers as peer_store
 from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 
@@ -361,6 +362,11 @@ class DeliveryWorker:
             return done
 
         done: list[tuple[_Final, int]] = await self.writer.run(job)
+        reached = {final.row.node for final, _ in done if final.receipt is not None}
+        if reached:
+            async with self.db.connection() as conn:
+                for peer in sorted(reached):
+                    await peer_store.note_success(conn, peer, now)
         for final, queued_at in done:
             peer = final.row.node
             self.metrics.deliveries.inc(status=final.status)
@@ -390,4 +396,5 @@ class DeliveryWorker:
                 [(r.pid, r.node, now + self.backoff_ms(r.attempts)) for r in rows],
                 error=error[:300],
             )
+            await peer_store.note_failure(conn, rows[0].node, error, now)
         log.info("delivery_retry", peer=rows[0].node, count=len(rows), error=error[:200])

@@ -137,6 +137,7 @@ class Directory:
             log.warning("peer_keyset_refresh_failed", peer=node, error=str(exc))
             async with self.db.connection() as conn:
                 await peer_store.note_fetch_error(conn, node, str(exc)[:500], now)
+                await peer_store.note_failure(conn, node, str(exc), now)
             return self.keyset(node)
         if peer.keyset is None or keyset.kb != peer.keyset.kb:
             async with self.db.transaction() as conn:
@@ -151,6 +152,8 @@ class Directory:
             log.info("peer_keyset_accepted", peer=node, serial=keyset.serial)
         peer.keyset = keyset
         peer.last_error = None
+        async with self.db.connection() as conn:
+            await peer_store.note_success(conn, node, now)
         return keyset
 
     async def keyset_for_kid(self, node: str, kid: str) -> Keyset | None:

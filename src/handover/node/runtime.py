@@ -33,7 +33,7 @@ from handover.node.pairing import Identity, Pairing
 from handover.node.profiles import Profiles
 from handover.node.receiving import Receiver
 from handover.node.scanning import Scanner, parse_command
-from handover.node.security import SecurityLog
+from handover.node.security import SecurityLog, TokenBuckets
 from handover.node.sending import Sender
 from handover.node.sessions import WebSessions
 from handover.node.shredding import wrap_legacy
@@ -235,6 +235,7 @@ class Node:
             node=config.node, db=db, directory=directory, transport=transport, clock=clock
         )
         self.auth = Authenticator(db, clock)
+        self._refusal_log = TokenBuckets(capacity=20, rate=1.0, max_keys=16)
         self.web_sessions = WebSessions(db, writer, clock, config.node)
         self.events = EventFeed(db=db, writer=writer, clock=clock)
         self.webhooks = WebhookWorker(
@@ -428,7 +429,10 @@ class Node:
         `forbidden`): the error code, why, the route and the operator if known;
         never the token."""
         self.metrics.access_refused.inc(code=code, reason=reason)
-        log.warning("access_refused", error=code, reason=reason, route=route, operator=operator)
+        # Logged up to 20 at once and 1 a second after, per reason: a client
+        # retrying with a bad token cannot flood the log (the metric counts all).
+        if self._refusal_log.take(reason):
+            log.warning("access_refused", error=code, reason=reason, route=route, operator=operator)
 
     async def readiness(self) -> dict[str, bool]:
         keys_ok = True

@@ -118,6 +118,7 @@ class Sender:
         self._check(to, schema_id, body, minimise)
         assert isinstance(to, list) and isinstance(schema_id, str) and isinstance(body, dict)
         assert isinstance(minimise, bool)
+        self._check_recipients(to)
         aids = _aids(attachments)
         now = self.clock()
         case_ref = case_ref_of(body)
@@ -218,6 +219,21 @@ class Sender:
             )
         return packets
 
+    def _check_recipients(self, to: list[str]) -> None:
+        """Yourself and a node that is not pinned are refused before the policy is asked."""
+        for node in to:
+            if node == self.node:
+                raise RequestRefused(
+                    ErrorCode.RECIPIENT_IS_SELF,
+                    f"{node} is this node: a packet goes to another agency's node",
+                )
+            if not is_node_id(node) or self.directory.keyset(node) is None:
+                raise RequestRefused(
+                    ErrorCode.UNKNOWN_RECIPIENT,
+                    f"{node[:253]} is not a pinned peer with a valid keyset"
+                    " (`handover peers list` shows the pinned ones)",
+                )
+
     async def _claim(
         self, conn: Connection, aids: list[str], pid: str, *, again: bool
     ) -> list[AttachmentItem]:
@@ -269,6 +285,7 @@ class Sender:
         """
         self._check(to, schema_id, body, True)
         assert isinstance(to, list) and isinstance(schema_id, str) and isinstance(body, dict)
+        self._check_recipients(to)
         for node in to:
             self._recipient(node, self.clock())
         async with self.db.connection() as conn:

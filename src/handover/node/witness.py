@@ -68,6 +68,8 @@ class PeerReport:
     conflict: list[dict[str, Any]] = field(default_factory=list)
     fork: str | None = None  # "silent" | "declared", when signed statements contradict
     declared_fork: dict[str, Any] | None = None
+    # Not `ok` only because the peer could not be reached: its log was not checked.
+    unreachable: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"node": self.node, "ok": self.ok, "checked": self.checked}
@@ -80,6 +82,8 @@ class PeerReport:
             out["fork"] = self.fork
         if self.declared_fork is not None:
             out["declared_fork"] = self.declared_fork
+        if self.unreachable:
+            out["unreachable"] = True
         return out
 
 
@@ -128,6 +132,7 @@ class _Finding:
     problem: str
     conflict: list[dict[str, Any]] = field(default_factory=list)
     fork: bool = False  # signed statements contradict each other (not a fetch failure)
+    unreachable: bool = False  # a fetch failed: nothing was found wrong, nothing checked
 
 
 async def verify_peer(
@@ -155,6 +160,7 @@ async def verify_peer(
             return report
     except TransportError as exc:
         report.ok = False
+        report.unreachable = True
         report.problem = f"checkpoint fetch failed: {exc}"
         return report
     async with db.connection() as conn:
@@ -184,6 +190,7 @@ async def verify_peer(
         return report
     report.ok = False
     report.problem, report.conflict = finding.problem, finding.conflict
+    report.unreachable = finding.unreachable
     if finding.fork:
         await _classify_fork(report, transport, url, keyset, now, held, current)
     return report
@@ -225,7 +232,7 @@ async def _check(
         try:
             page = await transport.fetch_digests(url, seq, min(DIGEST_PAGE, current.seq - seq))
         except TransportError as exc:
-            return _Finding(f"digest fetch failed: {exc}")
+            return _Finding(f"digest fetch failed: {exc}", unreachable=True)
         if not page:
             return _Finding(
                 f"the peer served no digests after seq {seq} below its checkpoint",

@@ -123,3 +123,39 @@ async def notify_pins(conn: Connection) -> None:
 async def notify_keys(conn: Connection) -> None:
     """Tell every process of this node to reload its key files (after a rotation)."""
     await conn.execute("NOTIFY handover_keys")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerContact:
+    """When this node last reached a peer, and the last failure (plain words)."""
+
+    node: str
+    last_success_at: int | None
+    last_failure: str | None
+    last_failure_at: int | None
+
+
+async def note_success(conn: Connection, node: str, now: int) -> None:
+    """The peer was reached (a verified receipt, an accepted keyset)."""
+    await conn.execute(
+        "UPDATE peers SET last_success_at = greatest(last_success_at, $2) WHERE node = $1",
+        node,
+        now,
+    )
+
+
+async def note_failure(conn: Connection, node: str, failure: str, now: int) -> None:
+    """The peer could not be reached, or answered outside the protocol."""
+    await conn.execute(
+        "UPDATE peers SET last_failure = $2, last_failure_at = $3 WHERE node = $1",
+        node,
+        failure[:300],
+        now,
+    )
+
+
+async def contacts(conn: Connection) -> list[PeerContact]:
+    rows = await conn.fetch(
+        "SELECT node, last_success_at, last_failure, last_failure_at FROM peers ORDER BY node"
+    )
+    return to_rows(PeerContact, rows)

@@ -18,7 +18,6 @@ from handover.web.consult import (
 )
 from handover.web.edge import (
     LOCAL_INTAKE,
-    MAX_PAGE,
     NODE_KEY,
     json_object,
     operator_of,
@@ -127,28 +126,6 @@ async def read_inbox(request: web.Request) -> web.Response:
 
 
 @requires("audit")
-async def list_audit(request: web.Request) -> web.Response:
-    node = request.app[NODE_KEY]
-    try:
-        after = int(request.query.get("after", "0"))
-        limit = max(1, min(int(request.query.get("limit", "100")), MAX_PAGE))
-    except ValueError as exc:
-        raise RequestRefused(ErrorCode.BAD_REQUEST, "after and limit must be integers") from exc
-    why = checked_justification(request)
-    case_ref = request.query.get("case")
-    pid = request.query.get("pid")
-    purpose = request.query.get("purpose")
-    entries = await node.audit.entries(
-        after=after, limit=limit, case_ref=case_ref, pid=pid, purpose=purpose
-    )
-    # Reading the audit log is itself logged (after the page is read, so the
-    # entry is not in its own page).
-    await consulted(request, "audit_read", why=why, case_ref=case_ref, pid=pid, count=len(entries))
-    next_after = entries[-1]["seq"] if len(entries) == limit else None
-    return json_response({"entries": entries, "next_after": next_after})
-
-
-@requires("audit")
 async def verify_audit(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     peers = request.query.get("peers") in ("1", "true", "yes")
@@ -161,5 +138,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/packets/{pid}", get_packet)
     app.router.add_get("/api/v1/inbox", list_inbox)
     app.router.add_get("/api/v1/inbox/{pid}", read_inbox)
-    app.router.add_get("/api/v1/audit", list_audit)
     app.router.add_post("/api/v1/audit/verify", verify_audit)

@@ -25,6 +25,7 @@ from handover.web import (
     events,
     federation,
     lifecycle,
+    listings,
     ops,
     pairing,
     subject,
@@ -52,6 +53,7 @@ def create_app(node: Node, surface: Surface = "both") -> web.Application:
     if surface in ("local", "both"):
         app[LOCAL_INTAKE] = Intake(node.local_budget, per_source=128)
         api.add_routes(app)
+        listings.add_routes(app)
         batch.add_routes(app)
         attachments.add_routes(app)
         cases.add_routes(app)

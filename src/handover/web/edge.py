@@ -67,8 +67,9 @@ def _refuse(
     return RequestRefused(code, message)
 
 
-def requires(permission: str) -> Callable[[Handler], Handler]:
-    """Authenticate the bearer token at the edge and check the role's permission.
+def requires(permission: str | None) -> Callable[[Handler], Handler]:
+    """Authenticate the bearer token at the edge and check the role's permission
+    (None: any operator).
     Refusals (401, 403) are counted in the metrics and logged with the route and
     the operator when known (node `note_refused_access`)."""
 
@@ -77,9 +78,27 @@ def requires(permission: str) -> Callable[[Handler], Handler]:
             node = request.app[NODE_KEY]
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
+            if not header.strip():
                 raise _refuse(
-                    request, ErrorCode.UNAUTHORIZED, "missing", "a bearer token is required"
+                    request,
+                    ErrorCode.UNAUTHORIZED,
+                    "missing",
+                    "a bearer token is required: header 'Authorization: Bearer TOKEN'",
+                )
+            if scheme.lower() != "bearer":
+                raise _refuse(
+                    request,
+                    ErrorCode.UNAUTHORIZED,
+                    "missing",
+                    "the Authorization header must be 'Bearer ' followed by the token"
+                    " (the 'Bearer ' prefix is missing)",
+                )
+            if not token.strip():
+                raise _refuse(
+                    request,
+                    ErrorCode.UNAUTHORIZED,
+                    "missing",
+                    "a bearer token is required after 'Bearer '",
                 )
             operator = await node.check_token(token.strip())
             if isinstance(operator, Refusal):
@@ -90,7 +109,9 @@ def requires(permission: str) -> Callable[[Handler], Handler]:
                     _TOKEN_REFUSED.get(operator.reason, _TOKEN_REFUSED["unknown"]),
                     operator.operator,
                 )
-            if permission not in PERMISSIONS.get(operator.role, frozenset()):
+            if permission is not None and permission not in PERMISSIONS.get(
+                operator.role, frozenset()
+            ):
                 raise _refuse(
                     request,
                     ErrorCode.FORBIDDEN,

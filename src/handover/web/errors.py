@@ -66,6 +66,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.NOT_PERMITTED: 422,
     ErrorCode.CONSENT_REQUIRED: 422,
     ErrorCode.UNKNOWN_RECIPIENT: 422,
+    ErrorCode.RECIPIENT_IS_SELF: 422,
     ErrorCode.TOO_MANY_REQUESTS: 429,
     ErrorCode.BODY_UNAVAILABLE: 500,
     ErrorCode.INTERNAL_ERROR: 500,

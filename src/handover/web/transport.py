@@ -8,6 +8,7 @@ The only place that makes outbound requests. aiohttp errors become
 
 from __future__ import annotations
 
+import errno
 import json
 import ssl
 from collections.abc import AsyncIterable, Sequence
@@ -41,6 +42,41 @@ UPLOAD_STATUS: dict[int, UploadStatus] = {
 }
 PROFILE_PATH = "/.well-known/handover/profile"
 PAIRING_PATH = "/federation/v1/pairing"
+
+
+_ERRNO_WORDS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset by the peer",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ETIMEDOUT: "timed out",
+    errno.ECONNABORTED: "connection aborted",
+    errno.EPIPE: "connection closed by the peer",
+}
+
+
+def plain_error(exc: BaseException) -> str:
+    """What went wrong with a request to a peer, in plain words for people
+    (`peers list`, a delivery's `last_error`): "connection refused", not
+    "ClientConnectorError"."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "the peer's TLS certificate was not accepted"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "the TLS handshake failed"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "host name not found"
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "connection closed by the peer"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the answer was cut off"
+    cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(cause, OSError) and cause.errno in _ERRNO_WORDS:
+        return _ERRNO_WORDS[cause.errno]
+    if isinstance(exc, aiohttp.ClientConnectionError | OSError):
+        return "cannot connect"
+    return "the request failed"
 
 
 # Answers from peers are read up to a cap: a peer (or whatever answers at its
@@ -118,7 +154,7 @@ class HttpTransport:
                     raise TransportError(f"GET {url} answered {resp.status}")
                 return body
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransportError(f"GET {url} failed: {type(exc).__name__}") from exc
+            raise TransportError(f"GET {url} failed: {plain_error(exc)}") from exc
 
     async def fetch_keyset(self, base_url: str) -> bytes:
         return await self._get(base_url.rstrip("/") + KEYSET_PATH, MAX_KEYSET_ANSWER)
@@ -136,7 +172,7 @@ class HttpTransport:
                 if resp.status == 200:
                     return body
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransportError(f"POST {url} failed: {type(exc).__name__}") from exc
+            raise TransportError(f"POST {url} failed: {plain_error(exc)}") from exc
         try:
             error = json.loads(body)
             code, text = str(error["error"]), str(error.get("message", ""))
@@ -195,7 +231,7 @@ class HttpTransport:
                     return Answer(outcome, body)
                 return Answer(outcome, None, f"peer answered HTTP {resp.status}")
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransportError(f"POST {url} failed: {type(exc).__name__}") from exc
+            raise TransportError(f"POST {url} failed: {plain_error(exc)}") from exc
 
     async def upload_offset(self, base_url: str, aid: str, ticket: str) -> UploadAnswer:
         url = base_url.rstrip("/") + ATTACHMENTS_PATH + aid
@@ -261,7 +297,7 @@ class HttpTransport:
                     detail = f"peer answered HTTP {resp.status} to a batch"
                     return [Answer(Outcome.UNAVAILABLE, None, detail) for _ in wires]
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransportError(f"POST {url} failed: {type(exc).__name__}") from exc
+            raise TransportError(f"POST {url} failed: {plain_error(exc)}") from exc
         try:
             results = orjson.loads(body)["results"]
             if not isinstance(results, list) or len(results) != len(wires):

@@ -23,6 +23,9 @@ MAX_JUSTIFICATION = 1000
 # What `Handover-On-Behalf-Of` may hold: a staff id of the case management system.
 STAFF_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SYSTEM = "system"
+# The node itself, re-sending what an operator already decided (maintenance retries):
+# never an operator's role.
+NODE = "node"
 MIN_JUSTIFICATION = 10
 MIN_WORDS = 2
 RULE = (
@@ -42,6 +45,7 @@ PURPOSES = _shipped_purposes()
 
 __all__ = [
     "JUSTIFICATION_ERRORS",
+    "NODE",
     "PURPOSES",
     "SYSTEM",
     "Operator",

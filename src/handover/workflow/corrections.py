@@ -22,6 +22,7 @@ from handover.store import cases as case_store
 from handover.store import continuity as continuity_store
 from handover.store import erasure as erasure_store
 from handover.store import lifecycle as lifecycle_store
+from handover.store import listings
 from handover.store.auditlog import Appender
 from handover.store.db import Connection
 from handover.store.lifecycle import HeldCopy
@@ -148,6 +149,9 @@ class Corrections:
             deadline = self.workflow.deadline_for(corrected)
             if held.direction == "sent" and deadline is not None:
                 await continuity_store.move_deadline(conn, held.pid, deadline)
+            elif held.sender is not None and deadline is not None:
+                # The receiving side: what we owe for that packet is due by then too.
+                await listings.move_owed(conn, held.sender, held.pid, deadline)
         if changed:
             await self.retention.undate_case(conn, held.case_ref)
 

@@ -29,6 +29,7 @@ from handover.protocol.timeutil import DAY_MS, Clock, date_time
 from handover.store import cases as case_store
 from handover.store import continuity as continuity_store
 from handover.store import events as event_store
+from handover.store import listings
 from handover.store.auditlog import Appender
 from handover.store.db import Connection, Deferred
 from handover.workflow.errors import ErrorCode, RequestRefused
@@ -289,6 +290,18 @@ class Workflow:
                             now=now,
                             defer=defer,
                         )
+        if schema in self._answers:
+            # The receiving side of continuity of care: what we owed them is answered.
+            reply_to = body.get("in_reply_to")
+            await listings.answer(
+                conn,
+                case_ref=case_ref,
+                to=recipients,
+                schema=schema,
+                pid=pid,
+                now=now,
+                in_reply_to=reply_to if isinstance(reply_to, str) else None,
+            )
         return SentContext(pid, schema, case_ref, body, recipients, now, changed, defer)
 
     # --- receiving ----------------------------------------------------------------------
@@ -334,6 +347,19 @@ class Workflow:
         changed = await self._record(
             conn, case_ref, pid, schema, body, author=sender, now=now, defer=defer
         )
+        owed = self.policy.expectations(schema, self.kind)
+        deadline = self.deadline_for(body) if owed else None
+        if owed and deadline is not None:
+            # The sender's node expects these answers from us by then (its `expectations`).
+            await listings.owe(
+                conn,
+                sender=sender,
+                pid=pid,
+                case_ref=case_ref,
+                schemas=owed,
+                deadline=deadline,
+                now=now,
+            )
         satisfied: list[str] = []
         if schema in self._answers:
             reply_to = body.get("in_reply_to")

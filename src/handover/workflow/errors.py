@@ -87,6 +87,8 @@ class ErrorCode(StrEnum):
     """The sharing policy allows this only with a consent that is not in force."""
     UNKNOWN_RECIPIENT = "unknown_recipient"
     """A recipient that is not a pinned peer with a valid keyset."""
+    RECIPIENT_IS_SELF = "recipient_is_self"
+    """A recipient is this node itself: packets go to other agencies' nodes."""
     INVALID_PACKET = "invalid_packet"
     """Federation: the packet failed a receive check (the reason stays local)."""
     INVALID_BATCH = "invalid_batch"

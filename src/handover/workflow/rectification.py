@@ -30,7 +30,7 @@ from handover.store.auditlog import Appender, AuditWriter
 from handover.store.db import Connection, Database
 from handover.store.lifecycle import HeldCopy
 from handover.store.receipts import receipt_json
-from handover.workflow.access import Operator, require_justification, require_staff
+from handover.workflow.access import NODE, Operator, require_justification, require_staff
 from handover.workflow.corrections import RECTIFICATION, Corrections
 from handover.workflow.engine import Workflow
 from handover.workflow.errors import BodyUnavailable, ErrorCode, RequestRefused
@@ -323,7 +323,7 @@ class Rectification:
                 log.error("rectification_notice_unreadable", rectification=row.rectification_id)
                 continue
             sent = await self._queue(
-                Operator(row.operator, "system"),
+                Operator(row.operator, NODE),
                 row.rectification_id,
                 notice,
                 [row.node],

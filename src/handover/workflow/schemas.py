@@ -35,6 +35,7 @@ from typing import Any
 import jsonschema_rs
 
 from handover.protocol.errors import ConfigError, SchemaInvalid, UnknownSchema
+from handover.workflow.schema_messages import describe
 
 SCHEMA_ID_RE: re.Pattern[str] = re.compile(r"^handover/[a-z0-9-]+/[1-9][0-9]*$")
 
@@ -89,6 +90,7 @@ class SchemaRegistry:
         # Built by `load`; callers never construct a registry by hand.
         self._compiled = compiled
         self._known_names = known_names
+        self._by_url: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def load(cls, directory: Path | None = None) -> SchemaRegistry:
@@ -137,7 +139,9 @@ class SchemaRegistry:
         known_names = frozenset(
             itertools.chain.from_iterable(_property_names(doc) for doc in documents.values())
         )
-        return cls(compiled, known_names)
+        registry = cls(compiled, known_names)
+        registry._by_url = {doc["$id"]: doc for doc in documents.values()}
+        return registry
 
     def ids(self) -> list[str]:
         """Every known schema id, sorted."""
@@ -181,9 +185,12 @@ class SchemaRegistry:
                 "or nests too deeply; send objects, arrays, strings, integers and booleans only",
                 [""],
             ) from None
-        findings = [self._locate(error) for error in errors[:_MAX_REPORTED_ERRORS]]
+        document = self._get(schema_id).document
+        findings = [self._locate(error, document) for error in errors[:_MAX_REPORTED_ERRORS]]
         paths = list(dict.fromkeys(pointer for pointer, _ in findings))
-        shown = "; ".join(f"{pointer or '(root)'}: {keyword}" for pointer, keyword in findings)
+        # A date that fails both `pattern` and `format` says "YYYY-MM-DD" once.
+        said = dict.fromkeys(f"{pointer or '(root)'}: {hint}" for pointer, hint in findings)
+        shown = "; ".join(said)
         more = " (and more)" if len(errors) > _MAX_REPORTED_ERRORS else ""
         raise SchemaInvalid(f"body does not fit schema {schema_id}: {shown}{more}", paths)
 
@@ -212,8 +219,10 @@ class SchemaRegistry:
                 f"unknown schema id {shown!r}: this node knows {', '.join(self.ids())}"
             ) from None
 
-    def _locate(self, error: jsonschema_rs.ValidationError) -> tuple[str, str]:
-        """JSON pointer and keyword of one error, built from schema-known names only."""
+    def _locate(
+        self, error: jsonschema_rs.ValidationError, document: dict[str, Any]
+    ) -> tuple[str, str]:
+        """JSON pointer and what is wrong there, built from schema-known names only."""
         parts: list[str | int] = list(error.instance_path)
         kind = error.kind
         if isinstance(kind, jsonschema_rs.ValidationErrorKind.Required):
@@ -222,7 +231,7 @@ class SchemaRegistry:
         # Belt and braces: every object is closed, so a path can only hold declared
         # names and indices; anything else would be a key chosen by the sender.
         safe = [p if isinstance(p, int) or p in self._known_names else "*" for p in parts]
-        return _pointer(safe), kind.name
+        return _pointer(safe), describe(error, document, self._by_url)
 
 
 @functools.lru_cache(maxsize=1)

@@ -104,7 +104,7 @@ def measure(body: dict[str, Any], iterations: int, max_seconds: float = 20.0) ->
             sender=SENDER,
             pid=sealed.pid,
             pd=sealed.pd,
-            recipients=sealed.to,
+            recipient=sealed.to[0],
             keyset_for=keysets.get,
             now=t,
         )

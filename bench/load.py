@@ -17,10 +17,11 @@ before the commit) is kept as the node-stamped figure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,12 +50,38 @@ def now_ms() -> float:
     return time.time() * 1000
 
 
+# A node takes at most 128 request bodies at once from one address (web/app.py);
+# more requests in flight than this come from further loopback addresses.
+PER_SOURCE = 100
+
+
+@contextlib.asynccontextmanager
+async def sessions(url: str, concurrency: int) -> AsyncIterator[list[aiohttp.ClientSession]]:
+    """Client sessions for `concurrency` requests in flight: one per PER_SOURCE,
+    each from its own loopback source address (127.0.0.1, .2, ...)."""
+    n = max(1, -(-concurrency // PER_SOURCE)) if "//127.0.0.1:" in url else 1
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with contextlib.AsyncExitStack() as stack:
+        pool = []
+        for i in range(n):
+            connector = aiohttp.TCPConnector(
+                limit=-(-concurrency // n), local_addr=(f"127.0.0.{i + 1}", 0) if n > 1 else None
+            )
+            pool.append(
+                await stack.enter_async_context(
+                    aiohttp.ClientSession(connector=connector, timeout=timeout)
+                )
+            )
+        yield pool
+
+
 @dataclass
 class Submitted:
     started_ms: float = 0.0  # first request sent
     finished_ms: float = 0.0  # last answer received
     accepted: dict[str, float] = field(default_factory=dict)  # pid -> answer time (handover)
     latencies_ms: list[float] = field(default_factory=list)  # request -> answer (baseline)
+    sent: dict[str, float] = field(default_factory=dict)  # pid -> when its request was due
 
 
 async def submit_all(
@@ -76,8 +103,6 @@ async def submit_all(
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=300)
     remaining = count
 
     # Each packet is about another person: a case reference of its own (the
@@ -85,9 +110,9 @@ async def submit_all(
     case = CASE_REF_RE.search(payload)
     serial = 0
 
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with sessions(url, concurrency) as pool:
 
-        async def worker() -> None:
+        async def worker(session: aiohttp.ClientSession) -> None:
             nonlocal remaining, serial
             while remaining > 0:
                 remaining -= 1
@@ -105,11 +130,13 @@ async def submit_all(
                             f"{body[:500].decode('utf-8', 'replace')}"
                         )
                 if pid_of is not None:
-                    out.accepted[pid_of(json.loads(body))] = answered
+                    pid = pid_of(json.loads(body))
+                    out.accepted[pid] = answered
+                    out.sent[pid] = sent
                 out.latencies_ms.append(answered - sent)
 
         out.started_ms = now_ms()
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
+        await asyncio.gather(*(worker(pool[i % len(pool)]) for i in range(min(concurrency, count))))
         out.finished_ms = now_ms()
     return out
 

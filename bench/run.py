@@ -47,6 +47,7 @@ import attachments
 import bodies
 import ceiling
 import load
+import modes
 import procs
 from procs import BenchFailure, Node, Processes, Server
 
@@ -271,6 +272,48 @@ def run_main(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
     if args.warmup:
         asyncio.run(handover_run(sender, receiver, payload, args.warmup, args.concurrency))
     ho = asyncio.run(handover_run(sender, receiver, payload, args.packets, args.concurrency))
+    bulk = None
+    if args.bulk_size:
+        say(
+            f"bulk: {args.packets} packets, {args.bulk_size} per request,"
+            f" {args.bulk_concurrency} requests in flight ..."
+        )
+        bulk = asyncio.run(
+            mode_run(
+                sender,
+                receiver,
+                lambda out: modes.submit_bulk(
+                    sender.url + "/api/v1/packets:batch",
+                    payload,
+                    args.packets,
+                    args.bulk_size,
+                    args.bulk_concurrency,
+                    token=sender.tokens["caseworker"],
+                    out=out,
+                ),
+            )
+        )
+    open_loop = None
+    if args.open_loop is None or args.open_loop > 0:
+        rate = args.open_loop or ho.pps / 2
+        count = max(100, int(rate * args.open_loop_seconds))
+        say(f"open loop: {count} packets offered at {rate:.0f}/s ...")
+        open_loop = asyncio.run(
+            mode_run(
+                sender,
+                receiver,
+                lambda out: modes.submit_open_loop(
+                    sender.url + "/api/v1/packets",
+                    payload,
+                    count,
+                    rate,
+                    token=sender.tokens["caseworker"],
+                    out=out,
+                ),
+            )
+        )
+        open_loop["offered_pps"] = round(rate, 1)
+        open_loop["basis"] = "fixed" if args.open_loop else "half the saturated rate"
     attempts = attempt_outcomes(sender)
     sender_rss, receiver_rss = sender.peak_rss_mb(), receiver.peak_rss_mb()
     sender_pg, receiver_pg = sender.postgres_mb(), receiver.postgres_mb()
@@ -322,8 +365,45 @@ def run_main(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
         "baseline_pg_mb": round(baseline_pg, 1),
         "cores": cores,
     }
+    if bulk is not None:
+        result.update(
+            {
+                "bulk_size": args.bulk_size,
+                "bulk_concurrency": args.bulk_concurrency,
+                "bulk_throughput_pps": bulk["pps"],
+                "bulk_ratio_to_baseline": round(bulk["pps"] / base.pps, 3),
+                "bulk_p50_ms": bulk["p50_ms"],
+                "bulk_p99_ms": bulk["p99_ms"],
+                "bulk_cpu_ms_per_packet": bulk["cpu_ms_per_packet"],
+            }
+        )
+    if open_loop is not None:
+        result.update(
+            {
+                "open_loop_offered_pps": open_loop["offered_pps"],
+                "open_loop_basis": open_loop["basis"],
+                "open_loop_packets": open_loop["packets"],
+                "open_loop_pps": open_loop["pps"],
+                "open_loop_p50_ms": open_loop["p50_from_submit_ms"],
+                "open_loop_p99_ms": open_loop["p99_from_submit_ms"],
+                "open_loop_max_ms": open_loop["max_from_submit_ms"],
+                "open_loop_answer_p99_ms": open_loop["answer_p99_ms"],
+                "open_loop_cpu_ms_per_packet": open_loop["cpu_ms_per_packet"],
+            }
+        )
     print_main_table(result)
     return result
+
+
+async def mode_run(sender: Node, receiver: Node, submit: Any) -> dict[str, Any]:
+    return await modes.measured(
+        sender,
+        receiver,
+        submit,
+        cpu_snapshot=cpu_snapshot,
+        cpu_per_packet=cpu_per_packet,
+        first_failure=_first_failure,
+    )
 
 
 def print_main_table(r: dict[str, Any]) -> None:
@@ -370,6 +450,30 @@ def print_main_table(r: dict[str, Any]) -> None:
             note=f"{r['ceiling_cost_us']} us/packet, both sides, x {r['cores']} cores",
         )
     )
+    if "bulk_throughput_pps" in r:
+        print(
+            row(
+                "handover bulk (packets:batch)",
+                r["bulk_throughput_pps"],
+                r["bulk_p50_ms"],
+                r["bulk_p99_ms"],
+                f"{r['bulk_size']} per request, {r['bulk_concurrency']} in flight;"
+                f" ratio to baseline {r['bulk_ratio_to_baseline']};"
+                f" CPU {r['bulk_cpu_ms_per_packet']['total']} ms/packet",
+            )
+        )
+    if "open_loop_p99_ms" in r:
+        print(
+            row(
+                "open loop, submit -> receipt",
+                r["open_loop_pps"],
+                r["open_loop_p50_ms"],
+                r["open_loop_p99_ms"],
+                f"offered {r['open_loop_offered_pps']}/s ({r['open_loop_basis']});"
+                f" max {r['open_loop_max_ms']} ms",
+            )
+        )
+    print("  (handover and baseline rows above: saturated, closed loop; open loop: fixed load)")
     print(f"{'ratio to baseline':<30} {r['ratio_to_baseline']:>10}")
     print(f"{'ratio to ceiling':<30} {r['ratio_to_ceiling']:>10}")
     print(
@@ -449,6 +553,7 @@ def run_sweep(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
                 "baseline_mb_per_s": round(base.pps * s.size / 1e6, 2),
                 "ratio_to_baseline": round(ho.pps / base.pps, 3),
                 "cpu_ms_per_packet": ho.cpu_ms["total"],
+                "cpu_ms_by_process": ho.cpu_ms,
                 "cores_busy": ho.cpu_ms["cores_busy"],
                 "baseline_cpu_ms_per_packet": base.cpu_ms["total"],
                 "ceiling_cost_us": round(ceil.cost_s * 1e6, 1),
@@ -510,6 +615,13 @@ def print_sweep_table(r: dict[str, Any]) -> None:
             )
     for note in notes:
         print(f"  {note}")
+    for row in r["sweep"]:
+        c = row["cpu_ms_by_process"]
+        print(
+            f"  CPU ms/packet at {_kib(row['target_bytes'])}: sender {c['sender']} + PostgreSQL"
+            f" {c['sender_pg']}, receiver {c['receiver']} + PostgreSQL {c['receiver_pg']},"
+            f" client {c['client']}"
+        )
     print(
         f"memory (MB, peak RSS): sender node {r['sender_rss_mb']}, receiver node"
         f" {r['receiver_rss_mb']}; MB/s = packets/s x body bytes / 1e6;"
@@ -517,6 +629,69 @@ def print_sweep_table(r: dict[str, Any]) -> None:
     )
     attempts = ", ".join(f"{k} {v}" for k, v in sorted(r["delivery_attempts"].items()))
     print(f"delivery attempts (incl. warm-up): {attempts}; node settings: {r['node_settings']}")
+
+
+def run_concurrency_sweep(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
+    body = bodies.example_body()
+    payload = submission(body)
+    sender, receiver = start_nodes(processes, node_settings(args))
+    runs = []
+    for c in args.concurrencies:
+        count = max(args.min_packets, min(args.packets, 200 * c))
+        say(f"handover: {count} packets at concurrency {c} ...")
+        if args.warmup:
+            asyncio.run(handover_run(sender, receiver, payload, args.warmup, c))
+        runs.append(asyncio.run(handover_run(sender, receiver, payload, count, c)))
+    sender_rss, receiver_rss = sender.peak_rss_mb(), receiver.peak_rss_mb()
+    audit_verify(sender)
+    audit_verify(receiver)
+    processes.stop(sender)
+    processes.stop(receiver)
+    baseline_server = start_baseline(processes)
+    base_runs = []
+    for c, ho in zip(args.concurrencies, runs, strict=True):
+        say(f"baseline: {ho.packets} requests at concurrency {c} ...")
+        if args.warmup:
+            asyncio.run(baseline_run(baseline_server, payload, args.warmup, c))
+        base_runs.append(asyncio.run(baseline_run(baseline_server, payload, ho.packets, c)))
+    processes.stop(baseline_server)
+    rows = [
+        {
+            "concurrency": c,
+            "packets": ho.packets,
+            "throughput_pps": round(ho.pps, 1),
+            "p50_ms": round(ho.p50_ms, 1),
+            "p99_ms": round(ho.p99_ms, 1),
+            "cpu_ms_per_packet": ho.cpu_ms,
+            "baseline_pps": round(base.pps, 1),
+            "baseline_p99_ms": round(base.p99_ms, 1),
+            "baseline_cpu_ms_per_packet": base.cpu_ms,
+            "ratio_to_baseline": round(ho.pps / base.pps, 3),
+        }
+        for c, ho, base in zip(args.concurrencies, runs, base_runs, strict=True)
+    ]
+    print(f"handover concurrency sweep: {bodies.canonical_size(body)}-byte release-notice bodies")
+    print(
+        f"{'conc':>5} {'n':>6} {'pkt/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'sender':>7}"
+        f" {'s_pg':>6} {'recv':>6} {'r_pg':>6} {'client':>7} {'total':>6} {'busy':>5}"
+        f" {'base pkt/s':>10} {'base CPU':>8} {'ratio':>6}"
+    )
+    for r in rows:
+        c = r["cpu_ms_per_packet"]
+        print(
+            f"{r['concurrency']:>5} {r['packets']:>6} {r['throughput_pps']:>8} {r['p50_ms']:>8}"
+            f" {r['p99_ms']:>8} {c['sender']:>7} {c['sender_pg']:>6} {c['receiver']:>6}"
+            f" {c['receiver_pg']:>6} {c['client']:>7} {c['total']:>6} {c['cores_busy']:>5.0%}"
+            f" {r['baseline_pps']:>10} {r['baseline_cpu_ms_per_packet']['total']:>8}"
+            f" {r['ratio_to_baseline']:>6}"
+        )
+    print("CPU columns: ms per packet by process (s_pg, r_pg: each node's PostgreSQL)")
+    return {
+        "concurrency_sweep": rows,
+        "sender_rss_mb": round(sender_rss, 1),
+        "receiver_rss_mb": round(receiver_rss, 1),
+        "cores": os.cpu_count() or 1,
+    }
 
 
 def _kib(n: int) -> str:
@@ -564,6 +739,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="N",
         help="set the nodes' delivery_batch (1-256; default: leave the node default)",
     )
+    p.add_argument(
+        "--bulk-size",
+        type=int,
+        default=128,
+        help="bulk mode: submissions per packets:batch request (1-256; 0 skips; default 128)",
+    )
+    p.add_argument(
+        "--bulk-concurrency",
+        type=int,
+        default=4,
+        help="bulk mode: batch requests in flight (default 4)",
+    )
+    p.add_argument(
+        "--open-loop",
+        type=float,
+        nargs="?",
+        const=None,
+        default=None,
+        metavar="PPS",
+        help="open-loop offered load in packets/s (default, and with no value: half the"
+        " saturated throughput measured just before; 0 skips the open-loop run)",
+    )
+    p.add_argument(
+        "--open-loop-seconds",
+        type=float,
+        default=20.0,
+        help="open loop: offer load for about this long (default 20)",
+    )
+    p.add_argument(
+        "--concurrencies",
+        type=lambda s: [int(x) for x in s.split(",")],
+        metavar="C,C,...",
+        help="concurrency sweep instead: the single mode and the baseline at each"
+        " concurrency (e.g. 1,8,64,256), CPU per packet by process",
+    )
     p.add_argument("--timeout", type=int, default=900, help="give up after SECONDS (default 900)")
     p.add_argument("--dir", type=Path, help="working directory (default: a new temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the working directory and logs")
@@ -604,8 +814,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.attachments:
             result = run_attachments(args, processes)
+        elif args.sweep:
+            result = run_sweep(args, processes)
+        elif args.concurrencies:
+            result = run_concurrency_sweep(args, processes)
         else:
-            result = run_sweep(args, processes) if args.sweep else run_main(args, processes)
+            result = run_main(args, processes)
         outcome = "ok"
     except (BenchFailure, HarnessError) as exc:
         say(f"FAILED: {exc}")

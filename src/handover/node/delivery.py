@@ -41,9 +41,12 @@ log = structlog.get_logger(__name__)
 POLL_S = 1.0
 EXPIRY_CHECK_MS = 5_000
 # Packets held in memory for delivery at once (claims stop above it): large
-# packets are claimed a few at a time, small ones a full batch at a time.
-MAX_INFLIGHT_BYTES = 64 * 1024 * 1024
-MAX_CLAIM_BYTES = 16 * 1024 * 1024
+# packets are claimed a few at a time, small ones a full batch at a time. Each
+# claimed byte is held twice (the wire and the batch request), and what is in
+# flight (at most MAX_INFLIGHT_BYTES + MAX_CLAIM_BYTES) stays within a
+# receiver's 32 MiB budget, which would otherwise answer `busy` (issue 14).
+MAX_INFLIGHT_BYTES = 16 * 1024 * 1024
+MAX_CLAIM_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)

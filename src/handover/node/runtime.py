@@ -68,8 +68,11 @@ AUDIT_TAIL_CHECK = 10_000
 # Bytes of packets being read, sealed or opened at once (memory, not request
 # count, is what large packets exhaust): one budget for what partner nodes
 # send, one for local submissions, so neither can starve the other.
+# A local submission is held in about five forms while it is sealed and queued
+# (request, parsed body, canonical bytes, wire, stored box): 8 MiB of them
+# keeps a node with the largest packets under 250 MB (issue 14).
 WORK_BUDGET_BYTES = 32 * 1024 * 1024
-LOCAL_BUDGET_BYTES = 32 * 1024 * 1024
+LOCAL_BUDGET_BYTES = 8 * 1024 * 1024
 
 
 class Node:

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
+from handover.node.runtime import Node
 from handover.protocol.packet import MAX_REQUEST_BYTES
 from handover.web.consult import (
     break_glass,
@@ -22,7 +25,33 @@ from handover.web.edge import (
     requires,
 )
 from handover.web.errors import json_response
+from handover.workflow.access import Operator
 from handover.workflow.errors import ErrorCode, RequestRefused
+
+SUBMISSION_MEMBERS = frozenset({"to", "schema", "body", "justification", "minimise", "attachments"})
+
+
+async def submit_one(node: Node, operator: Operator, data: dict[str, Any]) -> dict[str, Any]:
+    """One submission (`POST /api/v1/packets`, or one item of a batch): its 202 answer.
+
+    Raises:
+        RequestRefused: as :meth:`Sender.submit`, or `bad_request` for unknown members.
+    """
+    unknown = set(data) - SUBMISSION_MEMBERS
+    if unknown:
+        raise RequestRefused(
+            ErrorCode.BAD_REQUEST, f"unknown members: {', '.join(sorted(unknown))}"
+        )
+    packets = await node.sender.submit(
+        operator,
+        to=data.get("to"),
+        schema_id=data.get("schema"),
+        body=data.get("body"),
+        justification=data.get("justification"),
+        minimise=data.get("minimise", False),
+        attachments=data.get("attachments"),
+    )
+    return {"packets": packets}
 
 
 @requires("send")
@@ -30,22 +59,8 @@ async def submit_packet(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     # The body's bytes stay reserved in the local budget while it is sealed.
     async with request.app[LOCAL_INTAKE].body(request, MAX_REQUEST_BYTES) as raw:
-        data = json_object(raw)
-        unknown = set(data) - {"to", "schema", "body", "justification", "minimise", "attachments"}
-        if unknown:
-            raise RequestRefused(
-                ErrorCode.BAD_REQUEST, f"unknown members: {', '.join(sorted(unknown))}"
-            )
-        packets = await node.sender.submit(
-            operator_of(request),
-            to=data.get("to"),
-            schema_id=data.get("schema"),
-            body=data.get("body"),
-            justification=data.get("justification"),
-            minimise=data.get("minimise", False),
-            attachments=data.get("attachments"),
-        )
-    return json_response({"packets": packets}, status=202)
+        answer = await submit_one(node, operator_of(request), json_object(raw))
+    return json_response(answer, status=202)
 
 
 @requires("read")

@@ -20,6 +20,7 @@ from handover.web import (
     api,
     assignment,
     attachments,
+    batch,
     cases,
     events,
     federation,
@@ -53,6 +54,7 @@ def create_app(node: Node, surface: Surface = "both") -> web.Application:
         app[LOCAL_INTAKE] = Intake(node.local_budget, per_source=128)
         api.add_routes(app)
         listings.add_routes(app)
+        batch.add_routes(app)
         attachments.add_routes(app)
         cases.add_routes(app)
         events.add_routes(app)

@@ -120,27 +120,41 @@ def error_response(code: ErrorCode, message: str | None = None) -> web.Response:
     return json_response(data, STATUS[code])
 
 
-def _response_for(exc: BaseException) -> web.Response:
+def error_answer(exc: BaseException) -> tuple[int, dict[str, str]]:
+    """The status and JSON error body an exception is answered with (logging
+    what is unexpected); the one mapping, for whole requests and batch items alike."""
     if isinstance(exc, RequestRefused):
-        return error_response(exc.code, exc.message)
+        return _error(exc.code, exc.message)
     if isinstance(exc, web.HTTPException):
         code = _HTTP_CODES.get(exc.status)
         if code is not None:
-            return error_response(code)
-        return json_response({"error": exc.reason.lower().replace(" ", "_")}, exc.status)
+            return _error(code)
+        return exc.status, {"error": exc.reason.lower().replace(" ", "_")}
     if isinstance(exc, InvalidValue):
-        return error_response(
+        return _error(
             ErrorCode.BAD_REQUEST,
             "a value in the request cannot be stored (a NUL character, or a number out of range)",
         )
     if isinstance(exc, StoreError):
         log.error("store_error", error=str(exc))
-        return error_response(ErrorCode.UNAVAILABLE, "the database is unavailable")
+        return _error(ErrorCode.UNAVAILABLE, "the database is unavailable")
     if isinstance(exc, HandoverError):
         log.error("unhandled_handover_error", error_type=type(exc).__name__)
-        return error_response(ErrorCode.INTERNAL_ERROR)
-    log.exception("unhandled_exception")
-    return error_response(ErrorCode.INTERNAL_ERROR)
+        return _error(ErrorCode.INTERNAL_ERROR)
+    log.error("unhandled_exception", exc_info=exc)
+    return _error(ErrorCode.INTERNAL_ERROR)
+
+
+def _error(code: ErrorCode, message: str | None = None) -> tuple[int, dict[str, str]]:
+    data: dict[str, str] = {"error": code.value}
+    if message:
+        data["message"] = message
+    return STATUS[code], data
+
+
+def _response_for(exc: BaseException) -> web.Response:
+    status, data = error_answer(exc)
+    return json_response(data, status)
 
 
 @web.middleware

@@ -25,6 +25,7 @@ from inproc import (
     PROBATION,
     RELEASE_NOTICE,
     audit_entries,
+    audit_seq,
     release_notice,
     run_cli,
     seal_from,
@@ -185,6 +186,8 @@ async def test_keys_rotate_storage_rewraps_every_key_and_destroys_the_old_one(
     pid = await receive(prison, probation, notice)
     keys_dir = probation.config.keys_dir
     old = keystore.storage_key(keys_dir)
+    # The cluster is shared with other tests: read the log from here on.
+    start = await audit_seq(probation)
     out = json.loads(
         await run_cli("keys", "rotate-storage", "--dir", str(probation.config.directory))
     )
@@ -198,7 +201,7 @@ async def test_keys_rotate_storage_rewraps_every_key_and_destroys_the_old_one(
     assert await read(probation, pid) == notice
     (entry,) = [
         e
-        for e in await audit_entries(probation, after=0)
+        for e in await audit_entries(probation, after=start)
         if e["op"] == "key"
         and e.get("action") == "storage_rotated"
         and e["data_keys"] == out["data_keys"]

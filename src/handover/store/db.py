@@ -357,7 +357,8 @@ class Database:
                 await self._attach()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                # At most 2 s: a node hears its database again soon after it is back.
+                delay = min(delay * 2, 2.0)
                 continue
             for callback in self._callbacks.values():
                 callback()

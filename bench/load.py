@@ -9,9 +9,10 @@ recorded by the node as a `delivery` entry in the same transaction as the
 receipt itself, and the chain's sequence numbers commit in order (one writer
 holds the audit lock until its commit), so `seq > last` polling sees every
 stored receipt exactly once, when it has committed. A receipt counts as
-stored at the poll that first sees it (`seen_ms`, within the poll interval of
-the commit); the entry's own timestamp (`at`, taken inside the transaction,
-before the commit) is kept as the node-stamped figure.
+stored at the poll that first sees it (`seen_ms`: the poll runs as soon as the
+commit's NOTIFY of `handover_events` arrives, else every POLL_S); the entry's
+own timestamp (`at`, taken inside the transaction, before the commit) is kept
+as the node-stamped figure.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import asyncpg
 from procs import BenchFailure
 
 POLL_S = 0.02
+EVENTS_CHANNEL = "handover_events"  # the node's NOTIFY channel for committed events
 STALL_S = 120.0  # no receipt stored for this long: give up
 
 
@@ -166,10 +168,15 @@ async def watch_receipts(
     """
     out = Receipts()
     conn = await asyncpg.connect(dsn)
+    # Each stored receipt's commit also writes a `delivery` event, whose NOTIFY
+    # wakes this watcher at once; the poll interval is only the fallback.
+    committed = asyncio.Event()
+    await conn.add_listener(EVENTS_CHANNEL, lambda *_: committed.set())
     last = after_seq
     progress_at = time.monotonic()
     try:
         while True:
+            committed.clear()
             rows = await conn.fetch(
                 "SELECT seq, op, pid, at FROM audit_log WHERE seq > $1 ORDER BY seq", last
             )
@@ -199,7 +206,8 @@ async def watch_receipts(
                     f"{len(pending)} receipts not stored after {STALL_S:.0f} s without progress;"
                     f" e.g. {[dict(r) for r in detail]}"
                 )
-            await asyncio.sleep(POLL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(committed.wait(), POLL_S)
     finally:
         await conn.close()
 

@@ -126,18 +126,21 @@ class DeliveryWorker:
 
     async def run_once(self) -> bool:
         """Expire dead letters (every few seconds), then claim batches until the
-        in-flight limit is reached. True if anything was claimed."""
+        in-flight limit is reached or nothing more is due. True if more may be
+        due (the last claim was cut by its limit or byte budget)."""
         now = self.clock()
         if now - self._last_expiry >= EXPIRY_CHECK_MS:
             self._last_expiry = now
             await self._expire(now)
         claimed_any = False
+        more = True
         while (
-            len(self._inflight) < self.config.delivery_concurrency
+            more
+            and len(self._inflight) < self.config.delivery_concurrency
             and self._inflight_bytes < MAX_INFLIGHT_BYTES
         ):
-            async with self.db.transaction() as conn:
-                claimed = await outbox_store.claim_due(
+            async with self.db.connection() as conn:
+                claimed, more = await outbox_store.claim_batch(
                     conn,
                     now=self.clock(),
                     limit=self.config.delivery_batch,
@@ -156,7 +159,7 @@ class DeliveryWorker:
                 task = asyncio.create_task(self._deliver(node, rows), name=f"deliver-{node}")
                 self._inflight.add(task)
                 task.add_done_callback(functools.partial(self._done, size=size))
-        return claimed_any
+        return claimed_any and more
 
     def _done(self, task: asyncio.Task[None], *, size: int) -> None:
         self._inflight.discard(task)
@@ -238,10 +241,9 @@ class DeliveryWorker:
         the packet. Rows whose uploads did not complete are retried later."""
         if self.uploader is None:
             return rows
-        carrying = await self.uploader.carrying([r.pid for r in rows])
         ready = []
         for row in rows:
-            if row.pid not in carrying:
+            if not row.carrying:
                 ready.append(row)
                 continue
             error = await self.uploader.upload_all(url, node, row.pid, row.exp)
@@ -359,14 +361,12 @@ class DeliveryWorker:
                     status=final.status,
                 )
                 done.append((final, queued_at))
+            # In the same commit: one more autocommitted statement per batch otherwise.
+            for peer in sorted({f.row.node for f, _ in done if f.receipt is not None}):
+                await peer_store.note_success(conn, peer, now)
             return done
 
         done: list[tuple[_Final, int]] = await self.writer.run(job)
-        reached = {final.row.node for final, _ in done if final.receipt is not None}
-        if reached:
-            async with self.db.connection() as conn:
-                for peer in sorted(reached):
-                    await peer_store.note_success(conn, peer, now)
         for final, queued_at in done:
             peer = final.row.node
             self.metrics.deliveries.inc(status=final.status)

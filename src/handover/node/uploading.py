@@ -48,11 +48,6 @@ class Uploader:
         self.lease_ms = lease_ms
         self.bytes_sent = 0  # stream bytes put on the wire (tests count re-sent bytes)
 
-    async def carrying(self, pids: list[str]) -> set[str]:
-        """Which of these sent packets have attachments to upload."""
-        async with self.db.connection() as conn:
-            return await store.pids_with_own_streams(conn, pids)
-
     async def upload_all(self, url: str, recipient: str, pid: str, exp: int) -> str | None:
         """Upload every stream of `pid` to `recipient`; None when all are complete
         there, else the error text to retry the delivery with."""

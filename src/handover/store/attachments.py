@@ -333,15 +333,6 @@ async def extend_lease(conn: Connection, pid: str, node: str, until: int) -> Non
     )
 
 
-async def pids_with_own_streams(conn: Connection, pids: list[str]) -> set[str]:
-    """Which of `pids` (sent packets) carry attachments: one query for a whole batch."""
-    rows = await conn.fetch(
-        "SELECT DISTINCT pid FROM attachment_sent WHERE pid = ANY($1::text[])",
-        pids,
-    )
-    return {r["pid"] for r in rows}
-
-
 async def pending_scans(conn: Connection, limit: int) -> list[StreamRow]:
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM attachment_streams"  # noqa: S608 - fixed columns

@@ -245,6 +245,18 @@ def translate(exc: BaseException) -> BaseException:
     return exc
 
 
+async def _keep_session(_conn: object) -> None:
+    """Nothing to undo when a connection goes back to the pool.
+
+    asyncpg still rolls back a transaction left open; its default reset query
+    (``UNLISTEN *``, ``RESET ALL``, advisory unlock, ``CLOSE ALL``) is one more
+    round trip per use, and this code leaves none of that state behind: locks
+    are transaction-scoped (`pg_advisory_xact_lock`), no session setting is
+    changed, cursors live inside transactions, and the one connection that
+    LISTENs is held until the node stops.
+    """
+
+
 class Database:
     """The node's asyncpg pool."""
 
@@ -272,7 +284,8 @@ class Database:
             dsn = await asyncio.get_running_loop().run_in_executor(None, embedded.start)
         try:
             pool = await asyncio.wait_for(
-                asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size), CONNECT_TIMEOUT_S
+                asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, reset=_keep_session),
+                CONNECT_TIMEOUT_S,
             )
         except (
             OSError,
@@ -333,16 +346,15 @@ class Database:
 
     async def _attach(self) -> None:
         listener = await self.pool.acquire()
-
-        def on_notify(_conn: object, _pid: int, channel: str, _payload: object) -> None:
-            callback = self._callbacks.get(channel.removeprefix("handover_"))
-            if callback is not None:
-                callback()
-
         for name in self._callbacks:
-            await listener.add_listener(f"handover_{name}", on_notify)
+            await listener.add_listener(f"handover_{name}", self._on_notify)
         listener.add_termination_listener(self._lost)
         self._listener = listener
+
+    def _on_notify(self, _conn: object, _pid: int, channel: str, _payload: object) -> None:
+        callback = self._callbacks.get(channel.removeprefix("handover_"))
+        if callback is not None:
+            callback()
 
     def _lost(self, _conn: object) -> None:
         if self._closing:
@@ -368,6 +380,8 @@ class Database:
         self._closing = True
         if self._listener is not None:
             with contextlib.suppress(Exception):
+                for name in self._callbacks:
+                    await self._listener.remove_listener(f"handover_{name}", self._on_notify)
                 await self.pool.release(self._listener)
             self._listener = None
         await self.pool.close()

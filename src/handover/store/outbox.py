@@ -135,6 +135,7 @@ class Claimed:
     exp: int
     attempts: int
     recipients: tuple[str, ...]
+    carrying: bool = False  # has attachments to upload first (section 8)
 
 
 # Driven by `deliveries_due` alone. An erased or restricted packet's pending
@@ -146,10 +147,31 @@ class Claimed:
 # sender's PostgreSQL 1.5-2.3 ms per packet in the benchmark). Test:
 # tests/store/test_store_outbox.py::test_a_claim_reads_little_of_a_full_outbox.
 CLAIM_DUE = (
-    "SELECT d.pid, d.node, octet_length(o.wire) AS size"
+    "SELECT d.pid, d.node, d.next_attempt_at, octet_length(o.wire) AS size"
     " FROM deliveries d JOIN outbox o USING (pid)"
     " WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND o.exp >= $1"
     " ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED"
+)
+
+
+# One statement (one round trip, one commit): lock the due rows, keep the prefix
+# that fits the byte budget (always the first), lease those. Rows locked but not
+# kept are free again when the statement ends.
+CLAIM = (
+    f"WITH due AS ({CLAIM_DUE}),"  # noqa: S608 - a constant
+    " sized AS (SELECT pid, node,"
+    " row_number() OVER w AS n, sum(size) OVER w AS running"
+    " FROM due WINDOW w AS (ORDER BY next_attempt_at, pid, node ROWS UNBOUNDED PRECEDING)),"
+    " chosen AS (SELECT pid, node, n FROM sized WHERE n = 1 OR running <= $4)"
+    " UPDATE deliveries d SET next_attempt_at = $1::bigint + $3::bigint,"
+    " attempts = d.attempts + 1"
+    " FROM chosen c, outbox o"
+    " WHERE d.pid = c.pid AND d.node = c.node AND o.pid = d.pid"
+    " RETURNING c.n, d.pid, d.node, o.wire, o.pd, o.exp, d.attempts,"
+    " (SELECT array_agg(x.node ORDER BY x.node) FROM deliveries x WHERE x.pid = d.pid)"
+    " AS recipients,"
+    " EXISTS (SELECT 1 FROM attachment_sent a WHERE a.pid = d.pid) AS carrying,"
+    " (SELECT count(*) FROM due) AS due"
 )
 
 
@@ -157,37 +179,27 @@ async def claim_due(
     conn: Connection, *, now: int, limit: int, lease_ms: int, max_bytes: int
 ) -> list[Claimed]:
     """Claim up to `limit` due pending deliveries (not yet expired), together at
-    most `max_bytes` of packets (always at least one). Call inside a transaction.
+    most `max_bytes` of packets (always at least one), oldest due first.
 
     The rows are leased: `next_attempt_at` moves to now + lease, so no other
     worker (in this or another process) claims them while this one delivers.
     `FOR UPDATE SKIP LOCKED` keeps concurrent claimers from blocking each other.
+    One statement: it needs no transaction of its own.
     """
-    due = await conn.fetch(CLAIM_DUE, now, limit)
-    chosen: list[tuple[str, str]] = []
-    total = 0
-    for row in due:
-        size = int(row["size"] or 0)
-        if chosen and total + size > max_bytes:
-            break  # the rest stay unleased, free for the next claim
-        chosen.append((row["pid"], row["node"]))
-        total += size
-    if not chosen:
-        return []
-    rows = await conn.fetch(
-        "UPDATE deliveries d SET next_attempt_at = $1::bigint + $2::bigint,"
-        " attempts = d.attempts + 1"
-        " FROM unnest($3::text[], $4::text[]) AS c(pid, node), outbox o"
-        " WHERE d.pid = c.pid AND d.node = c.node AND o.pid = d.pid"
-        " RETURNING d.pid, d.node, o.wire, o.pd, o.exp, d.attempts,"
-        " (SELECT array_agg(x.node ORDER BY x.node) FROM deliveries x WHERE x.pid = d.pid)"
-        " AS recipients",
-        now,
-        lease_ms,
-        [c[0] for c in chosen],
-        [c[1] for c in chosen],
+    claimed, _more = await claim_batch(
+        conn, now=now, limit=limit, lease_ms=lease_ms, max_bytes=max_bytes
     )
-    return [
+    return claimed
+
+
+async def claim_batch(
+    conn: Connection, *, now: int, limit: int, lease_ms: int, max_bytes: int
+) -> tuple[list[Claimed], bool]:
+    """:func:`claim_due`, and whether more may be due now: the limit or the byte
+    budget left some out (a worker that claims again only then saves an empty
+    claim per round)."""
+    rows = sorted(await conn.fetch(CLAIM, now, limit, lease_ms, max_bytes), key=lambda r: r["n"])
+    claimed = [
         Claimed(
             pid=r["pid"],
             node=r["node"],
@@ -196,9 +208,12 @@ async def claim_due(
             exp=r["exp"],
             attempts=r["attempts"],
             recipients=tuple(r["recipients"]),
+            carrying=r["carrying"],
         )
         for r in rows
     ]
+    seen = rows[0]["due"] if rows else 0
+    return claimed, seen >= limit or seen > len(claimed)
 
 
 async def claim_expired(conn: Connection, *, now: int, limit: int) -> list[tuple[str, str]]:

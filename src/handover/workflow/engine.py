@@ -359,6 +359,7 @@ class Workflow:
                 schemas=owed,
                 deadline=deadline,
                 now=now,
+                defer=defer,
             )
         satisfied: list[str] = []
         if schema in self._answers:

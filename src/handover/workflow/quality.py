@@ -28,7 +28,7 @@ def _refuse(message: str, path: str) -> RequestRefused:
 def check_quality(registry: SchemaRegistry, schema_id: str, body: dict[str, Any]) -> None:
     """Raises RequestRefused `schema_invalid` naming the quality path that is wrong."""
     try:
-        document = registry.document(schema_id)
+        assessments = registry.fields_marked(schema_id, "x-basis", "ASSESSMENT")
         groups_of = registry.field_groups(schema_id)
     except UnknownSchema:
         return
@@ -49,8 +49,8 @@ def check_quality(registry: SchemaRegistry, schema_id: str, body: dict[str, Any]
                 where,
             )
         declared[str(group)] = str(basis)
-    for name, sub in document.get("properties", {}).items():
-        if name not in body or sub.get("x-basis") != "ASSESSMENT":
+    for name in sorted(assessments):
+        if name not in body:
             continue
         group = groups_of.get(name, name)
         if declared.get(group, quality.get("basis")) == "FACT":
@@ -65,11 +65,7 @@ def check_quality(registry: SchemaRegistry, schema_id: str, body: dict[str, Any]
 def judicial_fields(registry: SchemaRegistry, schema_id: str, body: dict[str, Any]) -> list[str]:
     """The fields of `body` that come from judicial decisions (`x-source: judicial`)."""
     try:
-        document = registry.document(schema_id)
+        judicial = registry.fields_marked(schema_id, "x-source", "judicial")
     except UnknownSchema:
         return []
-    return sorted(
-        name
-        for name, sub in document.get("properties", {}).items()
-        if name in body and sub.get("x-source") == "judicial"
-    )
+    return sorted(name for name in judicial if name in body)

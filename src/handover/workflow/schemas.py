@@ -91,6 +91,7 @@ class SchemaRegistry:
         self._compiled = compiled
         self._known_names = known_names
         self._by_url: dict[str, dict[str, Any]] = {}
+        self._marked: dict[tuple[str, str, str], frozenset[str]] = {}
 
     @classmethod
     def load(cls, directory: Path | None = None) -> SchemaRegistry:
@@ -154,6 +155,27 @@ class SchemaRegistry:
             UnknownSchema: `schema_id` is not known.
         """
         return copy.deepcopy(self._get(schema_id).document)
+
+    def fields_marked(self, schema_id: str, marker: str, value: str) -> frozenset[str]:
+        """Top-level properties whose subschema says `marker: value` (``x-source: judicial``).
+
+        Read on every submission, so answered from a cache instead of a copy
+        of the document.
+
+        Raises:
+            UnknownSchema: `schema_id` is not known.
+        """
+        key = (schema_id, marker, value)
+        found = self._marked.get(key)
+        if found is None:
+            properties = self._get(schema_id).document.get("properties", {})
+            found = frozenset(
+                name
+                for name, sub in properties.items()
+                if isinstance(sub, dict) and sub.get(marker) == value
+            )
+            self._marked[key] = found
+        return found
 
     def examples(self, schema_id: str) -> list[dict[str, Any]]:
         """Copies of the schema's example bodies (fictional people).

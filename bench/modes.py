@@ -18,6 +18,7 @@ and the concurrency sweep.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -97,6 +98,9 @@ async def submit_open_loop(
     Raises:
         BenchFailure: an answer other than 202.
     """
+    # Earlier phases' records must not make the client's own full collections
+    # (tens of ms) part of what this phase measures.
+    gc.freeze()
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     items = _items(payload, OPEN_LOOP_CASES, count)
     interval_ms = 1000.0 / rate

@@ -200,6 +200,25 @@ class EmbeddedPostgres:
 
 CONNECT_TIMEOUT_S = 30.0
 
+# Server settings for the embedded PostgreSQL, none of which trades durability:
+# - wal_init_zero off: a new 16 MB WAL segment is not zero-filled first. A fresh
+#   cluster has no used segments to recycle, so under load every ~1,300 packets
+#   a committing backend stopped to write and fsync 16 MB while holding the WAL
+#   lock: a 60-100 ms stall of every commit (docs/performance.md). PostgreSQL
+#   documents the setting as safe; commits still wait for their WAL to be flushed.
+EMBEDDED_SETTINGS = {"wal_init_zero": "off"}
+
+
+async def tune_embedded(conn: Connection) -> None:
+    """Apply EMBEDDED_SETTINGS where the server differs (ALTER SYSTEM, then reload)."""
+    changed = False
+    for name, value in EMBEDDED_SETTINGS.items():
+        if await conn.fetchval("SELECT current_setting($1)", name) != value:
+            await conn.execute(f"ALTER SYSTEM SET {name} = {value}")
+            changed = True
+    if changed:
+        await conn.execute("SELECT pg_reload_conf()")
+
 
 def describe_dsn(dsn: str) -> str:
     """host:port/database of a DSN (URL or key=value form), never its password."""
@@ -302,6 +321,8 @@ class Database:
         db = cls(pool, embedded)
         async with db.connection() as conn:
             await migrate(conn)
+            if embedded is not None:
+                await tune_embedded(conn)
         return db
 
     @contextlib.asynccontextmanager

@@ -9,6 +9,7 @@ local API, metrics and the web interface. One listener serves both only when
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from pathlib import Path
 
@@ -81,6 +82,10 @@ async def serve(directory: Path, listen: str | None = None) -> None:
         fingerprint=node.directory.keys.fingerprint,
         embedded_db=node.db.embedded is not None,
     )
+    # What start-up built (schemas, validators, templates, modules) lives as long
+    # as the process: move it out of the collector's view, so a full collection
+    # scans only what requests allocate (a 40 ms pause otherwise, under load).
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

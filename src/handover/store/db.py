@@ -71,19 +71,24 @@ class Deferred:
 
     def __init__(self) -> None:
         self._groups: dict[str, list[tuple[Any, ...]]] = {}
+        self._once: dict[str, None] = {}
 
     def add(self, sql: str, *args: Any) -> None:
         self._groups.setdefault(sql, []).append(args)
 
     def once(self, sql: str) -> None:
-        """A statement without parameters that runs once however often it is deferred."""
-        self._groups.setdefault(sql, [()])
+        """A statement without parameters that runs once however often it is deferred
+        (a NOTIFY). These run last, together in one round trip: only for statements
+        whose effect does not depend on their order (NOTIFY is sent at commit)."""
+        self._once.setdefault(sql, None)
 
     def __len__(self) -> int:
-        return sum(len(rows) for rows in self._groups.values())
+        return sum(len(rows) for rows in self._groups.values()) + len(self._once)
 
     def mark(self) -> dict[str, int]:
-        return {sql: len(rows) for sql, rows in self._groups.items()}
+        marked = {sql: len(rows) for sql, rows in self._groups.items()}
+        marked.update({sql: -1 for sql in self._once})
+        return marked
 
     def reset(self, mark: dict[str, int]) -> None:
         for sql in list(self._groups):
@@ -91,14 +96,19 @@ class Deferred:
                 del self._groups[sql]
             else:
                 del self._groups[sql][mark[sql] :]
+        self._once = {sql: None for sql in self._once if sql in mark}
 
     async def flush(self, conn: Connection) -> None:
         groups, self._groups = self._groups, {}
+        once, self._once = self._once, {}
         for sql, rows in groups.items():
             if len(rows) == 1:
                 await conn.execute(sql, *rows[0])
             else:
                 await conn.executemany(sql, rows)
+        if once:
+            # No parameters: one simple query carries them all.
+            await conn.execute(";\n".join(once))
 
 
 async def write(conn: Connection, defer: Deferred | None, sql: str, *args: Any) -> None:

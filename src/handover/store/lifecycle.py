@@ -157,14 +157,16 @@ async def held_in_case(conn: Connection, case_ref: str) -> list[HeldCopy]:
 async def unschedule_case(conn: Connection, case_ref: str, defer: Deferred | None) -> None:
     """Clear the review dates of a case's held packets (its key dates changed):
     :func:`unscheduled` then finds them and they are dated again."""
-    for table in ("outbox", "received"):
-        await write(
-            conn,
-            defer,
-            f"UPDATE {table} SET review_at = NULL"  # noqa: S608 - fixed table names
-            " WHERE case_ref = $1 AND erased_at IS NULL AND review_at IS NOT NULL",
-            case_ref,
-        )
+    await write(conn, defer, _UNSCHEDULE_CASE, case_ref)
+
+
+# Both tables in one statement (one round trip in every commit that sets a key date).
+_UNSCHEDULE_CASE = (
+    "WITH sent AS (UPDATE outbox SET review_at = NULL"
+    " WHERE case_ref = $1 AND erased_at IS NULL AND review_at IS NOT NULL RETURNING 1)"
+    " UPDATE received SET review_at = NULL"
+    " WHERE case_ref = $1 AND erased_at IS NULL AND review_at IS NOT NULL"
+)
 
 
 async def unscheduled(conn: Connection, limit: int) -> list[UnscheduledCopy]:

@@ -8,9 +8,27 @@ import tempfile
 from pathlib import Path
 
 from handover.store import outbox as outbox_store
-from handover.store.db import Database
+from handover.store.db import Connection, Database
 
 NOW = 1_800_000_000_000
+
+
+async def _queue(conn: Connection, pid: str, i: int, *, size: int) -> None:
+    """Packet number `i` of a test, for one recipient, due a little before NOW."""
+    await outbox_store.insert(
+        conn,
+        pid=pid,
+        schema_id="handover/release-notice/1",
+        case_ref=None,
+        wire=bytes(size),
+        pd=bytes(64),
+        iat=NOW,
+        exp=NOW + 86_400_000,
+        operator=None,
+        log_seq=i + 1,
+        recipients=["a.example"],
+        now=NOW - 1000 + i,
+    )
 
 
 async def _claims(base: Path) -> None:
@@ -18,20 +36,7 @@ async def _claims(base: Path) -> None:
     try:
         async with db.transaction() as conn:
             for i in range(6):
-                await outbox_store.insert(
-                    conn,
-                    pid=f"pid-{i}",
-                    schema_id="handover/release-notice/1",
-                    case_ref=None,
-                    wire=bytes(1_000_000),  # 1 MB each
-                    pd=bytes(64),
-                    iat=NOW,
-                    exp=NOW + 86_400_000,
-                    operator=None,
-                    log_seq=i + 1,
-                    recipients=["a.example"],
-                    now=NOW - 1000 + i,
-                )
+                await _queue(conn, f"pid-{i}", i, size=1_000_000)  # 1 MB each
         # A 2.5 MB budget takes two packets; the rest stay free for the next claim.
         async with db.transaction() as conn:
             first = await outbox_store.claim_due(
@@ -72,20 +77,7 @@ async def _claim_on_a_full_outbox(base: Path, query: str) -> tuple[list[str], in
     try:
         async with db.transaction() as conn:
             for i in range(3):
-                await outbox_store.insert(
-                    conn,
-                    pid=f"due-{i}",
-                    schema_id="handover/release-notice/1",
-                    case_ref=None,
-                    wire=bytes(1000),
-                    pd=bytes(64),
-                    iat=NOW,
-                    exp=NOW + 86_400_000,
-                    operator=None,
-                    log_seq=i + 1,
-                    recipients=["a.example"],
-                    now=NOW - 1000 + i,
-                )
+                await _queue(conn, f"due-{i}", i, size=1000)
             # 20,000 packets already delivered: live in the outbox, due nowhere.
             await conn.execute(
                 "INSERT INTO outbox SELECT (jsonb_populate_record(o,"

@@ -39,6 +39,7 @@ from handover.store.db import Connection, Database
 
 log = structlog.get_logger(__name__)
 POLL_S = 1.0
+COALESCE_S = 0.02
 EXPIRY_CHECK_MS = 5_000
 # Packets held in memory for delivery at once (claims stop above it): large
 # packets are claimed a few at a time, small ones a full batch at a time. Each
@@ -123,6 +124,14 @@ class DeliveryWorker:
                 )
             finally:
                 waker.cancel()
+            if waker.done() and not waker.cancelled() and self._inflight:
+                # New rows while a batch is on its way and nothing was left over: let
+                # them gather until that batch is answered (at most COALESCE_S), so
+                # moderate load goes in fewer, fuller batches instead of one POST,
+                # one receiving commit and one finishing commit per packet or two.
+                await asyncio.wait(
+                    self._inflight, timeout=COALESCE_S, return_when=asyncio.FIRST_COMPLETED
+                )
 
     async def run_once(self) -> bool:
         """Expire dead letters (every few seconds), then claim batches until the

@@ -224,7 +224,7 @@ async def tune_embedded(conn: Connection) -> None:
     changed = False
     for name, value in EMBEDDED_SETTINGS.items():
         if await conn.fetchval("SELECT current_setting($1)", name) != value:
-            await conn.execute(f"ALTER SYSTEM SET {name} = {value}")
+            await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")  # our constants
             changed = True
     if changed:
         await conn.execute("SELECT pg_reload_conf()")

@@ -40,6 +40,7 @@ from handover.store.db import Connection, Database
 log = structlog.get_logger(__name__)
 POLL_S = 1.0
 COALESCE_S = 0.02
+COALESCE_MAX_BYTES = 1024 * 1024
 EXPIRY_CHECK_MS = 5_000
 # Packets held in memory for delivery at once (claims stop above it): large
 # packets are claimed a few at a time, small ones a full batch at a time. Each
@@ -124,11 +125,18 @@ class DeliveryWorker:
                 )
             finally:
                 waker.cancel()
-            if waker.done() and not waker.cancelled() and self._inflight:
+            if (
+                waker.done()
+                and not waker.cancelled()
+                and self._inflight
+                and self._inflight_bytes < COALESCE_MAX_BYTES
+            ):
                 # New rows while a batch is on its way and nothing was left over: let
                 # them gather until that batch is answered (at most COALESCE_S), so
                 # moderate load goes in fewer, fuller batches instead of one POST,
                 # one receiving commit and one finishing commit per packet or two.
+                # Not for large packets: their fixed costs are small beside their
+                # size, and fuller batches of them only raise the receiver's peak.
                 await asyncio.wait(
                     self._inflight, timeout=COALESCE_S, return_when=asyncio.FIRST_COMPLETED
                 )

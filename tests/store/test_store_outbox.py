@@ -115,3 +115,34 @@ def test_a_claim_reads_little_of_a_full_outbox() -> None:
         pids, pages = asyncio.run(_claim_on_a_full_outbox(Path(tmp), outbox_store.CLAIM_DUE))
     assert pids == ["due-0", "due-1", "due-2"]
     assert pages < 200, pages
+
+
+async def _more(base: Path) -> list[tuple[list[str], bool]]:
+    db = await Database.open("", base / "pgdata", min_size=1, max_size=2)
+    try:
+        async with db.transaction() as conn:
+            for i in range(5):
+                await _queue(conn, f"pid-{i}", i, size=1000)
+        seen = []
+        async with db.connection() as conn:
+            for limit, budget in ((2, 100_000), (10, 2_500), (10, 100_000), (10, 100_000)):
+                claimed, more = await outbox_store.claim_batch(
+                    conn, now=NOW, limit=limit, lease_ms=60_000, max_bytes=budget
+                )
+                seen.append(([c.pid for c in claimed], more))
+        return seen
+    finally:
+        await db.close()
+
+
+def test_a_claim_says_whether_more_is_due() -> None:
+    """The worker claims again only when the last claim was cut short by its limit
+    or its byte budget; an idle round costs no empty claim."""
+    with tempfile.TemporaryDirectory() as tmp:
+        seen = asyncio.run(_more(Path(tmp)))
+    assert seen == [
+        (["pid-0", "pid-1"], True),  # the limit cut it
+        (["pid-2", "pid-3"], True),  # the byte budget cut it
+        (["pid-4"], False),  # all that was due
+        ([], False),
+    ]

@@ -15,6 +15,7 @@ from handover.protocol import auditchain
 from handover.protocol.canonical import cj_dumps, cj_loads
 from handover.store.auditlog import Appender, verify_chain
 from handover.store.db import Connection
+from handover.store.errors import StoreError
 from inproc import audit_entries, audit_seq
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -75,6 +76,29 @@ async def test_a_failing_job_leaves_no_entry_and_does_not_harm_the_others(node: 
     actions = [e["action"] for e in await audit_entries(node, after=before)]
     assert actions == ["kept", "kept"]
     assert (await verify_chain(node.db)).ok
+
+
+async def test_a_lone_failing_job_rolls_back_its_rows_and_the_writer_goes_on(node: Node) -> None:
+    """A job alone in its commit runs without a savepoint: its failure rolls the
+    whole transaction back (its deferred row too) and the next commit is whole."""
+    before = await audit_seq(node)
+
+    async def failing(conn: Connection, appender: Appender) -> None:
+        appender.append("key", action="doomed")
+        await conn.execute("CREATE TEMP TABLE IF NOT EXISTS lone_probe (n int) ON COMMIT DROP")
+        await conn.execute("INSERT INTO lone_probe VALUES (1)")
+        await conn.execute("SELECT 1/0")  # the database refuses: the transaction is aborted
+
+    with pytest.raises(StoreError):
+        await node.writer.run(failing)
+    assert await audit_seq(node) == before
+
+    async def fine(conn: Connection, appender: Appender) -> int:
+        return appender.append("key", action="after").seq
+
+    assert await node.writer.run(fine) == before + 1
+    actions = [e["action"] for e in await audit_entries(node, after=before)]
+    assert actions == ["after"]
 
 
 async def test_an_edited_entry_is_named(node: Node) -> None:

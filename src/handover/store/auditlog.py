@@ -96,6 +96,10 @@ class _Retry(Exception):
     """The fast path failed: roll back and run the batch again, job by job."""
 
 
+class _JobFailed(Exception):
+    """A lone job (or its writes) failed: roll its transaction back, report the cause."""
+
+
 class AuditWriter:
     """Serialises audit appends and batches them into group commits.
 
@@ -160,7 +164,10 @@ class AuditWriter:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
-            outcomes = await self._attempt(batch, safe=len(batch) == 1)
+            if len(batch) == 1:
+                outcomes = await self._attempt_alone(batch[0])
+            else:
+                outcomes = await self._attempt(batch, safe=False)
         except _Retry as retry:
             self.retries += 1
             cause = retry.__cause__
@@ -194,6 +201,27 @@ class AuditWriter:
         for pending in batch:
             if not pending.future.done():
                 pending.future.set_exception(error)
+
+    async def _attempt_alone(
+        self, pending: _Pending
+    ) -> list[tuple[_Pending, Any, BaseException | None]]:
+        """One job in its commit: no savepoint, its failure rolls the transaction back."""
+        try:
+            async with self.db.transaction() as conn:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_LOCK)
+                seq, head = await audit_store.last_head(conn)
+                appender = Appender(seq, head, self.clock)
+                with structlog.contextvars.bound_contextvars(**pending.log_context):
+                    try:
+                        result = await pending.job(conn, appender)
+                        await appender.flush(conn)
+                    except Exception as exc:
+                        raise _JobFailed from exc
+        except _JobFailed as failed:
+            cause = failed.__cause__
+            assert isinstance(cause, Exception)
+            return [(pending, None, translate(cause))]
+        return [(pending, result, None)]
 
     async def _attempt(
         self, batch: list[_Pending], *, safe: bool

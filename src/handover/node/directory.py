@@ -25,6 +25,7 @@ from handover.protocol.timeutil import DAY_MS, MINUTE_MS, Clock
 from handover.store import outbox as outbox_store
 from handover.store import peers as peer_store
 from handover.store.db import Database
+from handover.store.errors import StoreError
 
 log = structlog.get_logger(__name__)
 REFRESH_BEFORE_EXPIRY_MS = 2 * DAY_MS
@@ -54,6 +55,9 @@ class Directory:
         self.clock = clock
         self.peers: dict[str, Peer] = {}
         self._lock = asyncio.Lock()
+        # One load at a time: two overlapping loads (a NOTIFY right after a
+        # reconnect) could otherwise finish out of order, the older rows last.
+        self._load_lock = asyncio.Lock()
         self._loaded_at = float("-inf")
 
     # --- own keys -------------------------------------------------------------
@@ -77,6 +81,21 @@ class Directory:
 
     async def load(self) -> None:
         """(Re)load pins and last accepted keysets from the database."""
+        async with self._load_lock:
+            await self._load()
+
+    async def reload(self, attempts: int = 5, pause_s: float = 0.5) -> None:
+        """`load` on a NOTIFY of a pin change (or a reconnect): retried a few
+        times, since it runs on its own and nobody else would see it fail."""
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.load()
+                return
+            except StoreError as exc:
+                log.warning("peers_reload_failed", attempt=attempt, error=str(exc))
+                await asyncio.sleep(pause_s)
+
+    async def _load(self) -> None:
         self._loaded_at = time.monotonic()
         async with self.db.connection() as conn:
             rows = await peer_store.all_peers(conn)

@@ -299,7 +299,7 @@ class Node:
         self.directory.maintain_own_keyset()
         await self.db.listen(
             outbox=self.delivery.wake.set,
-            peers=lambda: asyncio.get_running_loop().create_task(self.directory.load()),
+            peers=lambda: asyncio.get_running_loop().create_task(self.directory.reload()),
             keys=self._reload_keys,
             events=self._events_committed,
             operators=self.auth.forget,

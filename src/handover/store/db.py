@@ -377,8 +377,13 @@ class Database:
 
     async def _attach(self) -> None:
         listener = await self.pool.acquire()
-        for name in self._callbacks:
-            await listener.add_listener(f"handover_{name}", self._on_notify)
+        try:
+            for name in self._callbacks:
+                await listener.add_listener(f"handover_{name}", self._on_notify)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.pool.release(listener)
+            raise
         listener.add_termination_listener(self._lost)
         self._listener = listener
 
@@ -390,10 +395,13 @@ class Database:
     def _lost(self, _conn: object) -> None:
         if self._closing:
             return
-        self._listener = None
-        self._reattach_task = asyncio.get_running_loop().create_task(self._reattach())
+        dead, self._listener = self._listener, None
+        self._reattach_task = asyncio.get_running_loop().create_task(self._reattach(dead))
 
-    async def _reattach(self) -> None:
+    async def _reattach(self, dead: Any = None) -> None:
+        if dead is not None:  # its pool slot comes back (the pool reconnects it)
+            with contextlib.suppress(Exception):
+                await self.pool.release(dead)
         delay = 0.5
         while not self._closing:
             try:

@@ -25,13 +25,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import handover
 from handover.workflow.schemas import default_registry
@@ -40,6 +42,7 @@ from handover.workflow.schemas import default_registry
 # (node/config.py): not passed on, since every node here has its own.
 _PER_NODE_ENV = ("HANDOVER_DSN", "HANDOVER_LISTEN", "HANDOVER_PUBLIC_URL")
 ROLES = ("admin", "caseworker", "auditor")
+_T = TypeVar("_T")
 
 
 class HarnessError(Exception):
@@ -95,11 +98,21 @@ def run_cli(
     return proc
 
 
+_given_ports: set[int] = set()
+_ports_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on now (it may be taken later)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port of 127.0.0.1 that nothing listens on now (it may be taken later),
+    never one this process was given before."""
+    with _ports_lock:
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in _given_ports:
+                _given_ports.add(port)
+                return port
 
 
 def example(schema_id: str, index: int = 0) -> dict[str, Any]:
@@ -359,14 +372,28 @@ class NodeProcess:
 
 
 def connect(nodes: Iterable[NodeProcess], operators: Iterable[tuple[str, str]]) -> None:
-    """Each node (running) pins every other one, then gets the `operators` (name, role)."""
+    """Each node (running) pins every other one, then gets the `operators` (name, role).
+
+    Each node's commands run one after another, the nodes side by side (a
+    command is a process of its own, most of it Python starting up).
+    """
     nodes, operators = list(nodes), list(operators)
-    for node in nodes:
+
+    def one(node: NodeProcess) -> None:
         for other in nodes:
             if other is not node:
                 node.pin(other)
         for name, role in operators:
             node.add_operator(name, role)
+
+    _each(one, nodes)
+
+
+def _each(work: Callable[[_T], object], items: Sequence[_T]) -> None:
+    """`work(item)` for every item, side by side; the first failure is raised."""
+    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        for future in [pool.submit(work, item) for item in items]:
+            future.result()
 
 
 class Federation:
@@ -376,7 +403,14 @@ class Federation:
 
     def __init__(self, base: Path, nodes: Iterable[tuple[str, str]]) -> None:
         self.base = base
-        self.nodes = {name: self.node_class(base, name, kind) for name, kind in nodes}
+        made: dict[str, NodeProcess] = {}
+
+        def make(spec: tuple[str, str]) -> None:
+            made[spec[0]] = self.node_class(base, *spec)
+
+        specs = list(nodes)
+        _each(make, specs)
+        self.nodes = {name: made[name] for name, _ in specs}
 
     def __getitem__(self, name: str) -> NodeProcess:
         return self.nodes[name]

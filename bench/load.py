@@ -23,7 +23,7 @@ import gc
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,6 +214,21 @@ async def watch_receipts(
                 await asyncio.wait_for(committed.wait(), POLL_S)
     finally:
         await conn.close()
+
+
+async def first_failure(*aws: Awaitable[Any]) -> list[Any]:
+    """Run concurrently; on the first exception cancel the rest and raise it."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        return [t.result() for t in tasks]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def percentile(values: list[float], q: float) -> float:

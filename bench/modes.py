@@ -21,11 +21,12 @@ import asyncio
 import gc
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import load
-from procs import BenchFailure, Node
+from procs import BenchFailure, Measured, Node, cpu_per_packet, cpu_snapshot
 
 
 def _items(payload: bytes, first: int, n: int) -> list[bytes]:
@@ -132,47 +133,60 @@ async def submit_open_loop(
     return out
 
 
-async def measured(
-    sender: Node,
-    receiver: Node,
-    submit: Callable[[load.Submitted], Awaitable[Any]],
-    *,
-    cpu_snapshot: Callable[[dict[str, Any]], dict[str, float]],
-    cpu_per_packet: Callable[..., dict[str, float]],
-    first_failure: Callable[..., Awaitable[list[Any]]],
-) -> dict[str, Any]:
-    """Run one submitter until every receipt is stored; verify both databases.
+@dataclass
+class Driven:
+    """One submitter's run: what it submitted, the receipts, and its cost."""
 
-    Latencies from the answer (`p50_ms`, as the single mode) and from the
-    request being due (`p50_from_submit_ms`)."""
+    submitted: load.Submitted
+    receipts: load.Receipts
+    pids: list[str]
+    seconds: float  # from the first request to the last receipt stored
+    cpu_ms: dict[str, float]  # per packet, by process
+
+
+async def drive(
+    sender: Node, receiver: Node, submit: Callable[[load.Submitted], Awaitable[Any]]
+) -> Driven:
+    """Run one submitter until every receipt is stored; verify both databases."""
     dsn = sender.dsn()
     after = await load.audit_head(dsn)
     submitted = load.Submitted()
     done = asyncio.Event()
-    servers = {"sender": sender, "receiver": receiver}
+    servers: dict[str, Measured] = {"sender": sender, "receiver": receiver}
     cpu_before = cpu_snapshot(servers)
 
     async def run() -> None:
         await submit(submitted)
         done.set()
 
-    _, receipts = await first_failure(run(), load.watch_receipts(dsn, after, submitted, done))
+    _, receipts = await load.first_failure(run(), load.watch_receipts(dsn, after, submitted, done))
     cpu_after = cpu_snapshot(servers)
     pids = list(submitted.accepted)
     await load.verify_handover(dsn, receiver.dsn(), sender.node, pids)
-    from_answer = [max(0.0, receipts.seen_ms[p] - submitted.accepted[p]) for p in pids]
-    from_submit = [max(0.0, receipts.seen_ms[p] - submitted.sent[p]) for p in pids]
     end = max(receipts.seen_ms[p] for p in pids)
     seconds = (end - submitted.started_ms) / 1000
+    cpu_ms = cpu_per_packet(cpu_before, cpu_after, len(pids), seconds)
+    return Driven(submitted, receipts, pids, seconds, cpu_ms)
+
+
+async def measured(
+    sender: Node, receiver: Node, submit: Callable[[load.Submitted], Awaitable[Any]]
+) -> dict[str, Any]:
+    """:func:`drive`, with latencies from the answer (`p50_ms`, as the single
+    mode) and from the request being due (`p50_from_submit_ms`)."""
+    run = await drive(sender, receiver, submit)
+    submitted, receipts, pids = run.submitted, run.receipts, run.pids
+    from_answer = [max(0.0, receipts.seen_ms[p] - submitted.accepted[p]) for p in pids]
+    from_submit = [max(0.0, receipts.seen_ms[p] - submitted.sent[p]) for p in pids]
     return {
         "packets": len(pids),
-        "seconds": round(seconds, 3),
-        "pps": round(len(pids) / seconds, 1),
+        "seconds": round(run.seconds, 3),
+        "pps": round(len(pids) / run.seconds, 1),
         "p50_ms": round(load.percentile(from_answer, 50), 1),
         "p99_ms": round(load.percentile(from_answer, 99), 1),
         "p50_from_submit_ms": round(load.percentile(from_submit, 50), 1),
         "p99_from_submit_ms": round(load.percentile(from_submit, 99), 1),
         "max_from_submit_ms": round(max(from_submit), 1),
         "answer_p99_ms": round(load.percentile(submitted.latencies_ms, 99), 1),
-        "cpu_ms_per_packet": cpu_per_packet(cpu_before, cpu_after, len(pids), seconds),
+        "cpu_ms_per_packet": run.cpu_ms,
     }

@@ -173,6 +173,25 @@ class Measured:
         return postgres_pss_mb(self.pgdata)
 
 
+def cpu_snapshot(servers: dict[str, Measured]) -> dict[str, float]:
+    """CPU seconds so far of each server process, its PostgreSQL, and this client."""
+    out = {"client": time.process_time()}
+    for name, server in servers.items():
+        out[name], out[f"{name}_pg"] = server.cpu_seconds()
+    return out
+
+
+def cpu_per_packet(
+    before: dict[str, float], after: dict[str, float], packets: int, seconds: float
+) -> dict[str, float]:
+    """CPU ms per packet by process, their total, and the share of all cores they used."""
+    out = {k: round((after[k] - before[k]) * 1000 / packets, 3) for k in before}
+    total = sum(after[k] - before[k] for k in before)
+    out["total"] = round(total * 1000 / packets, 3)
+    out["cores_busy"] = round(total / (seconds * (os.cpu_count() or 1)), 3)
+    return out
+
+
 class Node(harness.NodeProcess, Measured):
     """A handover node of the harness, measured."""
 

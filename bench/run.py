@@ -35,7 +35,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -80,40 +79,6 @@ class Run:
     cpu_ms: dict[str, float] = dataclasses.field(default_factory=dict)  # per packet
 
 
-def cpu_snapshot(servers: dict[str, Server]) -> dict[str, float]:
-    """CPU seconds so far of each server process, its PostgreSQL, and this client."""
-    out = {"client": time.process_time()}
-    for name, server in servers.items():
-        out[name], out[f"{name}_pg"] = server.cpu_seconds()
-    return out
-
-
-def cpu_per_packet(
-    before: dict[str, float], after: dict[str, float], packets: int, seconds: float
-) -> dict[str, float]:
-    """CPU ms per packet by process, their total, and the share of all cores they used."""
-    out = {k: round((after[k] - before[k]) * 1000 / packets, 3) for k in before}
-    total = sum(after[k] - before[k] for k in before)
-    out["total"] = round(total * 1000 / packets, 3)
-    out["cores_busy"] = round(total / (seconds * (os.cpu_count() or 1)), 3)
-    return out
-
-
-async def _first_failure(*aws: Awaitable[Any]) -> list[Any]:
-    """Run concurrently; on the first exception cancel the rest and raise it."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            if task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-        return [t.result() for t in tasks]
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 def submission(body: dict[str, Any]) -> bytes:
     payload = {
         "to": [RECEIVER[0]],
@@ -128,14 +93,8 @@ async def handover_run(
     sender: Node, receiver: Node, payload: bytes, count: int, concurrency: int
 ) -> Run:
     """Submit `count` packets and wait for every receipt; verify both databases."""
-    dsn = sender.dsn()
-    after = await load.audit_head(dsn)
-    submitted = load.Submitted()
-    done = asyncio.Event()
-    servers: dict[str, Server] = {"sender": sender, "receiver": receiver}
-    cpu_before = cpu_snapshot(servers)
 
-    async def submit() -> None:
+    async def submit(out: load.Submitted) -> None:
         await load.submit_all(
             sender.url + "/api/v1/packets",
             payload,
@@ -144,30 +103,25 @@ async def handover_run(
             token=sender.tokens["caseworker"],
             expect=202,
             pid_of=lambda answer: answer["packets"][0]["pid"],
-            out=submitted,
+            out=out,
         )
-        done.set()
 
-    _, receipts = await _first_failure(submit(), load.watch_receipts(dsn, after, submitted, done))
-    cpu_after = cpu_snapshot(servers)
-    pids = list(submitted.accepted)
-    await load.verify_handover(dsn, receiver.dsn(), sender.node, pids)
-    latencies = [max(0.0, receipts.seen_ms[p] - submitted.accepted[p]) for p in pids]
-    node_stamped = [max(0.0, receipts.at_ms[p] - submitted.accepted[p]) for p in pids]
-    end = max(receipts.seen_ms[p] for p in pids)
-    seconds = (end - submitted.started_ms) / 1000
+    run = await modes.drive(sender, receiver, submit)
+    submitted, receipts = run.submitted, run.receipts
+    latencies = [max(0.0, receipts.seen_ms[p] - submitted.accepted[p]) for p in run.pids]
+    node_stamped = [max(0.0, receipts.at_ms[p] - submitted.accepted[p]) for p in run.pids]
     submit_seconds = (submitted.finished_ms - submitted.started_ms) / 1000
     return Run(
         packets=count,
-        seconds=seconds,
-        pps=count / seconds,
+        seconds=run.seconds,
+        pps=count / run.seconds,
         submit_pps=count / submit_seconds,
         p50_ms=load.percentile(latencies, 50),
         p99_ms=load.percentile(latencies, 99),
         max_ms=max(latencies),
         p50_node_ms=load.percentile(node_stamped, 50),
         p99_node_ms=load.percentile(node_stamped, 99),
-        cpu_ms=cpu_per_packet(cpu_before, cpu_after, count, seconds),
+        cpu_ms=run.cpu_ms,
     )
 
 
@@ -175,7 +129,7 @@ async def baseline_run(server: Server, payload: bytes, count: int, concurrency: 
     """POST `count` times to the baseline server; verify the rows are there."""
     dsn = server.dsn()
     before = await load.baseline_rows(dsn)
-    cpu_before = cpu_snapshot({"server": server})
+    cpu_before = procs.cpu_snapshot({"server": server})
     submitted = await load.submit_all(
         server.url + "/ingest",
         payload,
@@ -186,7 +140,7 @@ async def baseline_run(server: Server, payload: bytes, count: int, concurrency: 
         pid_of=None,
         out=load.Submitted(),
     )
-    cpu_after = cpu_snapshot({"server": server})
+    cpu_after = procs.cpu_snapshot({"server": server})
     rows = await load.baseline_rows(dsn) - before
     if rows != count:
         raise BenchFailure(f"the baseline stored {rows} rows, not {count}")
@@ -199,7 +153,7 @@ async def baseline_run(server: Server, payload: bytes, count: int, concurrency: 
         p50_ms=load.percentile(submitted.latencies_ms, 50),
         p99_ms=load.percentile(submitted.latencies_ms, 99),
         max_ms=max(submitted.latencies_ms),
-        cpu_ms=cpu_per_packet(cpu_before, cpu_after, count, seconds),
+        cpu_ms=procs.cpu_per_packet(cpu_before, cpu_after, count, seconds),
     )
 
 
@@ -279,7 +233,7 @@ def run_main(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
             f" {args.bulk_concurrency} requests in flight ..."
         )
         bulk = asyncio.run(
-            mode_run(
+            modes.measured(
                 sender,
                 receiver,
                 lambda out: modes.submit_bulk(
@@ -299,7 +253,7 @@ def run_main(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
         count = max(100, int(rate * args.open_loop_seconds))
         say(f"open loop: {count} packets offered at {rate:.0f}/s ...")
         open_loop = asyncio.run(
-            mode_run(
+            modes.measured(
                 sender,
                 receiver,
                 lambda out: modes.submit_open_loop(
@@ -393,17 +347,6 @@ def run_main(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
         )
     print_main_table(result)
     return result
-
-
-async def mode_run(sender: Node, receiver: Node, submit: Any) -> dict[str, Any]:
-    return await modes.measured(
-        sender,
-        receiver,
-        submit,
-        cpu_snapshot=cpu_snapshot,
-        cpu_per_packet=cpu_per_packet,
-        first_failure=_first_failure,
-    )
 
 
 def print_main_table(r: dict[str, Any]) -> None:

@@ -33,6 +33,7 @@ fixtures run in the session's event loop:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import os
@@ -44,6 +45,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
 
 from handover.node.runtime import Node
 from handover.node.transport import MemoryTransport
@@ -52,6 +54,7 @@ from handover.protocol.canonical import cj_dumps
 from handover.protocol.packet import Recipient, SealedPacket, seal
 from handover.protocol.receipt import Receipt, parse_receipt, verify_receipt
 from handover.protocol.timeutil import now_ms
+from handover.web.app import create_app
 from handover.workflow.access import Operator
 from handover.workflow.schemas import default_registry
 
@@ -297,6 +300,17 @@ def release_notice(case_ref: str | None = None, **changes: Any) -> dict[str, Any
     if case_ref is not None:
         out["case_ref"] = case_ref
     return out
+
+
+@contextlib.asynccontextmanager
+async def app_client(node: Node) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
+    """`node`'s web app (local API and /ui) on an aiohttp test server, and a client of it."""
+    client = TestClient(TestServer(create_app(node)))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 async def audit_entries(node: Node, *, pid: str | None = None, after: int = 0) -> list[Any]:

@@ -11,13 +11,12 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from handover.node.runtime import Node
 from handover.protocol.canonical import b64u_decode, cj_dumps
 from handover.protocol.packet import MEDIA_TYPE
 from handover.store.errors import StoreError
-from handover.web.app import create_app
 from handover.web.errors import STATUS
 from handover.workflow.errors import ErrorCode
 from inproc import (
@@ -25,6 +24,7 @@ from inproc import (
     PROBATION,
     RELEASE_NOTICE,
     Cluster,
+    app_client,
     body,
     check_receipt,
     release_notice,
@@ -66,12 +66,8 @@ async def api(cluster: Cluster) -> AsyncIterator[Api]:
     """probation.test's app on a test server, with an operator of each role."""
     node = cluster[PROBATION]
     tokens = {role: await cluster.operator(node, f"web-{role}", role) for role in ROLES}
-    client = TestClient(TestServer(create_app(node)))
-    await client.start_server()
-    try:
+    async with app_client(node) as client:
         yield Api(client, tokens)
-    finally:
-        await client.close()
 
 
 def assert_error(status: int, answer: Any, code: ErrorCode, *, message: bool = True) -> str:

@@ -10,12 +10,20 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from handover.node.runtime import Node
-from handover.web.app import create_app
 from handover.web.batch import MAX_SUBMISSIONS
-from inproc import PRISON, PROBATION, RELEASE_NOTICE, Cluster, audit_entries, body, release_notice
+from inproc import (
+    PRISON,
+    PROBATION,
+    RELEASE_NOTICE,
+    Cluster,
+    app_client,
+    audit_entries,
+    body,
+    release_notice,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -42,12 +50,8 @@ async def api(cluster: Cluster) -> AsyncIterator[Api]:
         role: await cluster.operator(node, f"batch-{role}", role)
         for role in ("caseworker", "auditor")
     }
-    client = TestClient(TestServer(create_app(node)))
-    await client.start_server()
-    try:
+    async with app_client(node) as client:
         yield Api(client, tokens)
-    finally:
-        await client.close()
 
 
 def good() -> dict[str, Any]:

@@ -13,14 +13,14 @@ from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from handover.node.runtime import Node
-from handover.web.app import create_app
 from inproc import (
     PRISON,
     PROBATION,
     Cluster,
+    app_client,
     audit_entries,
     audit_seq,
     release_notice,
@@ -51,12 +51,8 @@ async def api(cluster: Cluster) -> AsyncIterator[Api]:
     node = cluster[PROBATION]
     roles = ("admin", "caseworker", "auditor")
     tokens = {role: await cluster.operator(node, f"legal-{role}", role) for role in roles}
-    client = TestClient(TestServer(create_app(node)))
-    await client.start_server()
-    try:
+    async with app_client(node) as client:
         yield Api(client, tokens, node)
-    finally:
-        await client.close()
 
 
 async def _received_pid(cluster: Cluster) -> tuple[str, str]:

@@ -12,17 +12,17 @@ from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from handover.node.runtime import Node
 from handover.protocol.timeutil import now_ms
-from handover.web.app import create_app
 from inproc import (
     PRISON,
     PROBATION,
     RELEASE_NOTICE,
     WHY,
     Cluster,
+    app_client,
     audit_entries,
     audit_seq,
     release_notice,
@@ -63,14 +63,12 @@ async def api(cluster: Cluster) -> AsyncIterator[Api]:
     node = cluster[PROBATION]
     roles = {"admin": "admin", "caseworker": "caseworker", "colleague": "caseworker"}
     tokens = {key: await cluster.operator(node, f"lp-{key}", role) for key, role in roles.items()}
-    client = TestClient(TestServer(create_app(node)))
-    await client.start_server()
-    node.assignments.required = True
-    try:
-        yield Api(client, tokens, node)
-    finally:
-        node.assignments.required = False
-        await client.close()
+    async with app_client(node) as client:
+        node.assignments.required = True
+        try:
+            yield Api(client, tokens, node)
+        finally:
+            node.assignments.required = False
 
 
 async def _case(cluster: Cluster) -> tuple[str, str]:

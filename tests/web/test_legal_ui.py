@@ -9,16 +9,16 @@ from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from handover.node.runtime import Node
-from handover.web.app import create_app
 from handover.web.ui.base import COOKIE
 from inproc import (
     PRISON,
     PROBATION,
     RELEASE_NOTICE,
     Cluster,
+    app_client,
     audit_entries,
     audit_seq,
     release_notice,
@@ -52,12 +52,8 @@ async def ui(cluster: Cluster) -> AsyncIterator[Ui]:
     node = cluster[PROBATION]
     await node.web_sessions.add_operator("ui-legal", "caseworker", PASSWORD, by="test")
     cookie, csrf = await node.web_sessions.sign_in("ui-legal", PASSWORD, "", "10.9.9.9")
-    client = TestClient(TestServer(create_app(node)))
-    await client.start_server()
-    try:
+    async with app_client(node) as client:
         yield Ui(client, node, cookie, csrf)
-    finally:
-        await client.close()
 
 
 async def _case(cluster: Cluster) -> tuple[str, str]:

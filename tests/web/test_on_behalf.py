@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from handover.node.runtime import Node
-from handover.web.app import create_app
 from handover.web.errors import STATUS
 from handover.workflow.errors import ErrorCode
 from inproc import (
@@ -21,6 +20,7 @@ from inproc import (
     RELEASE_NOTICE,
     WHY,
     Cluster,
+    app_client,
     audit_entries,
     audit_seq,
     body,
@@ -57,12 +57,8 @@ async def api(cluster: Cluster) -> AsyncIterator[Api]:
         "system": await cluster.operator(node, SYSTEM, "system"),
         "caseworker": await cluster.operator(node, "obo-caseworker", "caseworker"),
     }
-    client = TestClient(TestServer(create_app(node)))
-    await client.start_server()
-    try:
+    async with app_client(node) as client:
         yield Api(client, tokens)
-    finally:
-        await client.close()
 
 
 def refused(status: int, answer: Any, code: ErrorCode) -> str:

@@ -114,10 +114,8 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 
 def error_response(code: ErrorCode, message: str | None = None) -> web.Response:
-    data: dict[str, str] = {"error": code.value}
-    if message:
-        data["message"] = message
-    return json_response(data, STATUS[code])
+    status, data = _error(code, message)
+    return json_response(data, status)
 
 
 def error_answer(exc: BaseException) -> tuple[int, dict[str, str]]:
